@@ -1,0 +1,119 @@
+//! The limiter for synchronous programs: the same calls without `async`.
+//! The caller needs no tokio runtime; one small runtime of its own drives
+//! the store, and waiting is a plain thread sleep.
+
+use std::time::Duration;
+
+use tokio::runtime::{Handle, Runtime};
+
+use crate::core::{Decision, Policy};
+use crate::store::{KeyStatus, MemoryStore, Store};
+use crate::{Error, Result};
+
+/// A blocking [`Limiter`](crate::Limiter). Share it between threads by
+/// reference or in an `Arc`.
+pub struct Limiter<S: Store = MemoryStore> {
+    inner: crate::Limiter<S>,
+    runtime: Runtime,
+}
+
+impl Limiter<MemoryStore> {
+    /// A blocking limiter on a fresh memory store.
+    pub fn memory() -> Result<Self> {
+        Limiter::new(MemoryStore::new())
+    }
+}
+
+impl<S: Store> Limiter<S> {
+    /// A blocking limiter over `store`.
+    pub fn new(store: S) -> Result<Self> {
+        Self::from_async(crate::Limiter::new(store))
+    }
+
+    /// A blocking view of an async limiter (they share the store).
+    pub fn from_async(inner: crate::Limiter<S>) -> Result<Self> {
+        let runtime = tokio::runtime::Builder::new_multi_thread()
+            .worker_threads(1)
+            .thread_name("drip-blocking")
+            .enable_all()
+            .build()
+            .map_err(|e| Error::Store(format!("cannot start the blocking runtime: {e}")))?;
+        Ok(Limiter { inner, runtime })
+    }
+
+    /// The async limiter underneath.
+    pub fn as_async(&self) -> &crate::Limiter<S> {
+        &self.inner
+    }
+
+    fn run<T>(&self, f: impl std::future::Future<Output = Result<T>>) -> Result<T> {
+        if Handle::try_current().is_ok() {
+            return Err(Error::BlockingInAsync);
+        }
+        self.runtime.block_on(f)
+    }
+
+    /// See [`crate::Limiter::configure`].
+    pub fn configure(&self, bucket: &str, policy: Policy) -> Result<()> {
+        self.run(self.inner.configure(bucket, policy))
+    }
+
+    /// See [`crate::Limiter::configure_reset`].
+    pub fn configure_reset(&self, bucket: &str, policy: Policy) -> Result<()> {
+        self.run(self.inner.configure_reset(bucket, policy))
+    }
+
+    /// See [`crate::Limiter::check`].
+    pub fn check(&self, bucket: &str, key: &str, cost: u64) -> Result<Decision> {
+        self.run(self.inner.check(bucket, key, cost))
+    }
+
+    /// See [`crate::Limiter::acquire`]: blocks this thread until the request may go.
+    pub fn acquire(
+        &self,
+        bucket: &str,
+        key: &str,
+        cost: u64,
+        timeout: Option<Duration>,
+    ) -> Result<Decision> {
+        let max_wait = timeout.map_or(u64::MAX, |t| u64::try_from(t.as_nanos()).unwrap_or(u64::MAX));
+        let d = self.run(self.inner.store().decide(
+            bucket,
+            key,
+            crate::core::Request::reserve(cost, max_wait),
+        ))?;
+        if d.allowed() && d.wait > 0 {
+            std::thread::sleep(Duration::from_nanos(d.wait));
+        }
+        Ok(d)
+    }
+
+    /// Waits for a turn, then runs `f`; a turn not granted is an error
+    /// ([`Error::Limited`] within `timeout`, or [`Error::Exceeds`]).
+    pub fn throttle<T>(
+        &self,
+        bucket: &str,
+        key: &str,
+        cost: u64,
+        timeout: Option<Duration>,
+        f: impl FnOnce() -> T,
+    ) -> Result<T> {
+        crate::limiter::admitted(self.acquire(bucket, key, cost, timeout)?, cost)?;
+        Ok(f())
+    }
+
+    /// See [`crate::Limiter::status`].
+    pub fn status(&self, bucket: &str, key: &str) -> Result<KeyStatus> {
+        self.run(self.inner.status(bucket, key))
+    }
+
+    /// See [`crate::Limiter::delete`].
+    pub fn delete(&self, bucket: &str) -> Result<bool> {
+        self.run(self.inner.delete(bucket))
+    }
+
+    /// See [`crate::Limiter::list`].
+    pub fn list(&self) -> Result<Vec<(String, Policy)>> {
+        self.run(self.inner.list())
+    }
+}

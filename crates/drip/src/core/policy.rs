@@ -1,0 +1,288 @@
+//! What a bucket enforces: a mode, one leaky-bucket limit, and optional
+//! rolling windows. Every constructor validates; a `Policy` that exists is
+//! within range, so the decision code never has to check again.
+
+use std::time::Duration;
+
+use super::rate::{MAX_EXACT, Nanos, Rate};
+use crate::error::ConfigError;
+
+/// Largest capacity a bucket may have (the server contract's range).
+pub const MAX_CAPACITY: u64 = u32::MAX as u64;
+
+/// Longest span a bucket may take to drain from full (`capacity * T`) and
+/// longest rolling window: 100 years. Keeps every tick sum far from overflow.
+pub const MAX_SPAN_NS: u64 = 100 * 365_250 * 86_400 * 1_000_000;
+
+/// How a bucket treats a request that arrives while it holds water.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Default)]
+pub enum Mode {
+    /// Leaky bucket as a meter: a request that fits goes now, one that does
+    /// not is rejected with a `retry_after` (token-bucket users' semantics).
+    #[default]
+    Police,
+    /// Leaky bucket as a queue: a request that fits waits its turn
+    /// (`wait`, `queue_position`); one that does not is rejected (queue full).
+    Shape,
+}
+
+impl Mode {
+    /// `"police"` or `"shape"`.
+    pub fn as_str(&self) -> &'static str {
+        match self {
+            Mode::Police => "police",
+            Mode::Shape => "shape",
+        }
+    }
+}
+
+impl std::str::FromStr for Mode {
+    type Err = ConfigError;
+    fn from_str(s: &str) -> Result<Mode, ConfigError> {
+        match s {
+            "police" => Ok(Mode::Police),
+            "shape" => Ok(Mode::Shape),
+            _ => Err(ConfigError::new(
+                "mode",
+                format!("mode must be \"police\" or \"shape\", not {s:?}"),
+            )),
+        }
+    }
+}
+
+/// A leaky bucket: it leaks at `rate` and holds `capacity` units.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub struct Limit {
+    rate: Rate,
+    capacity: u64,
+}
+
+impl Limit {
+    /// A bucket of `capacity` units (also the largest burst) leaking at `rate`.
+    pub fn new(rate: Rate, capacity: u64) -> Result<Limit, ConfigError> {
+        if !(1..=MAX_CAPACITY).contains(&capacity) {
+            return Err(ConfigError::new(
+                "capacity",
+                format!("capacity must be an integer in 1..={MAX_CAPACITY}"),
+            ));
+        }
+        let span = rate.cost_ticks(capacity) / rate.amount() as u128;
+        if span > MAX_SPAN_NS as u128 {
+            return Err(ConfigError::new(
+                "capacity",
+                "capacity / leak_rate (the time a full bucket takes to drain) must be at most 100 years",
+            ));
+        }
+        Ok(Limit { rate, capacity })
+    }
+
+    /// The leak rate.
+    pub fn rate(&self) -> Rate {
+        self.rate
+    }
+
+    /// Units the bucket holds.
+    pub fn capacity(&self) -> u64 {
+        self.capacity
+    }
+}
+
+/// An exact rolling limit: at most `limit` units admitted in any window of
+/// length `period`.
+///
+/// Each key keeps a log of (admission time, cost) for the last `period`, so
+/// memory per key is bounded by `min(limit, admissions in one period)`
+/// entries. [`Window::approximate`] bounds it by a slot count instead, at the
+/// price of admitting slightly *less* than the exact limit, never more.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub struct Window {
+    limit: u64,
+    period_ns: Nanos,
+    granularity_ns: Nanos,
+}
+
+impl Window {
+    /// At most `limit` units in any window of `period`, exactly.
+    pub fn new(limit: u64, period: Duration) -> Result<Window, ConfigError> {
+        if !(1..=MAX_EXACT).contains(&limit) {
+            return Err(ConfigError::new(
+                "limit",
+                format!("limit must be an integer in 1..={MAX_EXACT}"),
+            ));
+        }
+        let period_ns = u64::try_from(period.as_nanos())
+            .ok()
+            .filter(|p| (1..=MAX_SPAN_NS).contains(p))
+            .ok_or_else(|| {
+                ConfigError::new("period_s", "period_s must be between 1 ns and 100 years")
+            })?;
+        Ok(Window {
+            limit,
+            period_ns,
+            granularity_ns: 1,
+        })
+    }
+
+    /// An approximate window for very large limits: admissions are recorded in
+    /// `slots` slots per period, each counted as if it happened at the *end* of
+    /// its slot, so it stays in the window slightly longer than it should.
+    /// Memory per key is at most `slots + 1` entries; the window admits at most
+    /// the exact limit, and may admit less.
+    pub fn approximate(limit: u64, period: Duration, slots: u32) -> Result<Window, ConfigError> {
+        let mut w = Window::new(limit, period)?;
+        if slots == 0 {
+            return Err(ConfigError::new("slots", "slots must be at least 1"));
+        }
+        w.granularity_ns = w.period_ns.div_ceil(slots as u64);
+        Ok(w)
+    }
+
+    /// The most units admitted in any window.
+    pub fn limit(&self) -> u64 {
+        self.limit
+    }
+
+    /// The window length.
+    pub fn period(&self) -> Duration {
+        Duration::from_nanos(self.period_ns)
+    }
+
+    /// The window length in nanoseconds.
+    pub fn period_ns(&self) -> Nanos {
+        self.period_ns
+    }
+
+    /// How finely admission times are kept: 1 ns for an exact window.
+    pub fn granularity_ns(&self) -> Nanos {
+        self.granularity_ns
+    }
+
+    /// True for an exact window (see [`Window::approximate`]).
+    pub fn is_exact(&self) -> bool {
+        self.granularity_ns == 1
+    }
+}
+
+/// Most rolling windows one policy may have.
+pub const MAX_WINDOWS: usize = 8;
+
+/// A named bucket's configuration: its mode, its leaky bucket, and rolling
+/// windows ANDed with it. A decision admits only if every limit admits.
+#[derive(Clone, Debug, PartialEq, Eq, Hash)]
+pub struct Policy {
+    mode: Mode,
+    limit: Limit,
+    windows: Vec<Window>,
+}
+
+impl Policy {
+    /// A policy with one leaky bucket and no windows.
+    pub fn new(mode: Mode, limit: Limit) -> Policy {
+        Policy {
+            mode,
+            limit,
+            windows: Vec::new(),
+        }
+    }
+
+    /// Police mode: rejects what does not fit now.
+    pub fn police(limit: Limit) -> Policy {
+        Policy::new(Mode::Police, limit)
+    }
+
+    /// Shape mode: queues what fits, rejects what does not.
+    pub fn shape(limit: Limit) -> Policy {
+        Policy::new(Mode::Shape, limit)
+    }
+
+    /// Adds a rolling window (at most [`MAX_WINDOWS`]).
+    pub fn with_window(mut self, window: Window) -> Result<Policy, ConfigError> {
+        if self.windows.len() >= MAX_WINDOWS {
+            return Err(ConfigError::new(
+                "windows",
+                format!("at most {MAX_WINDOWS} windows per bucket"),
+            ));
+        }
+        self.windows.push(window);
+        Ok(self)
+    }
+
+    /// Builds a policy from the server's terms: `capacity` units leaking at
+    /// `leak_rate` units per second, and `(limit, period_s)` windows.
+    pub fn from_parts(
+        mode: Mode,
+        capacity: u64,
+        leak_rate: f64,
+        windows: &[(u64, f64)],
+    ) -> Result<Policy, ConfigError> {
+        let limit = Limit::new(Rate::per_second_f64(leak_rate)?, capacity)?;
+        let mut policy = Policy::new(mode, limit);
+        for (i, &(n, period_s)) in windows.iter().enumerate() {
+            let period = Duration::try_from_secs_f64(period_s)
+                .ok()
+                .filter(|d| !d.is_zero())
+                .ok_or_else(|| {
+                    ConfigError::new("period_s", "period_s must be a positive number of seconds")
+                        .within(&format!("windows[{i}]"))
+                })?;
+            let w = Window::new(n, period).map_err(|e| e.within(&format!("windows[{i}]")))?;
+            policy = policy.with_window(w)?;
+        }
+        Ok(policy)
+    }
+
+    /// Police or shape.
+    pub fn mode(&self) -> Mode {
+        self.mode
+    }
+
+    /// The leaky bucket.
+    pub fn limit(&self) -> &Limit {
+        &self.limit
+    }
+
+    /// The rolling windows.
+    pub fn windows(&self) -> &[Window] {
+        &self.windows
+    }
+
+    /// The largest single request this policy can ever admit.
+    pub fn max_cost(&self) -> u64 {
+        self.windows
+            .iter()
+            .map(Window::limit)
+            .fold(self.limit.capacity, u64::min)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn bad_limits_name_the_field_and_range() {
+        let r = Rate::per_second(10).unwrap();
+        let e = Limit::new(r, 0).unwrap_err();
+        assert_eq!(e.field, "capacity");
+        assert!(e.message.contains("1..=4294967295"), "{e}");
+        assert!(Limit::new(r, MAX_CAPACITY + 1).is_err());
+        let slow = Rate::per_day(1).unwrap();
+        assert!(Limit::new(slow, 36_500).is_ok());
+        assert_eq!(Limit::new(slow, 40_000).unwrap_err().field, "capacity");
+        assert_eq!(Window::new(0, Duration::from_secs(1)).unwrap_err().field, "limit");
+        assert_eq!(Window::new(1, Duration::ZERO).unwrap_err().field, "period_s");
+    }
+
+    #[test]
+    fn from_parts_reports_nested_fields() {
+        let e = Policy::from_parts(Mode::Police, 10, 5.0, &[(10, 1.0), (0, 3600.0)]).unwrap_err();
+        assert_eq!(e.field, "windows[1].limit");
+        let e = Policy::from_parts(Mode::Police, 10, 5.0, &[(10, f64::NAN)]).unwrap_err();
+        assert_eq!(e.field, "windows[0].period_s");
+        let e = Policy::from_parts(Mode::Police, 10, -5.0, &[]).unwrap_err();
+        assert_eq!(e.field, "leak_rate");
+        let p = Policy::from_parts(Mode::Shape, 10, 5.0, &[(1000, 3600.0)]).unwrap();
+        assert_eq!(p.max_cost(), 10);
+        assert_eq!(p.windows()[0].period_ns(), 3_600_000_000_000);
+    }
+}

@@ -1,0 +1,35 @@
+//! drip: an exact leaky-bucket rate limiter.
+//!
+//! Every bucket is one number, its theoretical arrival time `tat`, and one
+//! policy decides how to use it: **police** (a meter: admit now or reject
+//! with `retry_after`; what token-bucket users expect) or **shape** (a queue:
+//! admit with a `wait` and a `queue_position`, or reject when full). A
+//! policy may AND exact rolling windows ("1000 per any hour") with its
+//! bucket; requests cost whole units (1, or bytes for bandwidth).
+//!
+//! # Layout
+//!
+//! - [`core`]: the pure decision: [`Rate`], [`Limit`], [`Window`],
+//!   [`Policy`], [`decide`](core::decide). No I/O, no clock, no async.
+//! - [`clock`]: where `now` comes from ([`MonotonicClock`], [`ManualClock`]).
+//! - [`store`]: the [`Store`] trait and the [`MemoryStore`] (with
+//!   [`KeyedBucket`], the fastest in-process form).
+//! - [`Limiter`]: check, acquire (waits), status, configure, delete, list.
+//! - [`blocking`]: the same without async.
+//! - [`throttle`]: make calls wait their turn.
+//! - `tower` (feature `tower`): a middleware for axum, tonic, hyper.
+
+pub mod blocking;
+pub mod clock;
+pub mod core;
+mod error;
+mod limiter;
+pub mod store;
+pub mod throttle;
+
+pub use clock::{Clock, ManualClock, MonotonicClock, SystemClock};
+pub use core::{Decision, Limit, Mode, Outcome, Policy, Rate, Request, Window};
+pub use error::{ConfigError, Error, Result};
+pub use limiter::Limiter;
+pub use store::{KeyStatus, KeyedBucket, MemoryStore, Store};
+pub use throttle::{Throttle, Turn};

@@ -1,0 +1,148 @@
+//! `Limiter`: the API programs embed, over any [`Store`].
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use crate::core::{Decision, Outcome, Policy, Request};
+use crate::store::{KeyStatus, MemoryStore, Store};
+use crate::throttle::Throttle;
+use crate::{Error, Result};
+
+/// Rate limits named buckets kept in a store. Cloning is cheap and clones
+/// share the store.
+///
+/// ```
+/// # tokio_test_block_on(async {
+/// use drip::{Limit, Limiter, Policy, Rate};
+/// let limiter = Limiter::memory();
+/// let policy = Policy::police(Limit::new(Rate::per_second(5)?, 10)?);
+/// limiter.configure("api", policy).await?;
+/// let d = limiter.check("api", "client-1", 1).await?;
+/// assert!(d.allowed());
+/// # Ok::<(), drip::Error>(())
+/// # }).unwrap();
+/// # fn tokio_test_block_on<F: std::future::Future>(f: F) -> F::Output {
+/// #     tokio::runtime::Builder::new_current_thread().enable_time().build().unwrap().block_on(f)
+/// # }
+/// ```
+pub struct Limiter<S: Store = MemoryStore> {
+    store: Arc<S>,
+}
+
+impl<S: Store> Clone for Limiter<S> {
+    fn clone(&self) -> Self {
+        Limiter {
+            store: self.store.clone(),
+        }
+    }
+}
+
+impl Limiter<MemoryStore> {
+    /// A limiter on a fresh memory store.
+    pub fn memory() -> Self {
+        Limiter::new(MemoryStore::new())
+    }
+}
+
+impl<S: Store> Limiter<S> {
+    /// A limiter over `store`.
+    pub fn new(store: S) -> Self {
+        Limiter {
+            store: Arc::new(store),
+        }
+    }
+
+    /// The store.
+    pub fn store(&self) -> &S {
+        &self.store
+    }
+
+    /// Creates or replaces `bucket`; existing keys keep their water.
+    pub async fn configure(&self, bucket: &str, policy: Policy) -> Result<()> {
+        self.store.configure(bucket, policy, false).await
+    }
+
+    /// Creates or replaces `bucket` and empties every key's state.
+    pub async fn configure_reset(&self, bucket: &str, policy: Policy) -> Result<()> {
+        self.store.configure(bucket, policy, true).await
+    }
+
+    /// Decides now whether `cost` units for `key` may go: police admits or
+    /// rejects; shape queues (see `Decision::wait`) or rejects (queue full).
+    pub async fn check(&self, bucket: &str, key: &str, cost: u64) -> Result<Decision> {
+        self.store.decide(bucket, key, Request::check(cost)).await
+    }
+
+    /// Waits until `cost` units for `key` may go and returns the decision
+    /// that admitted them. The request takes its place at once, so waiters
+    /// are served first come, first served and none starves. With a
+    /// `timeout`, a request that could not go within it is not admitted:
+    /// the limited decision is returned at once and nothing is consumed.
+    ///
+    /// If the future is dropped while waiting, the place it took stays used.
+    pub async fn acquire(
+        &self,
+        bucket: &str,
+        key: &str,
+        cost: u64,
+        timeout: Option<Duration>,
+    ) -> Result<Decision> {
+        let max_wait = timeout.map_or(u64::MAX, |t| u64::try_from(t.as_nanos()).unwrap_or(u64::MAX));
+        let d = self
+            .store
+            .decide(bucket, key, Request::reserve(cost, max_wait))
+            .await?;
+        if d.allowed() && d.wait > 0 {
+            tokio::time::sleep(Duration::from_nanos(d.wait)).await;
+        }
+        Ok(d)
+    }
+
+    /// Like [`acquire`](Self::acquire), but a request that is not admitted is
+    /// an error: [`Error::Limited`] or [`Error::Exceeds`].
+    pub async fn acquire_or_err(
+        &self,
+        bucket: &str,
+        key: &str,
+        cost: u64,
+        timeout: Option<Duration>,
+    ) -> Result<Decision> {
+        admitted(self.acquire(bucket, key, cost, timeout).await?, cost)
+    }
+
+    /// Level and counters of `key` in `bucket`.
+    pub async fn status(&self, bucket: &str, key: &str) -> Result<KeyStatus> {
+        self.store.status(bucket, key).await
+    }
+
+    /// The policy of `bucket`, if configured.
+    pub async fn policy(&self, bucket: &str) -> Result<Option<Policy>> {
+        self.store.policy(bucket).await
+    }
+
+    /// Removes `bucket`; false if there was none.
+    pub async fn delete(&self, bucket: &str) -> Result<bool> {
+        self.store.delete(bucket).await
+    }
+
+    /// Every configured bucket with its policy.
+    pub async fn list(&self) -> Result<Vec<(String, Policy)>> {
+        self.store.list().await
+    }
+
+    /// A throttle: each call through it waits its turn in `bucket` for `key`.
+    pub fn throttle(&self, bucket: &str, key: &str) -> Throttle<S> {
+        Throttle::new(self.clone(), bucket, key)
+    }
+}
+
+/// The decision if admitted, else the error that says why not.
+pub(crate) fn admitted(d: Decision, cost: u64) -> Result<Decision> {
+    match d.outcome {
+        Outcome::Allowed => Ok(d),
+        Outcome::Limited => Err(Error::Limited {
+            retry_after: Duration::from_nanos(d.retry_after),
+        }),
+        Outcome::Exceeds => Err(Error::Exceeds { cost }),
+    }
+}
