@@ -76,7 +76,9 @@ impl<S: Store> Limiter<S> {
         cost: u64,
         timeout: Option<Duration>,
     ) -> Result<Decision> {
-        let max_wait = timeout.map_or(u64::MAX, |t| u64::try_from(t.as_nanos()).unwrap_or(u64::MAX));
+        let max_wait = timeout.map_or(u64::MAX, |t| {
+            u64::try_from(t.as_nanos()).unwrap_or(u64::MAX)
+        });
         let d = self.run(self.inner.store().decide(
             bucket,
             key,

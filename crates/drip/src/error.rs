@@ -43,7 +43,9 @@ pub enum Error {
     UnknownBucket(String),
     /// The store holds as many keys as it was allowed to; new keys are refused
     /// until idle ones expire (existing keys are never reset to make room).
-    #[error("key limit reached: the store holds {limit} keys; new keys are refused until idle keys expire")]
+    #[error(
+        "key limit reached: the store holds {limit} keys; new keys are refused until idle keys expire"
+    )]
     KeyLimit {
         /// The configured maximum number of keys.
         limit: usize,

@@ -26,8 +26,10 @@ mod error;
 mod limiter;
 pub mod store;
 pub mod throttle;
+#[cfg(feature = "tower")]
+pub mod tower;
 
-pub use clock::{Clock, ManualClock, MonotonicClock, SystemClock};
+pub use clock::{Clock, ManualClock, MonotonicClock, SystemClock, TokioClock};
 pub use core::{Decision, Limit, Mode, Outcome, Policy, Rate, Request, Window};
 pub use error::{ConfigError, Error, Result};
 pub use limiter::Limiter;

@@ -87,7 +87,9 @@ impl<S: Store> Limiter<S> {
         cost: u64,
         timeout: Option<Duration>,
     ) -> Result<Decision> {
-        let max_wait = timeout.map_or(u64::MAX, |t| u64::try_from(t.as_nanos()).unwrap_or(u64::MAX));
+        let max_wait = timeout.map_or(u64::MAX, |t| {
+            u64::try_from(t.as_nanos()).unwrap_or(u64::MAX)
+        });
         let d = self
             .store
             .decide(bucket, key, Request::reserve(cost, max_wait))

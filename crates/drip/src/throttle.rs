@@ -8,10 +8,10 @@
 use std::future::Future;
 use std::time::Duration;
 
+use crate::Result;
 use crate::core::Decision;
 use crate::limiter::Limiter;
 use crate::store::Store;
-use crate::Result;
 
 /// Waits for a turn in one bucket and key before each call.
 pub struct Throttle<S: Store> {

@@ -49,7 +49,12 @@ struct Expect {
 impl Model {
     fn new(policy: Policy) -> Model {
         let n = policy.windows().len();
-        Model { policy, water: q(0), at: 0, history: vec![Vec::new(); n] }
+        Model {
+            policy,
+            water: q(0),
+            at: 0,
+            history: vec![Vec::new(); n],
+        }
     }
 
     /// T, the time one unit takes to leak, in ns.
@@ -67,14 +72,21 @@ impl Model {
     /// Units of window i inside the window that ends at `t`: (t - W, t].
     fn used(&self, i: usize, t: u64) -> u64 {
         let w = self.policy.windows()[i].period_ns();
-        self.history[i].iter().filter(|h| h.0 + w > t).map(|h| h.1).sum()
+        self.history[i]
+            .iter()
+            .filter(|h| h.0 + w > t)
+            .map(|h| h.1)
+            .sum()
     }
 
     /// Earliest t (not before the last admission) with room for `cost` in window i.
     fn window_ready(&self, i: usize, cost: u64) -> u64 {
         let w = self.policy.windows()[i];
         let last = self.history[i].last().map_or(0, |h| h.0);
-        let mut candidates: Vec<u64> = self.history[i].iter().map(|h| h.0 + w.period_ns()).collect();
+        let mut candidates: Vec<u64> = self.history[i]
+            .iter()
+            .map(|h| h.0 + w.period_ns())
+            .collect();
         candidates.push(last);
         candidates.sort();
         candidates
@@ -106,13 +118,25 @@ impl Model {
         if never {
             let (remaining, reset_after) = self.remaining_and_reset(now);
             let outcome = Outcome::Exceeds;
-            return Expect { outcome, wait: 0, queue_position: 0, remaining, retry_after: 0, reset_after };
+            return Expect {
+                outcome,
+                wait: 0,
+                queue_position: 0,
+                remaining,
+                retry_after: 0,
+                reset_after,
+            };
         }
-        let ready = (0..self.history.len()).map(|i| self.window_ready(i, cost)).max().unwrap_or(0);
+        let ready = (0..self.history.len())
+            .map(|i| self.window_ready(i, cost))
+            .max()
+            .unwrap_or(0);
         let t = self.t();
         // When the request would go, exactly.
         let (go, admit) = if shape {
-            let go = (q(now) + self.water.clone() * t.clone()).max(q(ready)).max(q(now));
+            let go = (q(now) + self.water.clone() * t.clone())
+                .max(q(ready))
+                .max(q(now));
             let fits = (go.clone() - q(now)) / t.clone() + q(cost) <= q(cap);
             (go, fits)
         } else {
@@ -123,7 +147,11 @@ impl Model {
         };
         if !admit {
             let (remaining, reset_after) = self.remaining_and_reset(now);
-            let retry_at = if shape { go.clone() + (q(cost) - q(cap)) * t } else { go };
+            let retry_at = if shape {
+                go.clone() + (q(cost) - q(cap)) * t
+            } else {
+                go
+            };
             return Expect {
                 outcome: Outcome::Limited,
                 wait: 0,
@@ -186,7 +214,10 @@ impl Model {
 // ---- generators ----
 
 fn arb_policy() -> impl Strategy<Value = Policy> {
-    let rate = (1u64..=50, prop_oneof![1u64..=10_000, 1_000_000u64..=3_000_000_000]);
+    let rate = (
+        1u64..=50,
+        prop_oneof![1u64..=10_000, 1_000_000u64..=3_000_000_000],
+    );
     let windows = prop::collection::vec((1u64..=20, 1u64..=30, 0u64..=3), 0..=2);
     (any::<bool>(), rate, 1u64..=12, windows).prop_map(|(shape, (amount, period), cap, ws)| {
         let rate = Rate::new(amount, Duration::from_nanos(period)).unwrap();
@@ -204,8 +235,15 @@ fn arb_policy() -> impl Strategy<Value = Policy> {
 #[derive(Debug, Clone)]
 enum Op {
     /// Advance by `k/4` emission intervals (+ jitter ns), then ask for `cost`.
-    Check { k: u64, jitter: u64, cost: u64 },
-    Reconfigure { policy: Policy, reset: bool },
+    Check {
+        k: u64,
+        jitter: u64,
+        cost: u64,
+    },
+    Reconfigure {
+        policy: Policy,
+        reset: bool,
+    },
 }
 
 fn arb_ops() -> impl Strategy<Value = Vec<Op>> {

@@ -118,19 +118,40 @@ pub fn decide(policy: &Policy, state: &mut State, now: Nanos, req: Request) -> D
     let plan = plan(policy, state.tat, now, req, window_ready);
     if !plan.admit {
         let retry = plan.retry_at.saturating_sub(now);
-        return finish(policy, state, now, Outcome::Limited, 0, plan.queue_position, retry);
+        return finish(
+            policy,
+            state,
+            now,
+            Outcome::Limited,
+            0,
+            plan.queue_position,
+            retry,
+        );
     }
     state.tat = plan.tat;
     for (w, log) in policy.windows().iter().zip(&mut state.windows) {
         log.record(w, plan.depart, req.cost);
     }
     let wait = plan.depart - now;
-    finish(policy, state, now, Outcome::Allowed, wait, plan.queue_position, 0)
+    finish(
+        policy,
+        state,
+        now,
+        Outcome::Allowed,
+        wait,
+        plan.queue_position,
+        0,
+    )
 }
 
 /// The fast path for a policy without windows, whose whole state is `tat`:
 /// returns the decision and the new `tat` if admitted.
-pub fn decide_tat(policy: &Policy, tat: u128, now: Nanos, req: Request) -> (Decision, Option<u128>) {
+pub fn decide_tat(
+    policy: &Policy,
+    tat: u128,
+    now: Nanos,
+    req: Request,
+) -> (Decision, Option<u128>) {
     debug_assert!(policy.windows().is_empty());
     let mut state = State {
         tat,

@@ -269,8 +269,14 @@ mod tests {
         let slow = Rate::per_day(1).unwrap();
         assert!(Limit::new(slow, 36_500).is_ok());
         assert_eq!(Limit::new(slow, 40_000).unwrap_err().field, "capacity");
-        assert_eq!(Window::new(0, Duration::from_secs(1)).unwrap_err().field, "limit");
-        assert_eq!(Window::new(1, Duration::ZERO).unwrap_err().field, "period_s");
+        assert_eq!(
+            Window::new(0, Duration::from_secs(1)).unwrap_err().field,
+            "limit"
+        );
+        assert_eq!(
+            Window::new(1, Duration::ZERO).unwrap_err().field,
+            "period_s"
+        );
     }
 
     #[test]

@@ -42,10 +42,7 @@ impl Rate {
             .ok()
             .filter(|&p| p > 0)
             .ok_or_else(|| {
-                ConfigError::new(
-                    "rate",
-                    "rate period must be between 1 ns and 584 years",
-                )
+                ConfigError::new("rate", "rate period must be between 1 ns and 584 years")
             })?;
         Ok(Rate::reduced(amount, period_ns))
     }
@@ -103,9 +100,8 @@ impl Rate {
             }
             scale *= 10;
         }
-        let (amount, scale) = best.ok_or_else(|| {
-            ConfigError::new("leak_rate", "leak_rate is too small to represent")
-        })?;
+        let (amount, scale) = best
+            .ok_or_else(|| ConfigError::new("leak_rate", "leak_rate is too small to represent"))?;
         Ok(Rate::reduced(amount, scale * NANOS_PER_SEC))
     }
 

@@ -24,7 +24,10 @@ impl<S: Store> Harness<S> {
 }
 
 pub fn policy(mode: Mode, per_second: u64, capacity: u64) -> Policy {
-    Policy::new(mode, Limit::new(Rate::per_second(per_second).unwrap(), capacity).unwrap())
+    Policy::new(
+        mode,
+        Limit::new(Rate::per_second(per_second).unwrap(), capacity).unwrap(),
+    )
 }
 
 const MS: u64 = 1_000_000;
@@ -137,7 +140,10 @@ async fn queue_and_processed<S: Store>(h: &Harness<S>) -> (u64, u64) {
 
 /// (a) capacity 100 at 10/s, 50 queued: over the next 2 s exactly 20 processed.
 pub async fn scenario_a<S: Store>(h: Harness<S>) {
-    h.limiter.configure("b", policy(Mode::Shape, 10, 100)).await.unwrap();
+    h.limiter
+        .configure("b", policy(Mode::Shape, 10, 100))
+        .await
+        .unwrap();
     assert!(burst(&h, 50).await.iter().all(|d| d.allowed()));
     let (_, before) = queue_and_processed(&h).await;
     h.advance_ms(2000);
@@ -148,7 +154,10 @@ pub async fn scenario_a<S: Store>(h: Harness<S>) {
 /// (b) capacity 10 at 1/s: ten admitted, the 11th rejected (both modes).
 pub async fn scenario_b<S: Store>(h: Harness<S>) {
     for mode in [Mode::Police, Mode::Shape] {
-        h.limiter.configure_reset("b", policy(mode, 1, 10)).await.unwrap();
+        h.limiter
+            .configure_reset("b", policy(mode, 1, 10))
+            .await
+            .unwrap();
         let ds = burst(&h, 11).await;
         assert!(ds[..10].iter().all(|d| d.allowed()), "{mode:?}");
         assert_eq!(ds[10].outcome, Outcome::Limited, "{mode:?}");
@@ -158,7 +167,10 @@ pub async fn scenario_b<S: Store>(h: Harness<S>) {
 
 /// (c) capacity 100 at 10/s: the first waits 0 ms, the 11th 1000 ms.
 pub async fn scenario_c<S: Store>(h: Harness<S>) {
-    h.limiter.configure("b", policy(Mode::Shape, 10, 100)).await.unwrap();
+    h.limiter
+        .configure("b", policy(Mode::Shape, 10, 100))
+        .await
+        .unwrap();
     let ds = burst(&h, 11).await;
     assert_eq!(ds[0].wait, 0);
     assert_eq!(ds[10].wait, 1000 * MS);
@@ -167,7 +179,10 @@ pub async fn scenario_c<S: Store>(h: Harness<S>) {
 
 /// (d) a burst of 50 at 10/s: every 500 ms exactly 5 processed, for 2.5 s.
 pub async fn scenario_d<S: Store>(h: Harness<S>) {
-    h.limiter.configure("b", policy(Mode::Shape, 10, 50)).await.unwrap();
+    h.limiter
+        .configure("b", policy(Mode::Shape, 10, 50))
+        .await
+        .unwrap();
     assert!(burst(&h, 50).await.iter().all(|d| d.allowed()));
     let mut last = queue_and_processed(&h).await.1;
     for _ in 0..5 {
@@ -181,7 +196,10 @@ pub async fn scenario_d<S: Store>(h: Harness<S>) {
 
 /// (e) capacity 20 at 100/s: 20 queued; after 0.5 s none queued, 20 processed.
 pub async fn scenario_e<S: Store>(h: Harness<S>) {
-    h.limiter.configure("b", policy(Mode::Shape, 100, 20)).await.unwrap();
+    h.limiter
+        .configure("b", policy(Mode::Shape, 100, 20))
+        .await
+        .unwrap();
     assert!(burst(&h, 20).await.iter().all(|d| d.allowed()));
     assert_eq!(queue_and_processed(&h).await, (20, 0));
     h.advance_ms(500);
@@ -190,7 +208,10 @@ pub async fn scenario_e<S: Store>(h: Harness<S>) {
 
 /// (f) a burst of 50: queue 50 and processed 0 at once, 10 processed after 1 s.
 pub async fn scenario_f<S: Store>(h: Harness<S>) {
-    h.limiter.configure("b", policy(Mode::Shape, 10, 100)).await.unwrap();
+    h.limiter
+        .configure("b", policy(Mode::Shape, 10, 100))
+        .await
+        .unwrap();
     assert!(burst(&h, 50).await.iter().all(|d| d.allowed()));
     assert_eq!(queue_and_processed(&h).await, (50, 0));
     h.advance_ms(1000);
@@ -236,7 +257,13 @@ pub async fn windows_and_atomicity<S: Store>(h: Harness<S>) {
 pub async fn costs<S: Store>(h: Harness<S>) {
     let p = Policy::police(Limit::new(Rate::per_second(1 << 30).unwrap(), 1 << 20).unwrap());
     h.limiter.configure("bytes", p).await.unwrap();
-    assert!(h.limiter.check("bytes", "c", 1 << 20).await.unwrap().allowed());
+    assert!(
+        h.limiter
+            .check("bytes", "c", 1 << 20)
+            .await
+            .unwrap()
+            .allowed()
+    );
     let d = h.limiter.check("bytes", "c", 1).await.unwrap();
     assert_eq!(d.outcome, Outcome::Limited);
     // One byte at 1 GiB/s leaks in 0.93 ns: ceil = 1 ns.
@@ -245,41 +272,84 @@ pub async fn costs<S: Store>(h: Harness<S>) {
     assert_eq!(d.outcome, Outcome::Exceeds);
     // 1 MiB later in time exactly 1 MiB fits again: 2^20 / 2^30 s = 976562.5 ns.
     (h.advance)(Duration::from_nanos(976_562));
-    assert!(!h.limiter.check("bytes", "c", 1 << 20).await.unwrap().allowed());
+    assert!(
+        !h.limiter
+            .check("bytes", "c", 1 << 20)
+            .await
+            .unwrap()
+            .allowed()
+    );
     (h.advance)(Duration::from_nanos(1));
-    assert!(h.limiter.check("bytes", "c", 1 << 20).await.unwrap().allowed());
+    assert!(
+        h.limiter
+            .check("bytes", "c", 1 << 20)
+            .await
+            .unwrap()
+            .allowed()
+    );
 }
 
 /// Reconfiguration keeps the water unless asked to reset.
 pub async fn reconfigure<S: Store>(h: Harness<S>) {
-    h.limiter.configure("r", policy(Mode::Police, 10, 10)).await.unwrap();
+    h.limiter
+        .configure("r", policy(Mode::Police, 10, 10))
+        .await
+        .unwrap();
     for _ in 0..8 {
         assert!(h.limiter.check("r", "k", 1).await.unwrap().allowed());
     }
     // Same water (8 units), slower leak, larger bucket.
-    h.limiter.configure("r", policy(Mode::Police, 1, 20)).await.unwrap();
+    h.limiter
+        .configure("r", policy(Mode::Police, 1, 20))
+        .await
+        .unwrap();
     let s = h.limiter.status("r", "k").await.unwrap();
     assert_eq!((s.level.queue_size, s.level.remaining), (8, 12));
     h.advance_ms(1000);
-    assert_eq!(h.limiter.status("r", "k").await.unwrap().level.queue_size, 7);
+    assert_eq!(
+        h.limiter.status("r", "k").await.unwrap().level.queue_size,
+        7
+    );
     // Switch to shape: the next request queues behind the 7 units.
-    h.limiter.configure("r", policy(Mode::Shape, 1, 20)).await.unwrap();
+    h.limiter
+        .configure("r", policy(Mode::Shape, 1, 20))
+        .await
+        .unwrap();
     let d = h.limiter.check("r", "k", 1).await.unwrap();
     assert_eq!((d.wait, d.queue_position), (7000 * MS, 8));
     // Reset: empty.
-    h.limiter.configure_reset("r", policy(Mode::Shape, 1, 20)).await.unwrap();
+    h.limiter
+        .configure_reset("r", policy(Mode::Shape, 1, 20))
+        .await
+        .unwrap();
     let s = h.limiter.status("r", "k").await.unwrap();
     assert_eq!((s.level.queue_size, s.counters.total()), (0, 0));
     let d = h.limiter.check("r", "k", 1).await.unwrap();
     assert_eq!((d.wait, d.queue_position), (0, 1));
-    assert_eq!(h.limiter.policy("r").await.unwrap().unwrap().mode(), Mode::Shape);
+    assert_eq!(
+        h.limiter.policy("r").await.unwrap().unwrap().mode(),
+        Mode::Shape
+    );
 }
 
 /// Delete, list, unknown buckets.
 pub async fn delete_and_list<S: Store>(h: Harness<S>) {
-    h.limiter.configure("b2", policy(Mode::Police, 1, 1)).await.unwrap();
-    h.limiter.configure("a1", policy(Mode::Shape, 2, 3)).await.unwrap();
-    let names: Vec<_> = h.limiter.list().await.unwrap().into_iter().map(|b| b.0).collect();
+    h.limiter
+        .configure("b2", policy(Mode::Police, 1, 1))
+        .await
+        .unwrap();
+    h.limiter
+        .configure("a1", policy(Mode::Shape, 2, 3))
+        .await
+        .unwrap();
+    let names: Vec<_> = h
+        .limiter
+        .list()
+        .await
+        .unwrap()
+        .into_iter()
+        .map(|b| b.0)
+        .collect();
     assert_eq!(names, ["a1", "b2"]);
     assert!(h.limiter.delete("a1").await.unwrap());
     assert!(!h.limiter.delete("a1").await.unwrap());
@@ -293,7 +363,10 @@ pub async fn delete_and_list<S: Store>(h: Harness<S>) {
 
 /// Status counters: total = allowed + rejected, processed = allowed - queue.
 pub async fn status_counters<S: Store>(h: Harness<S>) {
-    h.limiter.configure("s", policy(Mode::Shape, 2, 4)).await.unwrap();
+    h.limiter
+        .configure("s", policy(Mode::Shape, 2, 4))
+        .await
+        .unwrap();
     for _ in 0..6 {
         h.limiter.check("s", "k", 1).await.unwrap();
     }
@@ -314,7 +387,10 @@ pub async fn status_counters<S: Store>(h: Harness<S>) {
 
 /// Acquire reserves places in order, and a timeout refuses without consuming.
 pub async fn acquire_reservations<S: Store>(h: Harness<S>) {
-    h.limiter.configure("q", policy(Mode::Police, 10, 1)).await.unwrap();
+    h.limiter
+        .configure("q", policy(Mode::Police, 10, 1))
+        .await
+        .unwrap();
     let ms = |x: u64| Some(Duration::from_millis(x));
     // The paused tokio clock of the test runtime lets these sleeps pass at once.
     let first = h.limiter.acquire("q", "k", 1, ms(0)).await.unwrap();
@@ -327,7 +403,10 @@ pub async fn acquire_reservations<S: Store>(h: Harness<S>) {
     let d3 = h.limiter.acquire("q", "k", 1, None).await.unwrap();
     assert_eq!((d3.allowed(), d3.wait), (true, 200 * MS));
     // A plain check cannot jump the queue of reservations.
-    assert_eq!(h.limiter.check("q", "k", 1).await.unwrap().outcome, Outcome::Limited);
+    assert_eq!(
+        h.limiter.check("q", "k", 1).await.unwrap().outcome,
+        Outcome::Limited
+    );
     assert_eq!(
         h.limiter.acquire("q", "k", 2, None).await.unwrap().outcome,
         Outcome::Exceeds
@@ -337,10 +416,19 @@ pub async fn acquire_reservations<S: Store>(h: Harness<S>) {
 /// Bad input is a ConfigError naming the field; nothing panics.
 pub async fn bad_input<S: Store>(_h: Harness<S>) {
     let field = |r: Result<Policy, drip::ConfigError>| r.unwrap_err().field;
-    assert_eq!(field(Policy::from_parts(Mode::Police, 0, 1.0, &[])), "capacity");
-    assert_eq!(field(Policy::from_parts(Mode::Police, 1 << 40, 1.0, &[])), "capacity");
+    assert_eq!(
+        field(Policy::from_parts(Mode::Police, 0, 1.0, &[])),
+        "capacity"
+    );
+    assert_eq!(
+        field(Policy::from_parts(Mode::Police, 1 << 40, 1.0, &[])),
+        "capacity"
+    );
     for rate in [0.0, -3.0, f64::NAN, f64::INFINITY, 1e300] {
-        assert_eq!(field(Policy::from_parts(Mode::Police, 5, rate, &[])), "leak_rate");
+        assert_eq!(
+            field(Policy::from_parts(Mode::Police, 5, rate, &[])),
+            "leak_rate"
+        );
     }
     assert_eq!(
         field(Policy::from_parts(Mode::Police, 5, 1.0, &[(0, 60.0)])),
@@ -350,7 +438,10 @@ pub async fn bad_input<S: Store>(_h: Harness<S>) {
         field(Policy::from_parts(Mode::Police, 5, 1.0, &[(5, -1.0)])),
         "windows[0].period_s"
     );
-    assert_eq!(field("queue".parse::<Mode>().map(|m| policy(m, 1, 1))), "mode");
+    assert_eq!(
+        field("queue".parse::<Mode>().map(|m| policy(m, 1, 1))),
+        "mode"
+    );
 }
 
 /// Instantiates every case for a store: `conformance_suite!(make_harness)`
