@@ -1,0 +1,264 @@
+//! `RateLimit`: the service that admits, delays or refuses each request.
+
+use std::fmt;
+use std::sync::Arc;
+use std::task::{Context, Poll};
+use std::time::Duration;
+
+use http::header::{HeaderName, HeaderValue, RETRY_AFTER};
+use http::{Request, Response, StatusCode};
+use tower::Service;
+
+use super::future::ResponseFuture;
+use super::layer::RequestCost;
+use crate::core::{NANOS_PER_SEC, Nanos};
+use crate::{Decision, Error, Limiter, Outcome, Policy, Result, Store};
+
+/// `RateLimit-Policy`: the quota of the bucket.
+static RATELIMIT_POLICY: HeaderName = HeaderName::from_static("ratelimit-policy");
+/// `RateLimit`: what is left of the quota.
+static RATELIMIT: HeaderName = HeaderName::from_static("ratelimit");
+
+/// A service that charges each request to a bucket of a [`Limiter`] before
+/// passing it to the inner service; made by
+/// [`RateLimitLayer`](super::RateLimitLayer).
+pub struct RateLimit<S, St: Store, K, C = u64> {
+    inner: S,
+    config: Arc<Config<St, K, C>>,
+}
+
+impl<S, St: Store, K, C> RateLimit<S, St, K, C> {
+    pub(super) fn new(inner: S, config: Arc<Config<St, K, C>>) -> Self {
+        RateLimit { inner, config }
+    }
+
+    /// The inner service.
+    pub fn get_ref(&self) -> &S {
+        &self.inner
+    }
+
+    /// The inner service, mutably.
+    pub fn get_mut(&mut self) -> &mut S {
+        &mut self.inner
+    }
+
+    /// The inner service, without the rate limit.
+    pub fn into_inner(self) -> S {
+        self.inner
+    }
+}
+
+impl<S: Clone, St: Store, K, C> Clone for RateLimit<S, St, K, C> {
+    fn clone(&self) -> Self {
+        RateLimit {
+            inner: self.inner.clone(),
+            config: self.config.clone(),
+        }
+    }
+}
+
+impl<S: fmt::Debug, St: Store, K, C> fmt::Debug for RateLimit<S, St, K, C> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("RateLimit")
+            .field("inner", &self.inner)
+            .field("bucket", &self.config.bucket)
+            .field("max_wait", &self.config.max_wait)
+            .finish_non_exhaustive()
+    }
+}
+
+impl<S, St, K, C, ReqBody, ResBody> Service<Request<ReqBody>> for RateLimit<S, St, K, C>
+where
+    S: Service<Request<ReqBody>, Response = Response<ResBody>> + Clone + Send + 'static,
+    S::Future: Send,
+    S::Error: Send + 'static,
+    St: Store,
+    K: Fn(&Request<ReqBody>) -> String + Send + Sync + 'static,
+    C: RequestCost<ReqBody> + Send + Sync + 'static,
+    ReqBody: Send + 'static,
+    ResBody: Default + Send + 'static,
+{
+    type Response = Response<ResBody>;
+    type Error = S::Error;
+    type Future = ResponseFuture<ResBody, S::Error>;
+
+    fn poll_ready(&mut self, cx: &mut Context<'_>) -> Poll<Result<(), S::Error>> {
+        self.inner.poll_ready(cx)
+    }
+
+    fn call(&mut self, req: Request<ReqBody>) -> Self::Future {
+        // The clone may not be ready; the instance that was polled ready
+        // serves this request.
+        let clone = self.inner.clone();
+        let mut inner = std::mem::replace(&mut self.inner, clone);
+        let config = self.config.clone();
+        let key = (config.key)(&req);
+        let cost = config.cost.cost(&req);
+        ResponseFuture::new(async move {
+            let decision = match config.admit(&key, cost).await {
+                Ok(d) => d,
+                Err(e) => return Ok(error_response(&e)),
+            };
+            if !decision.allowed() {
+                return Ok(config.refusal(&decision).await);
+            }
+            let mut res = inner.call(req).await?;
+            if let Some(v) = config.ratelimit(&decision) {
+                // Appended, so limits nested in one another list side by side.
+                res.headers_mut().append(RATELIMIT.clone(), v);
+            }
+            Ok(res)
+        })
+    }
+}
+
+/// What a layer was built with, shared by every clone of its services.
+pub(super) struct Config<St: Store, K, C> {
+    limiter: Limiter<St>,
+    bucket: Arc<str>,
+    /// The bucket's name as a structured-field string, `"bucket"`.
+    label: String,
+    key: K,
+    cost: C,
+    max_wait: Option<Duration>,
+}
+
+impl<St: Store, K, C> Config<St, K, C> {
+    pub(super) fn new(
+        limiter: Limiter<St>,
+        bucket: Arc<str>,
+        key: K,
+        cost: C,
+        max_wait: Option<Duration>,
+    ) -> Self {
+        Config {
+            limiter,
+            label: sf_string(&bucket),
+            bucket,
+            key,
+            cost,
+            max_wait,
+        }
+    }
+
+    /// Decides the request and, once admitted, waits until it may go.
+    async fn admit(&self, key: &str, cost: u64) -> Result<Decision> {
+        if let Some(max_wait) = self.max_wait {
+            return self
+                .limiter
+                .acquire(&self.bucket, key, cost, Some(max_wait))
+                .await;
+        }
+        // A check queues a shaped request only while the queue has room;
+        // `acquire` without a timeout would queue it however long the wait.
+        let d = self.limiter.check(&self.bucket, key, cost).await?;
+        if d.allowed() && d.wait > 0 {
+            tokio::time::sleep(Duration::from_nanos(d.wait)).await;
+        }
+        Ok(d)
+    }
+
+    /// The response to a request that was not admitted: 429, or 413 for a
+    /// cost the policy can never admit.
+    async fn refusal<B: Default>(&self, d: &Decision) -> Response<B> {
+        let mut res = Response::new(B::default());
+        *res.status_mut() = if d.outcome == Outcome::Exceeds {
+            StatusCode::PAYLOAD_TOO_LARGE
+        } else {
+            StatusCode::TOO_MANY_REQUESTS
+        };
+        let headers = res.headers_mut();
+        if d.outcome != Outcome::Exceeds {
+            let secs = ceil_secs(d.retry_after).max(1);
+            headers.insert(RETRY_AFTER, HeaderValue::from(secs));
+        }
+        // Without the policy (the store failed meanwhile) the field is left out.
+        if let Ok(Some(policy)) = self.limiter.policy(&self.bucket).await {
+            if let Some(v) = self.ratelimit_policy(&policy) {
+                headers.insert(RATELIMIT_POLICY.clone(), v);
+            }
+        }
+        if let Some(v) = self.ratelimit(d) {
+            headers.insert(RATELIMIT.clone(), v);
+        }
+        res
+    }
+
+    /// `RateLimit: "bucket";r=<remaining>;t=<seconds until full again>`.
+    fn ratelimit(&self, d: &Decision) -> Option<HeaderValue> {
+        let value = format!(
+            "{};r={};t={}",
+            self.label,
+            d.remaining,
+            ceil_secs(d.reset_after)
+        );
+        HeaderValue::from_str(&value).ok()
+    }
+
+    /// `RateLimit-Policy: "bucket";q=<capacity>;w=<seconds to drain when full>`.
+    fn ratelimit_policy(&self, policy: &Policy) -> Option<HeaderValue> {
+        let limit = policy.limit();
+        let rate = limit.rate();
+        let drain_ns = u128::from(limit.capacity()) * u128::from(rate.period_ns());
+        let per_sec = u128::from(rate.amount()) * u128::from(NANOS_PER_SEC);
+        let w = drain_ns.div_ceil(per_sec);
+        let value = format!("{};q={};w={}", self.label, limit.capacity(), w);
+        HeaderValue::from_str(&value).ok()
+    }
+}
+
+/// The middleware's answer when the limiter could not decide: 503 when the
+/// store failed or is full of keys, 500 for a misconfiguration (no such
+/// bucket) and anything else.
+fn error_response<B: Default>(e: &Error) -> Response<B> {
+    let mut res = Response::new(B::default());
+    *res.status_mut() = match e {
+        Error::Store(_) | Error::KeyLimit { .. } => StatusCode::SERVICE_UNAVAILABLE,
+        _ => StatusCode::INTERNAL_SERVER_ERROR,
+    };
+    res
+}
+
+/// Nanoseconds as whole seconds, rounded up.
+fn ceil_secs(ns: Nanos) -> u64 {
+    ns.div_ceil(NANOS_PER_SEC)
+}
+
+/// `name` as a structured-field string (RFC 8941): quoted, with `"` and `\`
+/// escaped and characters a string cannot hold replaced by `?`.
+fn sf_string(name: &str) -> String {
+    let mut s = String::with_capacity(name.len() + 2);
+    s.push('"');
+    for c in name.chars() {
+        match c {
+            '"' | '\\' => {
+                s.push('\\');
+                s.push(c);
+            }
+            ' '..='~' => s.push(c),
+            _ => s.push('?'),
+        }
+    }
+    s.push('"');
+    s
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn bucket_names_become_valid_sf_strings() {
+        assert_eq!(sf_string("api"), "\"api\"");
+        assert_eq!(sf_string("a\"b\\c"), "\"a\\\"b\\\\c\"");
+        assert_eq!(sf_string("é\n"), "\"??\"");
+    }
+
+    #[test]
+    fn seconds_round_up() {
+        assert_eq!(ceil_secs(0), 0);
+        assert_eq!(ceil_secs(1), 1);
+        assert_eq!(ceil_secs(NANOS_PER_SEC), 1);
+        assert_eq!(ceil_secs(NANOS_PER_SEC + 1), 2);
+    }
+}
