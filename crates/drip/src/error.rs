@@ -4,9 +4,10 @@ use thiserror::Error;
 
 /// A configuration value outside its accepted range. `field` names the
 /// offending input as a user wrote it (`capacity`, `leak_rate`,
-/// `windows[0].limit`, ...) and `message` states the accepted range.
+/// `windows[0].limit`, ...) and `message`, which starts with that name,
+/// states the accepted range.
 #[derive(Debug, Clone, PartialEq, Eq, Error)]
-#[error("{field}: {message}")]
+#[error("{message}")]
 pub struct ConfigError {
     /// The input that is wrong, e.g. `capacity`.
     pub field: String,
@@ -22,9 +23,14 @@ impl ConfigError {
         }
     }
 
-    /// The same error for a field nested under `prefix` (e.g. `windows[2]`).
+    /// The same error for a field nested under `prefix` (e.g. `windows[2]`);
+    /// the message names the full path too.
     pub(crate) fn within(mut self, prefix: &str) -> Self {
-        self.field = format!("{prefix}.{}", self.field);
+        let field = format!("{prefix}.{}", self.field);
+        if let Some(rest) = self.message.strip_prefix(self.field.as_str()) {
+            self.message = format!("{field}{rest}");
+        }
+        self.field = field;
         self
     }
 }

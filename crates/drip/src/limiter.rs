@@ -79,6 +79,14 @@ impl<S: Store> Limiter<S> {
     /// `timeout`, a request that could not go within it is not admitted:
     /// the limited decision is returned at once and nothing is consumed.
     ///
+    /// A waiting request holds its place outside the bucket until its turn,
+    /// in both modes: in shape mode `acquire` does not refuse because the
+    /// queue is full now, it waits for room, and the timeout (not the
+    /// capacity) bounds how far ahead places are taken. Use
+    /// [`check`](Self::check) and sleep `Decision::wait` to be refused when
+    /// the queue is full instead. While places are held, `level` counts
+    /// them and may exceed the capacity.
+    ///
     /// If the future is dropped while waiting, the place it took stays used.
     pub async fn acquire(
         &self,
