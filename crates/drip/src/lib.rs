@@ -35,3 +35,8 @@ pub use error::{ConfigError, Error, Result};
 pub use limiter::Limiter;
 pub use store::{KeyStatus, KeyedBucket, MemoryStore, Store};
 pub use throttle::{Throttle, Turn};
+
+/// The README's examples, compiled and run as doctests so they stay true.
+#[cfg(doctest)]
+#[doc = include_str!("../../../README.md")]
+pub struct ReadmeDoctests;
