@@ -283,7 +283,11 @@ mod tests {
     fn from_parts_reports_nested_fields() {
         let e = Policy::from_parts(Mode::Police, 10, 5.0, &[(10, 1.0), (0, 3600.0)]).unwrap_err();
         assert_eq!(e.field, "windows[1].limit");
-        assert!(e.to_string().starts_with("windows[1].limit must be an integer in 1..="), "{e}");
+        assert!(
+            e.to_string()
+                .starts_with("windows[1].limit must be an integer in 1..="),
+            "{e}"
+        );
         let e = Policy::from_parts(Mode::Police, 10, 5.0, &[(10, f64::NAN)]).unwrap_err();
         assert_eq!(e.field, "windows[0].period_s");
         let e = Policy::from_parts(Mode::Police, 10, -5.0, &[]).unwrap_err();
