@@ -255,6 +255,64 @@ impl Policy {
     }
 }
 
+/// The compact text form stores keep a policy in (SQLite row, Redis hash):
+/// `shape rate=1/100000000 capacity=10 window=1000/3600000000000/1`, with
+/// the rate as `amount/period_ns` and each window as
+/// `limit/period_ns/granularity_ns`. [`Policy::decode`] reads it back
+/// through the same validating constructors.
+impl Policy {
+    /// The policy as its stored text form.
+    pub fn encode(&self) -> String {
+        let r = self.limit.rate;
+        let mut s = format!(
+            "{} rate={}/{} capacity={}",
+            self.mode.as_str(),
+            r.amount(),
+            r.period_ns(),
+            self.limit.capacity
+        );
+        for w in &self.windows {
+            s.push_str(&format!(
+                " window={}/{}/{}",
+                w.limit, w.period_ns, w.granularity_ns
+            ));
+        }
+        s
+    }
+
+    /// Reads a policy written by [`Policy::encode`].
+    pub fn decode(text: &str) -> Result<Policy, ConfigError> {
+        let bad = || ConfigError::new("policy", format!("policy text {text:?} is not valid"));
+        let num = |s: &str| s.parse::<u64>().map_err(|_| bad());
+        let mut parts = text.split_whitespace();
+        let mode: Mode = parts.next().ok_or_else(bad)?.parse()?;
+        let (mut rate, mut capacity, mut windows) = (None, None, Vec::new());
+        for part in parts {
+            let (name, value) = part.split_once('=').ok_or_else(bad)?;
+            let nums = value.split('/').map(num).collect::<Result<Vec<_>, _>>()?;
+            match (name, nums.as_slice()) {
+                ("rate", &[amount, period]) => {
+                    rate = Some(Rate::new(amount, Duration::from_nanos(period))?)
+                }
+                ("capacity", &[c]) => capacity = Some(c),
+                ("window", &[limit, period, granularity]) => {
+                    let mut w = Window::new(limit, Duration::from_nanos(period))?;
+                    if !(1..=period).contains(&granularity) {
+                        return Err(bad());
+                    }
+                    w.granularity_ns = granularity;
+                    windows.push(w);
+                }
+                _ => return Err(bad()),
+            }
+        }
+        let limit = Limit::new(rate.ok_or_else(bad)?, capacity.ok_or_else(bad)?)?;
+        windows
+            .into_iter()
+            .try_fold(Policy::new(mode, limit), Policy::with_window)
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -277,6 +335,31 @@ mod tests {
             Window::new(1, Duration::ZERO).unwrap_err().field,
             "period_s"
         );
+    }
+
+    #[test]
+    fn encode_decode_round_trips() {
+        let p = Policy::from_parts(Mode::Shape, 10, 12.5, &[(1000, 3600.0), (5, 0.25)])
+            .unwrap()
+            .with_window(Window::approximate(1 << 40, Duration::from_secs(86_400), 64).unwrap())
+            .unwrap();
+        let text = p.encode();
+        assert_eq!(
+            text,
+            "shape rate=1/80000000 capacity=10 window=1000/3600000000000/1 \
+             window=5/250000000/1 window=1099511627776/86400000000000/1350000000000"
+        );
+        assert_eq!(Policy::decode(&text).unwrap(), p);
+        for bad in [
+            "",
+            "queue rate=1/1 capacity=1",
+            "police rate=0/1 capacity=1",
+            "police capacity=1",
+            "police rate=1/1 capacity=1 window=1/1/2",
+            "police rate=1/x capacity=1",
+        ] {
+            assert!(Policy::decode(bad).is_err(), "{bad}");
+        }
     }
 
     #[test]
