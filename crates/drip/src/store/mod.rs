@@ -78,4 +78,14 @@ pub trait Store: Send + Sync + 'static {
 
     /// Every configured bucket with its policy, sorted by name.
     fn list(&self) -> impl Future<Output = Result<Vec<(String, Policy)>>> + Send;
+
+    /// Checks that the store answers (for readiness probes).
+    fn ping(&self) -> impl Future<Output = Result<()>> + Send {
+        std::future::ready(Ok(()))
+    }
+
+    /// Keys holding state now, where the store can tell cheaply.
+    fn keys_held(&self) -> impl Future<Output = Result<Option<u64>>> + Send {
+        std::future::ready(Ok(None))
+    }
 }
