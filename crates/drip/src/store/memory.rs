@@ -378,6 +378,10 @@ impl<C: Clock> Store for MemoryStore<C> {
         Ok(self.buckets.write().remove(bucket).is_some())
     }
 
+    async fn sweep_idle(&self) -> Result<u64> {
+        Ok(self.sweep() as u64)
+    }
+
     async fn keys_held(&self) -> Result<Option<u64>> {
         Ok(Some(self.keys_held() as u64))
     }

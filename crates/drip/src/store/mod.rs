@@ -84,6 +84,12 @@ pub trait Store: Send + Sync + 'static {
         std::future::ready(Ok(()))
     }
 
+    /// Forgets keys that are idle now (bucket empty, windows clear) and
+    /// returns how many. Stores that expire keys themselves (Redis) do nothing.
+    fn sweep_idle(&self) -> impl Future<Output = Result<u64>> + Send {
+        std::future::ready(Ok(0))
+    }
+
     /// Keys holding state now, where the store can tell cheaply.
     fn keys_held(&self) -> impl Future<Output = Result<Option<u64>>> + Send {
         std::future::ready(Ok(None))
