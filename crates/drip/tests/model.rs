@@ -214,18 +214,33 @@ impl Model {
 // ---- generators ----
 
 fn arb_policy() -> impl Strategy<Value = Policy> {
+    arb_policy_with(Just(0u32))
+}
+
+/// Like `arb_policy`, but windows may be approximate (`slots` 1..=8).
+fn arb_policy_approximate() -> impl Strategy<Value = Policy> {
+    arb_policy_with(prop_oneof![Just(0u32), 1u32..=8])
+}
+
+/// Policies whose windows take their slot counts from `slots` (0: exact).
+fn arb_policy_with(slots: impl Strategy<Value = u32> + Clone) -> impl Strategy<Value = Policy> {
     let rate = (
         1u64..=50,
         prop_oneof![1u64..=10_000, 1_000_000u64..=3_000_000_000],
     );
-    let windows = prop::collection::vec((1u64..=20, 1u64..=30, 0u64..=3), 0..=2);
+    let windows = prop::collection::vec((1u64..=20, 1u64..=30, 0u64..=3, slots), 0..=2);
     (any::<bool>(), rate, 1u64..=12, windows).prop_map(|(shape, (amount, period), cap, ws)| {
         let rate = Rate::new(amount, Duration::from_nanos(period)).unwrap();
         let mode = if shape { Mode::Shape } else { Mode::Police };
         let mut p = Policy::new(mode, Limit::new(rate, cap).unwrap());
         let t = period / amount + 1;
-        for (limit, k, jitter) in ws {
-            let w = Window::new(limit, Duration::from_nanos(t * k + jitter)).unwrap();
+        for (limit, k, jitter, slots) in ws {
+            let period = Duration::from_nanos(t * k + jitter);
+            let w = match slots {
+                0 => Window::new(limit, period),
+                n => Window::approximate(limit, period, n),
+            }
+            .unwrap();
             p = p.with_window(w).unwrap();
         }
         p
@@ -297,15 +312,15 @@ proptest! {
         }
     }
 
-    /// With reservations (acquire) mixed in, departures never exceed any
-    /// limit in any interval: police admissions conform to the bucket
+    /// With reservations (acquire) mixed in, and approximate windows too,
+    /// departures never exceed any limit in any interval: police admissions conform to the bucket
     /// (at most capacity + elapsed/T in any interval), shaped departures are
     /// spaced by the work ahead of them, and every window of length W holds at
     /// most its limit. Reported waits are rounded up to the next ns, hence
     /// the 1 ns slack.
     #[test]
     fn no_interval_exceeds_the_limits(
-        policy in arb_policy(),
+        policy in arb_policy_approximate(),
         steps in prop::collection::vec((0u64..=8, 0u64..=3, 0u64..=6, prop::option::of(0u64..=40)), 1..80),
     ) {
         let mut state = State::default();

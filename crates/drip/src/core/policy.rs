@@ -123,11 +123,11 @@ impl Window {
         })
     }
 
-    /// An approximate window for very large limits: admissions are recorded in
-    /// `slots` slots per period, each counted as if it happened at the *end* of
-    /// its slot, so it stays in the window slightly longer than it should.
-    /// Memory per key is at most `slots + 1` entries; the window admits at most
-    /// the exact limit, and may admit less.
+    /// An approximate window for very large limits: an admission less than
+    /// `period / slots` after the previous logged one is merged into it and
+    /// counted at the later time, so it stays in the window slightly longer
+    /// than it should. Memory per key is at most `slots + 1` entries; the
+    /// window admits at most the exact limit, and may admit less.
     pub fn approximate(limit: u64, period: Duration, slots: u32) -> Result<Window, ConfigError> {
         let mut w = Window::new(limit, period)?;
         if slots == 0 {

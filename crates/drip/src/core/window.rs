@@ -79,11 +79,18 @@ impl WindowLog {
         if cost == 0 {
             return;
         }
-        // Quantise up: an approximate window keeps an entry a little longer.
+        // An admission less than one granularity after the last entry joins
+        // it, and the entry moves forward to the later time: earlier
+        // admissions then count as later ones, which only keeps them in the
+        // window longer (admits less, never more), and entries stay at least
+        // a granularity apart. Exact windows (granularity 1) merge only equal
+        // times. The Redis script applies the same rule.
         let g = window.granularity_ns();
-        let at = at.div_ceil(g).saturating_mul(g);
         match self.entries.back_mut() {
-            Some(last) if last.0 >= at => last.1 += cost,
+            Some(last) if at < last.0.saturating_add(g) => {
+                last.0 = last.0.max(at);
+                last.1 += cost;
+            }
             _ => self.entries.push_back((at, cost)),
         }
         self.used += cost;
