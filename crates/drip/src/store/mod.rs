@@ -8,8 +8,12 @@ use crate::core::{Level, Policy, Request};
 use crate::{Decision, Result};
 
 pub mod memory;
+#[cfg(feature = "sqlite")]
+pub mod sqlite;
 
 pub use memory::{KeyedBucket, MemoryStore};
+#[cfg(feature = "sqlite")]
+pub use sqlite::{SqliteOptions, SqliteStore, Synchronous};
 
 /// Counters and level of one key of a bucket.
 #[derive(Clone, Debug, PartialEq)]
