@@ -1,32 +1,35 @@
 //! `drip`: the command-line front of the drip rate limiter.
-//!
-//! Today it has one subcommand, `demo`, which runs a bucket in-process on a
-//! simulated clock and prints every decision; `serve` and the traffic tools
-//! come with their issues.
 
 use anyhow::Result;
-use clap::{Parser, Subcommand};
-
-mod demo;
-
-/// drip: an exact leaky-bucket rate limiter.
-#[derive(Parser, Debug)]
-#[command(name = "drip", version, about, long_about = None)]
-struct Cli {
-    #[command(subcommand)]
-    command: Command,
-}
-
-#[derive(Subcommand, Debug)]
-enum Command {
-    /// Send a burst of requests through one bucket on a simulated clock and
-    /// print each decision (police: admitted or rejected with retry_after;
-    /// shape: queue position and wait), then the bucket after some time.
-    Demo(demo::Args),
-}
+use clap::Parser;
+use drip_server::cli::{Cli, Command};
+use drip_server::{demo, serve, status_cmd};
 
 fn main() -> Result<()> {
     match Cli::parse().command {
         Command::Demo(args) => demo::run(&args, &mut std::io::stdout().lock()),
+        Command::Serve(args) => {
+            init_tracing();
+            runtime()?.block_on(serve::run(args))
+        }
+        Command::Status(args) => {
+            runtime()?.block_on(status_cmd::run(&args, &mut std::io::stdout().lock()))
+        }
     }
+}
+
+fn runtime() -> Result<tokio::runtime::Runtime> {
+    Ok(tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()?)
+}
+
+/// Logs to stderr; `RUST_LOG` overrides the default level (info).
+fn init_tracing() {
+    let filter = tracing_subscriber::EnvFilter::try_from_default_env()
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
+    tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr)
+        .init();
 }

@@ -70,6 +70,7 @@
 //! [`Error::KeyLimit`]: crate::Error::KeyLimit
 
 mod future;
+pub mod headers;
 mod layer;
 mod service;
 

@@ -5,19 +5,17 @@ use std::sync::Arc;
 use std::task::{Context, Poll};
 use std::time::Duration;
 
-use http::header::{HeaderName, HeaderValue, RETRY_AFTER};
+use http::header::{HeaderValue, RETRY_AFTER};
 use http::{Request, Response, StatusCode};
 use tower::Service;
 
 use super::future::ResponseFuture;
+use super::headers::{
+    RATELIMIT, RATELIMIT_POLICY, ratelimit_labelled, ratelimit_policy_labelled, retry_after,
+    sf_string,
+};
 use super::layer::RequestCost;
-use crate::core::{NANOS_PER_SEC, Nanos};
 use crate::{Decision, Error, Limiter, Outcome, Policy, Result, Store};
-
-/// `RateLimit-Policy`: the quota of the bucket.
-static RATELIMIT_POLICY: HeaderName = HeaderName::from_static("ratelimit-policy");
-/// `RateLimit`: what is left of the quota.
-static RATELIMIT: HeaderName = HeaderName::from_static("ratelimit");
 
 /// A service that charges each request to a bucket of a [`Limiter`] before
 /// passing it to the inner service; made by
@@ -169,8 +167,7 @@ impl<St: Store, K, C> Config<St, K, C> {
         };
         let headers = res.headers_mut();
         if d.outcome != Outcome::Exceeds {
-            let secs = ceil_secs(d.retry_after).max(1);
-            headers.insert(RETRY_AFTER, HeaderValue::from(secs));
+            headers.insert(RETRY_AFTER, retry_after(d));
         }
         // Without the policy (the store failed meanwhile) the field is left out.
         if let Ok(Some(policy)) = self.limiter.policy(&self.bucket).await {
@@ -186,24 +183,12 @@ impl<St: Store, K, C> Config<St, K, C> {
 
     /// `RateLimit: "bucket";r=<remaining>;t=<seconds until full again>`.
     fn ratelimit(&self, d: &Decision) -> Option<HeaderValue> {
-        let value = format!(
-            "{};r={};t={}",
-            self.label,
-            d.remaining,
-            ceil_secs(d.reset_after)
-        );
-        HeaderValue::from_str(&value).ok()
+        ratelimit_labelled(&self.label, d)
     }
 
     /// `RateLimit-Policy: "bucket";q=<capacity>;w=<seconds to drain when full>`.
     fn ratelimit_policy(&self, policy: &Policy) -> Option<HeaderValue> {
-        let limit = policy.limit();
-        let rate = limit.rate();
-        let drain_ns = u128::from(limit.capacity()) * u128::from(rate.period_ns());
-        let per_sec = u128::from(rate.amount()) * u128::from(NANOS_PER_SEC);
-        let w = drain_ns.div_ceil(per_sec);
-        let value = format!("{};q={};w={}", self.label, limit.capacity(), w);
-        HeaderValue::from_str(&value).ok()
+        ratelimit_policy_labelled(&self.label, policy)
     }
 }
 
@@ -217,48 +202,4 @@ fn error_response<B: Default>(e: &Error) -> Response<B> {
         _ => StatusCode::INTERNAL_SERVER_ERROR,
     };
     res
-}
-
-/// Nanoseconds as whole seconds, rounded up.
-fn ceil_secs(ns: Nanos) -> u64 {
-    ns.div_ceil(NANOS_PER_SEC)
-}
-
-/// `name` as a structured-field string (RFC 8941): quoted, with `"` and `\`
-/// escaped and characters a string cannot hold replaced by `?`.
-fn sf_string(name: &str) -> String {
-    let mut s = String::with_capacity(name.len() + 2);
-    s.push('"');
-    for c in name.chars() {
-        match c {
-            '"' | '\\' => {
-                s.push('\\');
-                s.push(c);
-            }
-            ' '..='~' => s.push(c),
-            _ => s.push('?'),
-        }
-    }
-    s.push('"');
-    s
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn bucket_names_become_valid_sf_strings() {
-        assert_eq!(sf_string("api"), "\"api\"");
-        assert_eq!(sf_string("a\"b\\c"), "\"a\\\"b\\\\c\"");
-        assert_eq!(sf_string("é\n"), "\"??\"");
-    }
-
-    #[test]
-    fn seconds_round_up() {
-        assert_eq!(ceil_secs(0), 0);
-        assert_eq!(ceil_secs(1), 1);
-        assert_eq!(ceil_secs(NANOS_PER_SEC), 1);
-        assert_eq!(ceil_secs(NANOS_PER_SEC + 1), 2);
-    }
 }

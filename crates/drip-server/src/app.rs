@@ -1,0 +1,387 @@
+//! The operations of the contract, shared by the HTTP and gRPC front ends:
+//! each checks its input, calls the limiter and records metrics. The front
+//! ends only translate.
+
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use drip::core::{NANOS_PER_SEC, Request};
+use drip::{Decision, KeyStatus, Limiter, Outcome, Policy, Store};
+use tokio_util::sync::CancellationToken;
+
+use crate::error::ApiError;
+use crate::limits;
+use crate::metrics::Metrics;
+use crate::model::{
+    BucketList, BucketStatus, ClusterStatus, ConfigureBody, DecisionBody, Leader, NodeStatus,
+    WindowSpec,
+};
+
+/// Who this node is, as `/v1/cluster` reports it.
+#[derive(Clone, Debug)]
+pub struct Node {
+    /// The node's id.
+    pub id: String,
+    /// Address of its HTTP listener.
+    pub http: String,
+    /// Address of its gRPC listener.
+    pub grpc: String,
+}
+
+/// One server's shared state: the limiter, its metrics, the admin token and
+/// the shutdown signal that waiting requests listen to.
+pub struct App<S: Store> {
+    limiter: Limiter<S>,
+    metrics: Metrics,
+    admin_token: Option<String>,
+    node: Node,
+    shutdown: CancellationToken,
+}
+
+/// A decision and what the headers of its response need.
+#[derive(Debug, Clone)]
+pub struct Verdict {
+    /// The bucket decided in.
+    pub bucket: String,
+    /// The decision.
+    pub decision: Decision,
+    /// The bucket's policy, looked up only for refusals (`RateLimit-Policy`).
+    pub policy: Option<Policy>,
+}
+
+impl Verdict {
+    /// The JSON body of the decision.
+    pub fn body(&self) -> DecisionBody {
+        decision_body(&self.decision)
+    }
+}
+
+/// A decision as the contract reports it: times in ms, rounded up.
+pub fn decision_body(d: &Decision) -> DecisionBody {
+    DecisionBody {
+        allowed: d.allowed(),
+        queue_position: d.queue_position,
+        estimated_wait_ms: ceil_ms(d.wait),
+        remaining: d.remaining,
+        retry_after_ms: ceil_ms(d.retry_after),
+        reset_after_ms: ceil_ms(d.reset_after),
+    }
+}
+
+/// Nanoseconds as whole milliseconds, rounded up (a client that waits that
+/// long is never early).
+pub fn ceil_ms(ns: u64) -> u64 {
+    ns.div_ceil(1_000_000)
+}
+
+impl<S: Store> App<S> {
+    /// State for a server over `limiter`.
+    pub fn new(
+        limiter: Limiter<S>,
+        admin_token: Option<String>,
+        node: Node,
+        shutdown: CancellationToken,
+    ) -> Arc<Self> {
+        Arc::new(App {
+            limiter,
+            metrics: Metrics::new(),
+            admin_token: admin_token.filter(|t| !t.is_empty()),
+            node,
+            shutdown,
+        })
+    }
+
+    /// The limiter.
+    pub fn limiter(&self) -> &Limiter<S> {
+        &self.limiter
+    }
+
+    /// The metrics.
+    pub fn metrics(&self) -> &Metrics {
+        &self.metrics
+    }
+
+    /// Cancelled when the server starts shutting down.
+    pub fn shutdown(&self) -> &CancellationToken {
+        &self.shutdown
+    }
+
+    /// Checks the `Authorization` value of an admin call: `Bearer <token>`
+    /// when the server has a token, anything otherwise.
+    pub fn authorize(&self, authorization: Option<&str>) -> Result<(), ApiError> {
+        let Some(token) = &self.admin_token else {
+            return Ok(());
+        };
+        let given = authorization
+            .and_then(|v| v.strip_prefix("Bearer "))
+            .map(str::trim)
+            .unwrap_or("");
+        if constant_time_eq(given.as_bytes(), token.as_bytes()) {
+            Ok(())
+        } else {
+            Err(ApiError::Unauthenticated)
+        }
+    }
+
+    /// Creates or replaces `bucket` and returns the status of its key `""`.
+    pub async fn configure(
+        &self,
+        bucket: &str,
+        body: &ConfigureBody,
+    ) -> Result<BucketStatus, ApiError> {
+        let bucket = limits::bucket_id(bucket)?;
+        let policy = limits::policy(
+            body.mode.as_deref(),
+            body.capacity,
+            body.leak_rate,
+            &body.windows,
+        )?;
+        let done = if body.reset {
+            self.limiter.configure_reset(bucket, policy).await
+        } else {
+            self.limiter.configure(bucket, policy).await
+        };
+        done.map_err(|e| self.failed("configure", e))?;
+        self.status(bucket, "").await
+    }
+
+    /// Decides now whether `cost` units for `key` may go.
+    pub async fn allow(
+        &self,
+        bucket: &str,
+        key: &str,
+        cost: Option<u64>,
+    ) -> Result<Verdict, ApiError> {
+        let bucket = limits::bucket_id(bucket)?;
+        let key = limits::key(key)?;
+        let cost = limits::cost(cost)?;
+        let decision = self.decide(bucket, key, Request::check(cost)).await?;
+        self.verdict(bucket, decision).await
+    }
+
+    /// Answers when `cost` units for `key` may go (after waiting for them),
+    /// or at once when that cannot be within `timeout_ms`. If the server
+    /// shuts down meanwhile the waiter gets [`ApiError::ShuttingDown`]; if
+    /// the caller drops the future, the wait ends and is counted as
+    /// cancelled (the place it reserved stays used, as in the library).
+    pub async fn acquire(
+        &self,
+        bucket: &str,
+        key: &str,
+        cost: Option<u64>,
+        timeout_ms: Option<u64>,
+    ) -> Result<Verdict, ApiError> {
+        let bucket = limits::bucket_id(bucket)?;
+        let key = limits::key(key)?;
+        let cost = limits::cost(cost)?;
+        let timeout = limits::timeout(timeout_ms)?;
+        if self.shutdown.is_cancelled() {
+            return Err(ApiError::ShuttingDown);
+        }
+        let max_wait = u64::try_from(timeout.as_nanos()).unwrap_or(u64::MAX);
+        let decision = self
+            .decide(bucket, key, Request::reserve(cost, max_wait))
+            .await?;
+        if decision.allowed() && decision.wait > 0 {
+            let guard = CancelGuard {
+                metrics: &self.metrics,
+                armed: true,
+            };
+            tokio::select! {
+                _ = tokio::time::sleep(Duration::from_nanos(decision.wait)) => {}
+                _ = self.shutdown.cancelled() => {
+                    guard.disarm();
+                    return Err(ApiError::ShuttingDown);
+                }
+            }
+            guard.disarm();
+        }
+        self.verdict(bucket, decision).await
+    }
+
+    /// Level and counters of `key` in `bucket`.
+    pub async fn status(&self, bucket: &str, key: &str) -> Result<BucketStatus, ApiError> {
+        let bucket = limits::bucket_id(bucket)?;
+        let key = limits::key(key)?;
+        let s = self
+            .limiter
+            .status(bucket, key)
+            .await
+            .map_err(|e| self.failed("status", e))?;
+        Ok(bucket_status(bucket, key, &s))
+    }
+
+    /// Removes `bucket`.
+    pub async fn delete(&self, bucket: &str) -> Result<(), ApiError> {
+        let bucket = limits::bucket_id(bucket)?;
+        match self.limiter.delete(bucket).await {
+            Ok(true) => Ok(()),
+            Ok(false) => Err(ApiError::UnknownBucket(bucket.to_owned())),
+            Err(e) => Err(self.failed("delete", e)),
+        }
+    }
+
+    /// Every bucket with the status of its key `""`.
+    pub async fn list(&self) -> Result<BucketList, ApiError> {
+        let all = self
+            .limiter
+            .list()
+            .await
+            .map_err(|e| self.failed("list", e))?;
+        let mut buckets = Vec::with_capacity(all.len());
+        for (name, _) in all {
+            match self.limiter.status(&name, "").await {
+                Ok(s) => buckets.push(bucket_status(&name, "", &s)),
+                // Deleted since the list was read.
+                Err(drip::Error::UnknownBucket(_)) => {}
+                Err(e) => return Err(self.failed("status", e)),
+            }
+        }
+        Ok(BucketList { buckets })
+    }
+
+    /// The cluster as this node sees it: on its own, itself as leader.
+    pub fn cluster(&self) -> ClusterStatus {
+        ClusterStatus {
+            node_id: self.node.id.clone(),
+            leader: self.node.id.clone(),
+            nodes: vec![NodeStatus {
+                node_id: self.node.id.clone(),
+                http: self.node.http.clone(),
+                grpc: self.node.grpc.clone(),
+                last_seen_ms: 0,
+                alive: true,
+            }],
+        }
+    }
+
+    /// The node holding the leader lease.
+    pub fn leader(&self) -> Leader {
+        Leader {
+            leader: self.node.id.clone(),
+        }
+    }
+
+    /// Ready when the store answers.
+    pub async fn ready(&self) -> Result<(), ApiError> {
+        self.limiter
+            .store()
+            .ping()
+            .await
+            .map_err(|e| self.failed("ping", e))
+    }
+
+    /// The metrics text, with the keys held counted now.
+    pub async fn render_metrics(&self) -> String {
+        self.count_keys().await;
+        self.metrics.render()
+    }
+
+    /// Forgets idle keys, then updates the keys-held gauge.
+    pub async fn sweep(&self) {
+        if let Err(e) = self.limiter.store().sweep_idle().await {
+            tracing::warn!(error = %e, "sweeping idle keys failed");
+            self.metrics.store_error("sweep");
+        }
+        self.count_keys().await;
+    }
+
+    async fn count_keys(&self) {
+        match self.limiter.store().keys_held().await {
+            Ok(Some(n)) => self.metrics.keys_held(n),
+            Ok(None) => {}
+            Err(_) => self.metrics.store_error("keys_held"),
+        }
+    }
+
+    async fn decide(&self, bucket: &str, key: &str, req: Request) -> Result<Decision, ApiError> {
+        let start = Instant::now();
+        let d = self
+            .limiter
+            .store()
+            .decide(bucket, key, req)
+            .await
+            .map_err(|e| self.failed("decide", e))?;
+        self.metrics.decision(bucket, d.outcome, start.elapsed());
+        Ok(d)
+    }
+
+    async fn verdict(&self, bucket: &str, decision: Decision) -> Result<Verdict, ApiError> {
+        let policy = match decision.outcome {
+            Outcome::Allowed => None,
+            // Best effort: the refusal stands even if the store fails now.
+            _ => self.limiter.policy(bucket).await.ok().flatten(),
+        };
+        if decision.outcome == Outcome::Exceeds {
+            return Err(limits::cost_exceeds(bucket, policy.as_ref()));
+        }
+        Ok(Verdict {
+            bucket: bucket.to_owned(),
+            decision,
+            policy,
+        })
+    }
+
+    /// Counts a store failure and turns it into the client's error.
+    fn failed(&self, op: &'static str, e: drip::Error) -> ApiError {
+        if matches!(e, drip::Error::Store(_) | drip::Error::KeyLimit { .. }) {
+            tracing::warn!(op, error = %e, "store call failed");
+            self.metrics.store_error(op);
+        }
+        e.into()
+    }
+}
+
+/// Counts an acquire as cancelled if it is dropped while waiting.
+struct CancelGuard<'a> {
+    metrics: &'a Metrics,
+    armed: bool,
+}
+
+impl CancelGuard<'_> {
+    fn disarm(mut self) {
+        self.armed = false;
+    }
+}
+
+impl Drop for CancelGuard<'_> {
+    fn drop(&mut self) {
+        if self.armed {
+            self.metrics.acquire_cancelled();
+        }
+    }
+}
+
+/// The contract's status object of `key` in `bucket`.
+pub fn bucket_status(bucket: &str, key: &str, s: &KeyStatus) -> BucketStatus {
+    let p = &s.policy;
+    BucketStatus {
+        bucket_id: bucket.to_owned(),
+        key: key.to_owned(),
+        mode: p.mode().as_str().to_owned(),
+        capacity: p.limit().capacity(),
+        leak_rate: p.limit().rate().per_second_decimal(),
+        windows: p
+            .windows()
+            .iter()
+            .map(|w| WindowSpec {
+                limit: w.limit(),
+                period_s: w.period_ns() as f64 / NANOS_PER_SEC as f64,
+            })
+            .collect(),
+        level: s.level.level,
+        queue_size: s.level.queue_size,
+        total_requests: s.counters.total(),
+        allowed_requests: s.counters.allowed,
+        rejected_requests: s.counters.rejected,
+        processed_requests: s.processed(),
+    }
+}
+
+/// Compares secrets in time that does not depend on where they differ.
+fn constant_time_eq(a: &[u8], b: &[u8]) -> bool {
+    if a.len() != b.len() {
+        return false;
+    }
+    a.iter().zip(b).fold(0u8, |acc, (x, y)| acc | (x ^ y)) == 0
+}

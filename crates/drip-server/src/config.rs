@@ -1,0 +1,163 @@
+//! The TOML file that declares buckets at start:
+//!
+//! ```toml
+//! [buckets.api]
+//! mode = "police"          # or "shape"; default police
+//! capacity = 10
+//! leak_rate = 5            # units per second
+//! windows = [{ limit = 1000, period_s = 3600 }]
+//! ```
+//!
+//! Every mistake is reported with the bucket and the field it is in.
+
+use std::collections::BTreeMap;
+use std::path::Path;
+
+use drip::Policy;
+use serde::Deserialize;
+
+use crate::limits;
+use crate::model::WindowSpec;
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct File {
+    #[serde(default)]
+    buckets: BTreeMap<String, BucketSpec>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct BucketSpec {
+    #[serde(default)]
+    mode: Option<String>,
+    capacity: u64,
+    leak_rate: f64,
+    #[serde(default)]
+    windows: Vec<WindowSpec>,
+}
+
+/// A mistake in the file, with where it is.
+#[derive(Debug, thiserror::Error)]
+pub enum ConfigFileError {
+    /// The file could not be read.
+    #[error("{file}: {source}")]
+    Read {
+        /// The file.
+        file: String,
+        /// Why.
+        source: std::io::Error,
+    },
+    /// The file is not TOML, or not of the expected shape.
+    #[error("{file}: {message}")]
+    Invalid {
+        /// The file.
+        file: String,
+        /// What is wrong, naming the bucket and field.
+        message: String,
+    },
+}
+
+/// Reads the buckets declared in `path`, in name order.
+pub fn load(path: &Path) -> Result<Vec<(String, Policy)>, ConfigFileError> {
+    let file = path.display().to_string();
+    let text = std::fs::read_to_string(path).map_err(|source| ConfigFileError::Read {
+        file: file.clone(),
+        source,
+    })?;
+    parse(&text).map_err(|message| ConfigFileError::Invalid { file, message })
+}
+
+/// Parses the text of a config file; the error names the bucket and field.
+pub fn parse(text: &str) -> Result<Vec<(String, Policy)>, String> {
+    let line_of = |span: Option<std::ops::Range<usize>>| {
+        span.map(|s| {
+            format!(
+                " (line {})",
+                text[..s.start.min(text.len())].lines().count().max(1)
+            )
+        })
+        .unwrap_or_default()
+    };
+    let de = toml::de::Deserializer::parse(text)
+        .map_err(|e| format!("not valid TOML: {}{}", e.message(), line_of(e.span())))?;
+    let file: File = serde_path_to_error::deserialize(de).map_err(|e| {
+        let path = e.path().to_string();
+        let inner = e.into_inner();
+        let detail = inner.message().to_owned();
+        let at = line_of(inner.span());
+        // `buckets.NAME.field...`: report the bucket, then the field.
+        let mut parts = path.splitn(3, '.');
+        match (parts.next(), parts.next(), parts.next()) {
+            (Some("buckets"), Some(bucket), rest) => {
+                let err = limits::from_serde(rest.unwrap_or(""), &detail, false);
+                format!("bucket {bucket:?}: {}{at}", err.public_message())
+            }
+            _ => format!("{detail}{at}"),
+        }
+    })?;
+    let mut out = Vec::with_capacity(file.buckets.len());
+    for (name, spec) in file.buckets {
+        limits::bucket_id(&name).map_err(|e| format!("bucket {name:?}: {}", e.public_message()))?;
+        let policy = limits::policy(
+            spec.mode.as_deref(),
+            spec.capacity,
+            spec.leak_rate,
+            &spec.windows,
+        )
+        .map_err(|e| format!("bucket {name:?}: {}", e.public_message()))?;
+        out.push((name, policy));
+    }
+    Ok(out)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn reads_the_design_example() {
+        let b = parse(
+            "[buckets.api]\nmode = \"police\"\ncapacity = 10\nleak_rate = 5\n\
+             windows = [{ limit = 1000, period_s = 3600 }]\n\n[buckets.q]\nmode = \"shape\"\ncapacity = 5\nleak_rate = 0.5\n",
+        )
+        .unwrap();
+        assert_eq!(b.len(), 2);
+        assert_eq!(b[0].0, "api");
+        assert_eq!(b[0].1.limit().capacity(), 10);
+        assert_eq!(b[0].1.windows().len(), 1);
+        assert_eq!(b[1].1.mode(), drip::Mode::Shape);
+    }
+
+    #[test]
+    fn errors_name_bucket_and_field() {
+        let e = parse("[buckets.api]\ncapacity = 0\nleak_rate = 5\n").unwrap_err();
+        assert!(
+            e.contains("bucket \"api\": capacity must be an integer in 1..=4294967295"),
+            "{e}"
+        );
+        let e = parse("[buckets.api]\ncapacity = -3\nleak_rate = 5\n").unwrap_err();
+        assert!(e.contains("bucket \"api\": capacity must be"), "{e}");
+        let e = parse("[buckets.api]\ncapacity = 3\nleak_rate = \"fast\"\n").unwrap_err();
+        assert!(e.contains("bucket \"api\": leak_rate must be"), "{e}");
+        let e = parse(
+            "[buckets.api]\ncapacity = 3\nleak_rate = 1\nwindows = [{ limit = 0, period_s = 1 }]\n",
+        )
+        .unwrap_err();
+        assert!(
+            e.contains("bucket \"api\": windows[0].limit must be"),
+            "{e}"
+        );
+        let e = parse("[buckets.api]\ncapacity = 3\nleak_rate = 1\nburst = 4\n").unwrap_err();
+        assert!(e.contains("bucket \"api\": unknown field burst"), "{e}");
+        let e = parse("[buckets.api]\nleak_rate = 1\n").unwrap_err();
+        assert!(e.contains("bucket \"api\": capacity is required"), "{e}");
+        let e = parse("[buckets.\"a b\"]\ncapacity = 1\nleak_rate = 1\n").unwrap_err();
+        assert!(e.contains("bucket \"a b\": bucket_id must be"), "{e}");
+        assert!(
+            parse("[buckets.api\n")
+                .unwrap_err()
+                .contains("not valid TOML")
+        );
+    }
+}

@@ -1,0 +1,189 @@
+//! The gRPC front end: `drip.v1.RateLimiterService` over the same [`App`]
+//! as HTTP, plus `grpc.health.v1` and server reflection.
+
+use std::sync::Arc;
+
+use drip::Store;
+use tonic::{Request, Response, Status};
+
+use crate::app::{App, Verdict};
+use crate::model::{self, BucketStatus, ConfigureBody};
+
+/// The code generated from `proto/drip.proto`.
+pub mod pb {
+    #![allow(missing_docs, clippy::all)]
+    tonic::include_proto!("drip.v1");
+
+    /// The encoded descriptors of `drip.proto`, for reflection.
+    pub const FILE_DESCRIPTOR_SET: &[u8] =
+        include_bytes!(concat!(env!("OUT_DIR"), "/drip_descriptor.bin"));
+}
+
+use pb::rate_limiter_service_server::{RateLimiterService, RateLimiterServiceServer};
+
+/// The gRPC service over `app`.
+pub struct Grpc<S: Store> {
+    app: Arc<App<S>>,
+}
+
+impl<S: Store> Grpc<S> {
+    /// The service, ready to add to a tonic server.
+    pub fn server(app: Arc<App<S>>) -> RateLimiterServiceServer<Self> {
+        RateLimiterServiceServer::new(Grpc { app })
+    }
+}
+
+/// The `authorization` metadata of a call, for admin calls.
+fn authorization<T>(req: &Request<T>) -> Option<&str> {
+    req.metadata()
+        .get("authorization")
+        .and_then(|v| v.to_str().ok())
+}
+
+fn state(s: BucketStatus) -> pb::BucketState {
+    pb::BucketState {
+        bucket_id: s.bucket_id,
+        key: s.key,
+        mode: s.mode,
+        capacity: s.capacity,
+        leak_rate: s.leak_rate,
+        windows: s
+            .windows
+            .into_iter()
+            .map(|w| pb::Window {
+                limit: w.limit,
+                period_s: w.period_s,
+            })
+            .collect(),
+        level: s.level,
+        queue_size: s.queue_size,
+        total_requests: s.total_requests,
+        allowed_requests: s.allowed_requests,
+        rejected_requests: s.rejected_requests,
+        processed_requests: s.processed_requests,
+    }
+}
+
+/// A refusal is an answer (`allowed: false`), not an error, as over HTTP.
+fn decision(v: Verdict) -> pb::AllowResponse {
+    let b = v.body();
+    pb::AllowResponse {
+        allowed: b.allowed,
+        queue_position: b.queue_position,
+        estimated_wait_ms: b.estimated_wait_ms,
+        remaining: b.remaining,
+        retry_after_ms: b.retry_after_ms,
+        reset_after_ms: b.reset_after_ms,
+    }
+}
+
+#[tonic::async_trait]
+impl<S: Store> RateLimiterService for Grpc<S> {
+    async fn configure_bucket(
+        &self,
+        req: Request<pb::ConfigureBucketRequest>,
+    ) -> Result<Response<pb::ConfigureBucketResponse>, Status> {
+        self.app.authorize(authorization(&req))?;
+        let r = req.into_inner();
+        let body = ConfigureBody {
+            mode: Some(r.mode),
+            capacity: r.capacity,
+            leak_rate: r.leak_rate,
+            windows: r
+                .windows
+                .into_iter()
+                .map(|w| model::WindowSpec {
+                    limit: w.limit,
+                    period_s: w.period_s,
+                })
+                .collect(),
+            reset: r.reset,
+        };
+        let s = self.app.configure(&r.bucket_id, &body).await?;
+        Ok(Response::new(pb::ConfigureBucketResponse {
+            bucket: Some(state(s)),
+        }))
+    }
+
+    async fn allow_request(
+        &self,
+        req: Request<pb::AllowRequest>,
+    ) -> Result<Response<pb::AllowResponse>, Status> {
+        let r = req.into_inner();
+        let v = self.app.allow(&r.bucket_id, &r.key, r.cost).await?;
+        Ok(Response::new(decision(v)))
+    }
+
+    async fn acquire(
+        &self,
+        req: Request<pb::AcquireRequest>,
+    ) -> Result<Response<pb::AllowResponse>, Status> {
+        let r = req.into_inner();
+        let v = self
+            .app
+            .acquire(&r.bucket_id, &r.key, r.cost, r.timeout_ms)
+            .await?;
+        Ok(Response::new(decision(v)))
+    }
+
+    async fn get_bucket_status(
+        &self,
+        req: Request<pb::GetBucketStatusRequest>,
+    ) -> Result<Response<pb::GetBucketStatusResponse>, Status> {
+        let r = req.into_inner();
+        let s = self.app.status(&r.bucket_id, &r.key).await?;
+        Ok(Response::new(pb::GetBucketStatusResponse {
+            bucket: Some(state(s)),
+        }))
+    }
+
+    async fn delete_bucket(
+        &self,
+        req: Request<pb::DeleteBucketRequest>,
+    ) -> Result<Response<pb::DeleteBucketResponse>, Status> {
+        self.app.authorize(authorization(&req))?;
+        self.app.delete(&req.into_inner().bucket_id).await?;
+        Ok(Response::new(pb::DeleteBucketResponse {}))
+    }
+
+    async fn list_buckets(
+        &self,
+        _req: Request<pb::ListBucketsRequest>,
+    ) -> Result<Response<pb::ListBucketsResponse>, Status> {
+        let list = self.app.list().await?;
+        Ok(Response::new(pb::ListBucketsResponse {
+            buckets: list.buckets.into_iter().map(state).collect(),
+        }))
+    }
+
+    async fn get_leader(
+        &self,
+        _req: Request<pb::GetLeaderRequest>,
+    ) -> Result<Response<pb::GetLeaderResponse>, Status> {
+        Ok(Response::new(pb::GetLeaderResponse {
+            leader: self.app.leader().leader,
+        }))
+    }
+
+    async fn get_cluster_status(
+        &self,
+        _req: Request<pb::GetClusterStatusRequest>,
+    ) -> Result<Response<pb::GetClusterStatusResponse>, Status> {
+        let c = self.app.cluster();
+        Ok(Response::new(pb::GetClusterStatusResponse {
+            node_id: c.node_id,
+            leader: c.leader,
+            nodes: c
+                .nodes
+                .into_iter()
+                .map(|n| pb::Node {
+                    node_id: n.node_id,
+                    http: n.http,
+                    grpc: n.grpc,
+                    last_seen_ms: n.last_seen_ms,
+                    alive: n.alive,
+                })
+                .collect(),
+        }))
+    }
+}

@@ -1,0 +1,89 @@
+//! Extractors that turn every malformed request into the contract's JSON
+//! error naming the field, instead of axum's plain-text rejections.
+
+use axum::body::Bytes;
+use axum::extract::{FromRequest, FromRequestParts, Path, Request};
+use axum::http::StatusCode;
+use axum::http::request::Parts;
+use serde::de::DeserializeOwned;
+
+use crate::error::ApiError;
+use crate::limits::{self, MAX_BODY_BYTES};
+
+/// The `{bucket}` segment of the path, percent-decoded (checked by the app).
+pub struct BucketPath(pub String);
+
+impl<St: Send + Sync> FromRequestParts<St> for BucketPath {
+    type Rejection = ApiError;
+
+    async fn from_request_parts(parts: &mut Parts, state: &St) -> Result<Self, ApiError> {
+        match Path::<String>::from_request_parts(parts, state).await {
+            Ok(Path(b)) => Ok(BucketPath(b)),
+            Err(e) => Err(ApiError::invalid(
+                "bucket_id",
+                format!(
+                    "bucket_id must be 1..={} characters of [A-Za-z0-9._:-] ({e})",
+                    limits::MAX_BUCKET_ID_LEN
+                ),
+            )),
+        }
+    }
+}
+
+/// A JSON body of type `T`, or `None` when the body is empty. Any type
+/// error names the field by its path (`windows[0].limit`).
+pub struct JsonBody<T>(pub Option<T>);
+
+impl<T: DeserializeOwned, St: Send + Sync> FromRequest<St> for JsonBody<T> {
+    type Rejection = ApiError;
+
+    async fn from_request(req: Request, state: &St) -> Result<Self, ApiError> {
+        let bytes = Bytes::from_request(req, state).await.map_err(|e| {
+            if e.status() == StatusCode::PAYLOAD_TOO_LARGE {
+                ApiError::PayloadTooLarge {
+                    limit: MAX_BODY_BYTES,
+                }
+            } else {
+                ApiError::invalid("body", format!("the body could not be read: {e}"))
+            }
+        })?;
+        if bytes.iter().all(u8::is_ascii_whitespace) {
+            return Ok(JsonBody(None));
+        }
+        parse_json(&bytes).map(|v| JsonBody(Some(v)))
+    }
+}
+
+/// Parses JSON, naming the field at fault in any error.
+pub fn parse_json<T: DeserializeOwned>(bytes: &[u8]) -> Result<T, ApiError> {
+    let de = &mut serde_json::Deserializer::from_slice(bytes);
+    let value = serde_path_to_error::deserialize(de).map_err(|e| {
+        let path = e.path().to_string();
+        let inner = e.into_inner();
+        let syntax = inner.is_syntax() || inner.is_eof() || inner.is_io();
+        limits::from_serde(&path, &inner.to_string(), syntax)
+    })?;
+    Ok(value)
+}
+
+/// The query string as `T`; unknown parameters are refused, naming them.
+pub struct Query<T>(pub T);
+
+impl<T: DeserializeOwned, St: Send + Sync> FromRequestParts<St> for Query<T> {
+    type Rejection = ApiError;
+
+    async fn from_request_parts(parts: &mut Parts, _state: &St) -> Result<Self, ApiError> {
+        let query = parts.uri.query().unwrap_or("");
+        let de = serde_urlencoded::Deserializer::new(form_urlencoded_parse(query));
+        serde_path_to_error::deserialize(de)
+            .map(Query)
+            .map_err(|e| {
+                let path = e.path().to_string();
+                limits::from_serde(&path, &e.into_inner().to_string(), false)
+            })
+    }
+}
+
+fn form_urlencoded_parse(q: &str) -> form_urlencoded::Parse<'_> {
+    form_urlencoded::parse(q.as_bytes())
+}

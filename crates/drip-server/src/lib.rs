@@ -1,0 +1,31 @@
+//! The `drip` binary's library: the rate-limit server (`drip serve`), its
+//! client (`drip status`) and the demo.
+//!
+//! # Layout
+//!
+//! - [`cli`]: the command line; `main.rs` only dispatches.
+//! - [`serve`]: `drip serve`: store choice, config file, listeners, signals.
+//! - [`server`]: [`server::run`]: HTTP and gRPC over one limiter until shutdown.
+//! - [`app`]: the contract's operations, shared by both protocols.
+//! - [`http`]: the axum routes, extractors and pages; [`openapi`]: its document.
+//! - [`grpc`]: `drip.v1.RateLimiterService`, health and reflection.
+//! - [`model`]: the JSON bodies; [`limits`]: input bounds and checks.
+//! - [`error`]: [`ApiError`](error::ApiError) and its HTTP and gRPC forms.
+//! - [`metrics`]: the Prometheus metrics of one server.
+//! - [`config`]: the TOML file declaring buckets.
+//! - [`status_cmd`]: `drip status`; [`demo`]: `drip demo`.
+
+pub mod app;
+pub mod cli;
+pub mod config;
+pub mod demo;
+pub mod error;
+pub mod grpc;
+pub mod http;
+pub mod limits;
+pub mod metrics;
+pub mod model;
+pub mod openapi;
+pub mod serve;
+pub mod server;
+pub mod status_cmd;

@@ -1,0 +1,238 @@
+//! The server's input limits, and the checks both protocols run on input
+//! before it reaches the limiter. Every refusal names the field and the
+//! accepted range.
+
+use std::time::Duration;
+
+use drip::core::{MAX_CAPACITY, MAX_EXACT, MAX_WINDOWS};
+use drip::{Mode, Policy};
+
+use crate::error::ApiError;
+use crate::model::WindowSpec;
+
+/// Longest bucket id, in characters (of `[A-Za-z0-9._:-]`).
+pub const MAX_BUCKET_ID_LEN: usize = 128;
+/// Longest key, in bytes of UTF-8.
+pub const MAX_KEY_BYTES: usize = 256;
+/// Largest cost: integers above it do not survive JSON doubles.
+pub const MAX_COST: u64 = MAX_EXACT;
+/// Longest an acquire may wait, in milliseconds (one hour).
+pub const MAX_TIMEOUT_MS: u64 = 3_600_000;
+/// How long an acquire waits when it does not say.
+pub const DEFAULT_TIMEOUT_MS: u64 = 30_000;
+/// Largest request body, in bytes.
+pub const MAX_BODY_BYTES: usize = 64 * 1024;
+
+/// Checks a bucket id: 1..=128 characters of `[A-Za-z0-9._:-]`.
+pub fn bucket_id(id: &str) -> Result<&str, ApiError> {
+    let ok = (1..=MAX_BUCKET_ID_LEN).contains(&id.len())
+        && id
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'.' | b'_' | b':' | b'-'));
+    if ok {
+        Ok(id)
+    } else {
+        Err(ApiError::invalid("bucket_id", bucket_id_rule()))
+    }
+}
+
+fn bucket_id_rule() -> String {
+    format!("bucket_id must be 1..={MAX_BUCKET_ID_LEN} characters of [A-Za-z0-9._:-]")
+}
+
+/// Checks a key: at most 256 bytes.
+pub fn key(key: &str) -> Result<&str, ApiError> {
+    if key.len() <= MAX_KEY_BYTES {
+        Ok(key)
+    } else {
+        Err(ApiError::invalid("key", key_rule()))
+    }
+}
+
+fn key_rule() -> String {
+    format!("key must be a string of at most {MAX_KEY_BYTES} bytes")
+}
+
+/// The cost asked for (default 1), in 1..=2^53-1.
+pub fn cost(cost: Option<u64>) -> Result<u64, ApiError> {
+    match cost.unwrap_or(1) {
+        c @ 1..=MAX_COST => Ok(c),
+        _ => Err(ApiError::invalid("cost", cost_rule())),
+    }
+}
+
+fn cost_rule() -> String {
+    format!("cost must be an integer in 1..={MAX_COST}")
+}
+
+/// The refusal of a cost larger than the bucket can ever admit.
+pub fn cost_exceeds(bucket: &str, policy: Option<&Policy>) -> ApiError {
+    let message = match policy {
+        Some(p) => format!(
+            "cost must be an integer in 1..={} for bucket {bucket:?} (its capacity, or its smallest window limit)",
+            p.max_cost()
+        ),
+        None => format!("cost is more than bucket {bucket:?} can ever admit"),
+    };
+    ApiError::invalid("cost", message)
+}
+
+/// The acquire timeout (default 30 s), in 0..=3600000 ms.
+pub fn timeout(timeout_ms: Option<u64>) -> Result<Duration, ApiError> {
+    match timeout_ms.unwrap_or(DEFAULT_TIMEOUT_MS) {
+        t @ 0..=MAX_TIMEOUT_MS => Ok(Duration::from_millis(t)),
+        _ => Err(ApiError::invalid("timeout_ms", timeout_rule())),
+    }
+}
+
+fn timeout_rule() -> String {
+    format!("timeout_ms must be an integer in 0..={MAX_TIMEOUT_MS}")
+}
+
+/// Builds the policy of a configure call (HTTP body, gRPC message or
+/// config file). `mode` may be empty or absent (police).
+pub fn policy(
+    mode: Option<&str>,
+    capacity: u64,
+    leak_rate: f64,
+    windows: &[WindowSpec],
+) -> Result<Policy, ApiError> {
+    let mode = match mode {
+        None | Some("") => Mode::Police,
+        Some(m) => m.parse::<Mode>()?,
+    };
+    if windows.len() > MAX_WINDOWS {
+        return Err(ApiError::invalid(
+            "windows",
+            format!("windows must hold at most {MAX_WINDOWS} windows"),
+        ));
+    }
+    let parts: Vec<(u64, f64)> = windows.iter().map(|w| (w.limit, w.period_s)).collect();
+    Ok(Policy::from_parts(mode, capacity, leak_rate, &parts)?)
+}
+
+impl From<drip::ConfigError> for ApiError {
+    fn from(e: drip::ConfigError) -> Self {
+        ApiError::InvalidArgument {
+            field: e.field,
+            message: e.message,
+        }
+    }
+}
+
+/// What a field accepts, by its name as the contract spells it (the last
+/// segment of a path such as `windows[0].limit`).
+pub fn rule(field: &str) -> Option<String> {
+    let name = field.rsplit('.').next().unwrap_or(field);
+    let name = name.split('[').next().unwrap_or(name);
+    let range = match name {
+        "capacity" => format!("an integer in 1..={MAX_CAPACITY}"),
+        "leak_rate" => "a positive number of units per second in 1e-9..=1e15".to_owned(),
+        "limit" => format!("an integer in 1..={MAX_EXACT}"),
+        "period_s" => "a positive number of seconds, at most 100 years".to_owned(),
+        "mode" => "\"police\" or \"shape\"".to_owned(),
+        "reset" => "true or false".to_owned(),
+        "windows" => format!(
+            "a list of at most {MAX_WINDOWS} objects {{\"limit\": integer, \"period_s\": number}}"
+        ),
+        "key" => format!("a string of at most {MAX_KEY_BYTES} bytes"),
+        "cost" => format!("an integer in 1..={MAX_COST}"),
+        "timeout_ms" => format!("an integer in 0..={MAX_TIMEOUT_MS}"),
+        _ => return None,
+    };
+    Some(format!("{field} must be {range}"))
+}
+
+/// Turns a deserialization error at `path` into a 400 naming the field:
+/// the field's accepted range when it is one we know, else serde's words.
+pub fn from_serde(path: &str, detail: &str, syntax: bool) -> ApiError {
+    if syntax {
+        return ApiError::invalid("body", format!("body is not valid JSON: {detail}"));
+    }
+    let join = |name: &str| {
+        if path.is_empty() || path == "." {
+            name.to_owned()
+        } else {
+            format!("{path}.{name}")
+        }
+    };
+    if let Some(name) = quoted(detail, "unknown field `") {
+        let field = join(name);
+        let expected = detail
+            .split_once(", expected ")
+            .map(|(_, e)| format!("; expected {e}"))
+            .unwrap_or_default();
+        return ApiError::invalid(&field, format!("unknown field {field}{expected}"));
+    }
+    if let Some(name) = quoted(detail, "missing field `") {
+        let field = join(name);
+        let message = match rule(&field) {
+            Some(r) => format!("{field} is required: {r}"),
+            None => format!("{field} is required"),
+        };
+        return ApiError::invalid(&field, message);
+    }
+    let field = if path.is_empty() || path == "." {
+        "body".to_owned()
+    } else {
+        path.to_owned()
+    };
+    let message = match rule(&field) {
+        Some(r) => format!("{r} ({detail})"),
+        None if field == "body" => format!("body must be a JSON object ({detail})"),
+        None => format!("{field}: {detail}"),
+    };
+    ApiError::invalid(field, message)
+}
+
+/// The name in `` prefix`name` `` at the start of `s`.
+fn quoted<'a>(s: &'a str, prefix: &str) -> Option<&'a str> {
+    s.strip_prefix(prefix)?.split('`').next()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn bucket_ids() {
+        assert!(bucket_id("api.v1:users_-").is_ok());
+        assert!(bucket_id(&"a".repeat(128)).is_ok());
+        for bad in ["", "a b", "a/b", "é", &"a".repeat(129)] {
+            let e = bucket_id(bad).unwrap_err();
+            assert_eq!(e.field(), Some("bucket_id"));
+        }
+    }
+
+    #[test]
+    fn numbers() {
+        assert_eq!(cost(None).unwrap(), 1);
+        assert!(cost(Some(0)).is_err());
+        assert!(cost(Some(MAX_COST + 1)).is_err());
+        assert_eq!(timeout(None).unwrap(), Duration::from_secs(30));
+        assert!(timeout(Some(MAX_TIMEOUT_MS + 1)).is_err());
+        assert!(key(&"k".repeat(257)).is_err());
+    }
+
+    #[test]
+    fn serde_errors_name_fields() {
+        let e = from_serde(
+            "capacity",
+            "invalid type: string \"x\", expected u64",
+            false,
+        );
+        assert_eq!(e.field(), Some("capacity"));
+        assert!(
+            e.to_string()
+                .starts_with("capacity must be an integer in 1..=4294967295")
+        );
+        let e = from_serde(".", "unknown field `foo`, expected `key` or `cost`", false);
+        assert_eq!(e.field(), Some("foo"));
+        let e = from_serde("windows[0]", "missing field `limit`", false);
+        assert_eq!(e.field(), Some("windows[0].limit"));
+        assert!(
+            e.to_string().contains("windows[0].limit is required"),
+            "{e}"
+        );
+    }
+}

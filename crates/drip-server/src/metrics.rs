@@ -1,0 +1,107 @@
+//! Prometheus metrics of one server: decisions by bucket and outcome, the
+//! decision latency, store errors, keys held, acquire waiters cancelled.
+//!
+//! Each server owns its recorder instead of installing a global one: a
+//! global recorder can be set once per process, and tests run several
+//! servers in one process.
+
+use std::time::Duration;
+
+use drip::Outcome;
+use metrics::{Recorder, counter, gauge, histogram, with_local_recorder};
+use metrics_exporter_prometheus::{
+    Matcher, PrometheusBuilder, PrometheusHandle, PrometheusRecorder,
+};
+
+/// Decisions, by `bucket` and `outcome` (`allowed`, `limited`, `exceeds`).
+pub const DECISIONS: &str = "drip_decisions_total";
+/// Time the store took to decide, in seconds.
+pub const DECISION_SECONDS: &str = "drip_decision_duration_seconds";
+/// Store calls that failed, by `op`.
+pub const STORE_ERRORS: &str = "drip_store_errors_total";
+/// Keys holding state in the store.
+pub const KEYS_HELD: &str = "drip_keys_held";
+/// Acquire waiters whose client went away before their turn.
+pub const ACQUIRE_CANCELLED: &str = "drip_acquire_cancelled_total";
+
+/// Decision latencies are tens of microseconds in memory and up to
+/// milliseconds over a network store.
+const LATENCY_BUCKETS: &[f64] = &[
+    0.000_01, 0.000_025, 0.000_05, 0.000_1, 0.000_25, 0.000_5, 0.001, 0.002_5, 0.005, 0.01, 0.025,
+    0.05, 0.1, 0.25, 1.0,
+];
+
+/// The metrics of one server.
+pub struct Metrics {
+    recorder: PrometheusRecorder,
+    handle: PrometheusHandle,
+}
+
+impl Default for Metrics {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+impl Metrics {
+    /// A fresh set of metrics with its own recorder.
+    pub fn new() -> Self {
+        let recorder = PrometheusBuilder::new()
+            .set_buckets_for_metric(Matcher::Full(DECISION_SECONDS.to_owned()), LATENCY_BUCKETS)
+            .expect("the latency buckets are not empty")
+            .build_recorder();
+        let handle = recorder.handle();
+        let m = Metrics { recorder, handle };
+        m.with(|| {
+            metrics::describe_counter!(DECISIONS, "Decisions by bucket and outcome");
+            metrics::describe_histogram!(DECISION_SECONDS, "Time the store took to decide");
+            metrics::describe_counter!(STORE_ERRORS, "Store calls that failed");
+            metrics::describe_gauge!(KEYS_HELD, "Keys holding state in the store");
+            metrics::describe_counter!(
+                ACQUIRE_CANCELLED,
+                "Acquire waiters whose client went away before their turn"
+            );
+            counter!(STORE_ERRORS, "op" => "decide").absolute(0);
+            counter!(ACQUIRE_CANCELLED).absolute(0);
+        });
+        m
+    }
+
+    fn with<T>(&self, f: impl FnOnce() -> T) -> T {
+        with_local_recorder(&self.recorder as &dyn Recorder, f)
+    }
+
+    /// Records one decision of `bucket` that took `elapsed`.
+    pub fn decision(&self, bucket: &str, outcome: Outcome, elapsed: Duration) {
+        let outcome = match outcome {
+            Outcome::Allowed => "allowed",
+            Outcome::Limited => "limited",
+            Outcome::Exceeds => "exceeds",
+        };
+        self.with(|| {
+            counter!(DECISIONS, "bucket" => bucket.to_owned(), "outcome" => outcome).increment(1);
+            histogram!(DECISION_SECONDS).record(elapsed.as_secs_f64());
+        });
+    }
+
+    /// Records a failed store call.
+    pub fn store_error(&self, op: &'static str) {
+        self.with(|| counter!(STORE_ERRORS, "op" => op).increment(1));
+    }
+
+    /// Sets the number of keys the store holds.
+    pub fn keys_held(&self, n: u64) {
+        self.with(|| gauge!(KEYS_HELD).set(n as f64));
+    }
+
+    /// Records an acquire whose client went away while it waited.
+    pub fn acquire_cancelled(&self) {
+        self.with(|| counter!(ACQUIRE_CANCELLED).increment(1));
+    }
+
+    /// The Prometheus text exposition of every metric.
+    pub fn render(&self) -> String {
+        self.handle.run_upkeep();
+        self.handle.render()
+    }
+}

@@ -1,0 +1,176 @@
+//! The JSON bodies of the HTTP contract (DESIGN.md §4). The gRPC messages
+//! carry the same fields; [`crate::grpc`] converts between the two.
+
+use serde::{Deserialize, Serialize};
+use utoipa::ToSchema;
+
+/// `PUT /v1/buckets/{bucket}`: create or replace a bucket.
+#[derive(Debug, Clone, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct ConfigureBody {
+    /// `"police"` (the default) or `"shape"`.
+    #[serde(default)]
+    #[schema(example = "police")]
+    pub mode: Option<String>,
+    /// Units the bucket holds, 1..=4294967295.
+    #[schema(example = 100, minimum = 1, maximum = 4294967295u64)]
+    pub capacity: u64,
+    /// Units leaked per second, a positive decimal in 1e-9..=1e15.
+    #[schema(example = 10.0)]
+    pub leak_rate: f64,
+    /// Exact rolling limits ANDed with the bucket (at most 8).
+    #[serde(default)]
+    pub windows: Vec<WindowSpec>,
+    /// Empty every key's state.
+    #[serde(default)]
+    pub reset: bool,
+}
+
+/// An exact rolling limit: at most `limit` units in any `period_s` seconds.
+#[derive(Debug, Clone, PartialEq, Deserialize, Serialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct WindowSpec {
+    /// 1..=9007199254740991.
+    #[schema(example = 1000)]
+    pub limit: u64,
+    /// A positive number of seconds, at most 100 years.
+    #[schema(example = 3600.0)]
+    pub period_s: f64,
+}
+
+/// `POST /v1/buckets/{bucket}/allow` (the body is optional).
+#[derive(Debug, Clone, Default, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct AllowBody {
+    /// The bucket instance (client IP, user id...), at most 256 bytes; default `""`.
+    #[serde(default)]
+    pub key: String,
+    /// Units asked for, default 1.
+    #[serde(default)]
+    pub cost: Option<u64>,
+}
+
+/// `POST /v1/buckets/{bucket}/acquire` (the body is optional).
+#[derive(Debug, Clone, Default, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct AcquireBody {
+    /// The bucket instance, at most 256 bytes; default `""`.
+    #[serde(default)]
+    pub key: String,
+    /// Units asked for, default 1.
+    #[serde(default)]
+    pub cost: Option<u64>,
+    /// How long the request may wait, 0..=3600000; default 30000.
+    #[serde(default)]
+    pub timeout_ms: Option<u64>,
+}
+
+/// The answer to allow and acquire. Times are milliseconds, rounded up.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
+pub struct DecisionBody {
+    /// Admitted.
+    pub allowed: bool,
+    /// Shape mode: place in the queue (1 = next); police mode: 0.
+    pub queue_position: u64,
+    /// Shape mode: when this request's turn comes; police mode: 0.
+    pub estimated_wait_ms: u64,
+    /// Units that could still be admitted now (least over all limits).
+    pub remaining: u64,
+    /// When not admitted: when the same request could be; else 0.
+    pub retry_after_ms: u64,
+    /// When every limit is back to full.
+    pub reset_after_ms: u64,
+}
+
+/// A bucket's configuration and the state of one of its keys.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, ToSchema)]
+pub struct BucketStatus {
+    /// The bucket's name.
+    pub bucket_id: String,
+    /// The key this state is of.
+    pub key: String,
+    /// `"police"` or `"shape"`.
+    pub mode: String,
+    /// Units the bucket holds.
+    pub capacity: u64,
+    /// Units leaked per second.
+    pub leak_rate: f64,
+    /// Rolling limits ANDed with the bucket.
+    pub windows: Vec<WindowSpec>,
+    /// Units of water in the bucket now (fractional while leaking).
+    pub level: f64,
+    /// Requests waiting to leave, `ceil(level)`.
+    pub queue_size: u64,
+    /// Requests decided for this key.
+    pub total_requests: u64,
+    /// Requests admitted.
+    pub allowed_requests: u64,
+    /// Requests refused.
+    pub rejected_requests: u64,
+    /// Admitted requests that have left the queue: `allowed - queue_size`.
+    pub processed_requests: u64,
+}
+
+/// `GET /v1/buckets`: every bucket, with the state of its key `""`.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, ToSchema)]
+pub struct BucketList {
+    /// Sorted by `bucket_id`.
+    pub buckets: Vec<BucketStatus>,
+}
+
+/// One node of the cluster.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
+pub struct NodeStatus {
+    /// The node's id (hostname:port unless set with `--node-id`).
+    pub node_id: String,
+    /// Address of its HTTP listener.
+    pub http: String,
+    /// Address of its gRPC listener.
+    pub grpc: String,
+    /// Milliseconds since it was last heard from.
+    pub last_seen_ms: u64,
+    /// Heard from recently enough to count.
+    pub alive: bool,
+}
+
+/// `GET /v1/cluster`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
+pub struct ClusterStatus {
+    /// The node answering.
+    pub node_id: String,
+    /// The node holding the leader lease.
+    pub leader: String,
+    /// Every known node.
+    pub nodes: Vec<NodeStatus>,
+}
+
+/// `GET /v1/cluster/leader`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
+pub struct Leader {
+    /// The node holding the leader lease.
+    pub leader: String,
+}
+
+/// Every error response: `{"error": {"code", "field", "message"}}`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
+pub struct ErrorBody {
+    /// What went wrong.
+    pub error: ErrorDetail,
+}
+
+/// The inside of [`ErrorBody`].
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
+pub struct ErrorDetail {
+    /// `invalid_argument`, `unauthenticated`, `not_found`,
+    /// `method_not_allowed`, `payload_too_large`, `unavailable`,
+    /// `shutting_down` or `internal`.
+    #[schema(example = "invalid_argument")]
+    pub code: String,
+    /// The input at fault (`capacity`, `windows[0].limit`, `bucket_id`,
+    /// `body`...), or null.
+    #[schema(example = "capacity")]
+    pub field: Option<String>,
+    /// What is wrong and what is accepted.
+    #[schema(example = "capacity must be an integer in 1..=4294967295")]
+    pub message: String,
+}

@@ -1,0 +1,137 @@
+//! `drip serve`: pick the store, declare the configured buckets, bind the
+//! listeners and run the server until SIGINT or SIGTERM.
+
+use std::path::PathBuf;
+use std::str::FromStr;
+
+use anyhow::{Context, Result, bail};
+use drip::{Limiter, Store};
+use tokio::net::TcpListener;
+
+use crate::config;
+use crate::server::{self, Listeners, Options};
+
+/// Options of `drip serve`; each may also come from a `DRIP_*` variable.
+#[derive(clap::Args, Debug)]
+pub struct Args {
+    /// Address of the HTTP/JSON listener.
+    #[arg(long, env = "DRIP_HTTP", default_value = "127.0.0.1:8080")]
+    pub http: String,
+    /// Address of the gRPC listener.
+    #[arg(long, env = "DRIP_GRPC", default_value = "127.0.0.1:50051")]
+    pub grpc: String,
+    /// Where bucket state lives: memory, sqlite:PATH or redis://HOST:PORT.
+    #[arg(long, env = "DRIP_STORE", default_value = "memory")]
+    pub store: StoreSpec,
+    /// A TOML file declaring buckets to configure at start ([buckets.NAME]).
+    #[arg(long, env = "DRIP_CONFIG")]
+    pub config: Option<PathBuf>,
+    /// Bearer token that admin calls (configure, delete) must carry.
+    #[arg(long, env = "DRIP_ADMIN_TOKEN", hide_env_values = true)]
+    pub admin_token: Option<String>,
+    /// This node's id in /v1/cluster (default: hostname:http-port).
+    #[arg(long, env = "DRIP_NODE_ID")]
+    pub node_id: Option<String>,
+}
+
+/// The `--store` value.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum StoreSpec {
+    /// In this process.
+    Memory,
+    /// A SQLite file shared by the processes of one host.
+    Sqlite(PathBuf),
+    /// A Redis server shared by a cluster.
+    Redis(String),
+}
+
+impl FromStr for StoreSpec {
+    type Err = String;
+
+    fn from_str(s: &str) -> Result<Self, String> {
+        if s == "memory" {
+            Ok(StoreSpec::Memory)
+        } else if let Some(path) = s.strip_prefix("sqlite:") {
+            if path.is_empty() {
+                return Err("sqlite: needs a path, e.g. sqlite:/var/lib/drip.db".to_owned());
+            }
+            Ok(StoreSpec::Sqlite(PathBuf::from(path)))
+        } else if s.starts_with("redis://") || s.starts_with("rediss://") {
+            Ok(StoreSpec::Redis(s.to_owned()))
+        } else {
+            Err(format!(
+                "{s:?} is not a store: use memory, sqlite:PATH or redis://HOST:PORT"
+            ))
+        }
+    }
+}
+
+/// Runs `drip serve` until a signal.
+pub async fn run(args: Args) -> Result<()> {
+    // Read the file before binding anything: a bad file is a start-up error.
+    let buckets = match &args.config {
+        Some(path) => config::load(path)?,
+        None => Vec::new(),
+    };
+    let options = Options {
+        admin_token: args.admin_token.clone(),
+        node_id: args.node_id.clone(),
+        ..Options::default()
+    };
+    match &args.store {
+        StoreSpec::Memory => serve(Limiter::memory(), &args, buckets, options).await,
+        StoreSpec::Sqlite(_) => bail!(
+            "--store sqlite: is not available yet in this build (the SQLite store is being built); use --store memory"
+        ),
+        StoreSpec::Redis(_) => bail!(
+            "--store redis:// is not available yet in this build (the Redis store is being built); use --store memory"
+        ),
+    }
+}
+
+async fn serve<S: Store>(
+    limiter: Limiter<S>,
+    args: &Args,
+    buckets: Vec<(String, drip::Policy)>,
+    options: Options,
+) -> Result<()> {
+    for (name, policy) in buckets {
+        limiter
+            .configure(&name, policy)
+            .await
+            .with_context(|| format!("configuring bucket {name:?} from the config file"))?;
+    }
+    let listeners = Listeners {
+        http: TcpListener::bind(&args.http)
+            .await
+            .with_context(|| format!("binding the HTTP listener to {}", args.http))?,
+        grpc: TcpListener::bind(&args.grpc)
+            .await
+            .with_context(|| format!("binding the gRPC listener to {}", args.grpc))?,
+    };
+    server::run(limiter, listeners, options, signal()).await
+}
+
+/// Completes on SIGINT (Ctrl-C) or, on Unix, SIGTERM.
+async fn signal() {
+    let ctrl_c = async {
+        if tokio::signal::ctrl_c().await.is_err() {
+            std::future::pending::<()>().await;
+        }
+    };
+    #[cfg(unix)]
+    let term = async {
+        match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+            Ok(mut s) => {
+                s.recv().await;
+            }
+            Err(_) => std::future::pending::<()>().await,
+        }
+    };
+    #[cfg(not(unix))]
+    let term = std::future::pending::<()>();
+    tokio::select! {
+        _ = ctrl_c => {}
+        _ = term => {}
+    }
+}

@@ -1,0 +1,83 @@
+//! `drip status`: ask a server for its buckets and print them as a table.
+
+use std::io::Write;
+
+use anyhow::{Context, Result, bail};
+
+use crate::model::{BucketList, ErrorBody};
+
+/// Options of `drip status`.
+#[derive(clap::Args, Debug)]
+pub struct Args {
+    /// Base URL of the server's HTTP listener.
+    #[arg(long, env = "DRIP_URL", default_value = "http://127.0.0.1:8080")]
+    pub url: String,
+}
+
+/// Fetches the bucket list from the server at `url`.
+pub async fn fetch(url: &str) -> Result<BucketList> {
+    let endpoint = format!("{}/v1/buckets", url.trim_end_matches('/'));
+    let res = reqwest::get(&endpoint)
+        .await
+        .with_context(|| format!("could not reach {endpoint}"))?;
+    let status = res.status();
+    let body = res.bytes().await.context("reading the answer")?;
+    if !status.is_success() {
+        let why = serde_json::from_slice::<ErrorBody>(&body)
+            .map(|e| e.error.message)
+            .unwrap_or_else(|_| String::from_utf8_lossy(&body).into_owned());
+        bail!("{endpoint} answered {status}: {why}");
+    }
+    serde_json::from_slice(&body)
+        .with_context(|| format!("{endpoint} did not answer a bucket list"))
+}
+
+/// Writes `list` as a table.
+pub fn render(list: &BucketList, out: &mut impl Write) -> std::io::Result<()> {
+    if list.buckets.is_empty() {
+        return writeln!(out, "no buckets");
+    }
+    let width = list
+        .buckets
+        .iter()
+        .map(|b| b.bucket_id.len())
+        .max()
+        .unwrap_or(0)
+        .max("bucket".len());
+    writeln!(
+        out,
+        "{:<width$}  {:<6}  {:>10}  {:>12}  {:>10}  {:>8}  {:>10}  {:>10}  {:>10}",
+        "bucket",
+        "mode",
+        "capacity",
+        "leak_rate/s",
+        "level",
+        "queue",
+        "allowed",
+        "rejected",
+        "processed"
+    )?;
+    for b in &list.buckets {
+        writeln!(
+            out,
+            "{:<width$}  {:<6}  {:>10}  {:>12}  {:>10.2}  {:>8}  {:>10}  {:>10}  {:>10}",
+            b.bucket_id,
+            b.mode,
+            b.capacity,
+            b.leak_rate,
+            b.level,
+            b.queue_size,
+            b.allowed_requests,
+            b.rejected_requests,
+            b.processed_requests
+        )?;
+    }
+    Ok(())
+}
+
+/// Runs `drip status`.
+pub async fn run(args: &Args, out: &mut impl Write) -> Result<()> {
+    let list = fetch(&args.url).await?;
+    render(&list, out)?;
+    Ok(())
+}
