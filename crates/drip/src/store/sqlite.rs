@@ -130,6 +130,11 @@ pub struct SqliteOptions {
     pub readers: usize,
     /// Durability of commits. Default [`Synchronous::Normal`].
     pub synchronous: Synchronous,
+    /// Most decisions made in one transaction when several wait at once
+    /// (group commit); 1 makes every decision its own transaction. Each
+    /// decision is exact either way; batching saves a commit per decision
+    /// under concurrent load. Default 32.
+    pub max_batch: usize,
 }
 
 impl Default for SqliteOptions {
@@ -139,6 +144,7 @@ impl Default for SqliteOptions {
             busy_timeout: Duration::from_secs(5),
             readers: cores.clamp(2, 8),
             synchronous: Synchronous::Normal,
+            max_batch: 32,
         }
     }
 }
@@ -146,11 +152,23 @@ impl Default for SqliteOptions {
 /// Work sent to a connection's thread.
 type Job<C> = Box<dyn FnOnce(&mut Worker<C>) + Send>;
 
+/// Work sent to the writer: decisions, which it may run several to a
+/// transaction, and anything else, which runs alone.
+enum Task<C> {
+    Decide {
+        bucket: String,
+        key: String,
+        req: Request,
+        reply: oneshot::Sender<Result<Decision>>,
+    },
+    Run(Job<C>),
+}
+
 /// The SQLite store: named buckets of string keys in one database file,
 /// shared by every process that opens it. Time comes from `C`, the system
 /// clock by default, which all processes of a host share.
 pub struct SqliteStore<C: Clock = SystemClock> {
-    writer: mpsc::Sender<Job<C>>,
+    writer: mpsc::Sender<Task<C>>,
     readers: mpsc::Sender<Job<C>>,
     path: PathBuf,
     clock: C,
@@ -184,26 +202,20 @@ impl<C: Clock> SqliteStore<C> {
         let first = connect(&path, &options).map_err(|e| e.into_error(&path, "open"))?;
         init_schema(&first).map_err(|e| e.into_error(&path, "create schema"))?;
         let (writer, writer_rx) = mpsc::channel();
-        spawn_worker(
-            "drip-sqlite-writer",
-            first,
-            &path,
-            &clock,
-            &options,
-            Arc::new(Mutex::new(writer_rx)),
-        )?;
+        let mut w = Worker::new(first, &path, &clock);
+        let max_batch = options.max_batch.max(1);
+        spawn_thread("drip-sqlite-writer", &options, move || {
+            w.write_loop(writer_rx, max_batch)
+        })?;
         let (readers, readers_rx) = mpsc::channel();
         let readers_rx = Arc::new(Mutex::new(readers_rx));
         for i in 0..options.readers.max(1) {
             let conn = connect(&path, &options).map_err(|e| e.into_error(&path, "open"))?;
-            spawn_worker(
-                &format!("drip-sqlite-reader-{i}"),
-                conn,
-                &path,
-                &clock,
-                &options,
-                readers_rx.clone(),
-            )?;
+            let mut w = Worker::new(conn, &path, &clock);
+            let jobs = readers_rx.clone();
+            spawn_thread(&format!("drip-sqlite-reader-{i}"), &options, move || {
+                w.read_loop(&jobs)
+            })?;
         }
         Ok(SqliteStore {
             writer,
@@ -229,42 +241,47 @@ impl<C: Clock> SqliteStore<C> {
         self.write("sweep", |w| w.sweep()).await
     }
 
+    /// Runs `f` on the writer's thread and waits for its answer without
+    /// blocking the async runtime.
     async fn write<T: Send + 'static>(
         &self,
         op: &'static str,
         f: impl FnOnce(&mut Worker<C>) -> Result<T, Fail> + Send + 'static,
     ) -> Result<T> {
-        call(&self.writer, op, f).await
+        let (job, rx) = job(op, f);
+        self.writer.send(Task::Run(job)).map_err(|_| stopped(op))?;
+        rx.await.map_err(|_| stopped(op))?
     }
 
+    /// Runs `f` on a reader's thread.
     async fn read<T: Send + 'static>(
         &self,
         op: &'static str,
         f: impl FnOnce(&mut Worker<C>) -> Result<T, Fail> + Send + 'static,
     ) -> Result<T> {
-        call(&self.readers, op, f).await
+        let (job, rx) = job(op, f);
+        self.readers.send(job).map_err(|_| stopped(op))?;
+        rx.await.map_err(|_| stopped(op))?
     }
 }
 
-/// Runs `f` on a thread of `lane` and waits for its answer without
-/// blocking the async runtime.
-async fn call<C: Clock, T: Send + 'static>(
-    lane: &mpsc::Sender<Job<C>>,
+fn stopped(op: &str) -> Error {
+    Error::Store(format!(
+        "sqlite: {op}: the store's worker thread has stopped"
+    ))
+}
+
+/// `f` as a job, and where its answer will come.
+fn job<C: Clock, T: Send + 'static>(
     op: &'static str,
     f: impl FnOnce(&mut Worker<C>) -> Result<T, Fail> + Send + 'static,
-) -> Result<T> {
-    let stopped = || {
-        Error::Store(format!(
-            "sqlite: {op}: the store's worker thread has stopped"
-        ))
-    };
+) -> (Job<C>, oneshot::Receiver<Result<T>>) {
     let (tx, rx) = oneshot::channel();
     let job: Job<C> = Box::new(move |w: &mut Worker<C>| {
         let out = f(w).map_err(|e| e.into_error(&w.path, op));
         let _ = tx.send(out);
     });
-    lane.send(job).map_err(|_| stopped())?;
-    rx.await.map_err(|_| stopped())?
+    (job, rx)
 }
 
 impl<C: Clock> Store for SqliteStore<C> {
@@ -283,9 +300,15 @@ impl<C: Clock> Store for SqliteStore<C> {
     }
 
     async fn decide(&self, bucket: &str, key: &str, req: Request) -> Result<Decision> {
-        let (bucket, key) = (bucket.to_owned(), key.to_owned());
-        self.write("decide", move |w| w.decide(&bucket, &key, req))
-            .await
+        let (reply, rx) = oneshot::channel();
+        let task = Task::Decide {
+            bucket: bucket.to_owned(),
+            key: key.to_owned(),
+            req,
+            reply,
+        };
+        self.writer.send(task).map_err(|_| stopped("decide"))?;
+        rx.await.map_err(|_| stopped("decide"))?
     }
 
     async fn status(&self, bucket: &str, key: &str) -> Result<KeyStatus> {
@@ -339,39 +362,180 @@ struct Worker<C> {
     buf: Vec<u8>,
 }
 
-fn spawn_worker<C: Clock>(
+/// Starts a thread that knows the busy timeout (see [`busy`]).
+fn spawn_thread(
     name: &str,
-    conn: Connection,
-    path: &Path,
-    clock: &C,
     options: &SqliteOptions,
-    jobs: Arc<Mutex<mpsc::Receiver<Job<C>>>>,
+    run: impl FnOnce() + Send + 'static,
 ) -> Result<()> {
-    let mut worker = Worker {
-        conn,
-        clock: clock.clone(),
-        path: path.to_path_buf(),
-        policies: HashMap::new(),
-        buf: Vec::new(),
-    };
     let timeout = options.busy_timeout;
     std::thread::Builder::new()
         .name(name.to_owned())
         .spawn(move || {
             BUSY_TIMEOUT.with(|t| t.set(timeout));
-            worker.conn.busy_handler(Some(busy)).ok();
-            loop {
-                // The lock is held only while waiting for the next job, so
-                // idle threads of a pool take turns at the queue.
-                let job = jobs.lock().unwrap_or_else(PoisonError::into_inner).recv();
-                let Ok(job) = job else { return };
-                // A panic would drop the job's reply (the caller sees a store
-                // error) and roll back its transaction; the thread lives on.
-                let _ = std::panic::catch_unwind(AssertUnwindSafe(|| job(&mut worker)));
-            }
+            run()
         })
         .map_err(|e| Error::Store(format!("sqlite: cannot start a worker thread: {e}")))?;
     Ok(())
+}
+
+impl<C: Clock> Worker<C> {
+    fn new(conn: Connection, path: &Path, clock: &C) -> Self {
+        Worker {
+            conn,
+            clock: clock.clone(),
+            path: path.to_path_buf(),
+            policies: HashMap::new(),
+            buf: Vec::new(),
+        }
+    }
+
+    /// Runs `f`, surviving a panic: the panicking call's reply is dropped
+    /// (its caller sees a store error) and its transaction rolled back.
+    fn guarded(&mut self, f: impl FnOnce(&mut Self)) {
+        if std::panic::catch_unwind(AssertUnwindSafe(|| f(self))).is_err()
+            && !self.conn.is_autocommit()
+        {
+            let _ = self.conn.execute_batch("ROLLBACK");
+        }
+    }
+
+    /// A reader's life: jobs from the shared queue until the store is gone.
+    fn read_loop(&mut self, jobs: &Mutex<mpsc::Receiver<Job<C>>>) {
+        self.conn.busy_handler(Some(busy)).ok();
+        loop {
+            // The lock is held only while waiting for the next job, so idle
+            // readers take turns at the queue.
+            let job = jobs.lock().unwrap_or_else(PoisonError::into_inner).recv();
+            let Ok(job) = job else { return };
+            self.guarded(|w| job(w));
+        }
+    }
+
+    /// The writer's life. Decisions waiting together are made in one
+    /// transaction, up to `max_batch` of them (group commit): each is still
+    /// decided alone, in queue order, under the write lock, and answered
+    /// only once the transaction holding it has committed.
+    fn write_loop(&mut self, tasks: mpsc::Receiver<Task<C>>, max_batch: usize) {
+        self.conn.busy_handler(Some(busy)).ok();
+        let mut next = None;
+        let mut batch = Vec::new();
+        loop {
+            let task = match next.take() {
+                Some(t) => t,
+                None => match tasks.recv() {
+                    Ok(t) => t,
+                    Err(_) => return,
+                },
+            };
+            match task {
+                Task::Run(job) => self.guarded(|w| job(w)),
+                Task::Decide {
+                    bucket,
+                    key,
+                    req,
+                    reply,
+                } => {
+                    batch.push(Pending {
+                        bucket,
+                        key,
+                        req,
+                        reply,
+                    });
+                    while batch.len() < max_batch {
+                        match tasks.try_recv() {
+                            Ok(Task::Decide {
+                                bucket,
+                                key,
+                                req,
+                                reply,
+                            }) => batch.push(Pending {
+                                bucket,
+                                key,
+                                req,
+                                reply,
+                            }),
+                            Ok(other) => {
+                                next = Some(other);
+                                break;
+                            }
+                            Err(_) => break,
+                        }
+                    }
+                    let mut taken = std::mem::take(&mut batch);
+                    self.guarded(|w| w.decide_batch(&mut taken));
+                    taken.clear();
+                    batch = taken;
+                }
+            }
+        }
+    }
+
+    /// Decides every request of `batch` and answers each.
+    fn decide_batch(&mut self, batch: &mut Vec<Pending>) {
+        if let [one] = batch.as_slice() {
+            let out = self.decide(&one.bucket, &one.key, one.req);
+            let out = out.map_err(|e| e.into_error(&self.path, "decide"));
+            if let Some(p) = batch.pop() {
+                let _ = p.reply.send(out);
+            }
+            return;
+        }
+        if let Err(e) = self.begin() {
+            let msg = e.into_error(&self.path, "decide").to_string();
+            for p in batch.drain(..) {
+                let _ = p.reply.send(Err(Error::Store(msg.clone())));
+            }
+            return;
+        }
+        let mut results = Vec::with_capacity(batch.len());
+        for p in batch.iter() {
+            match self.decide_in(&p.bucket, &p.key, p.req) {
+                Ok(d) => results.push(Ok(d)),
+                // Nothing was written for it; the others stand.
+                Err(Fail::Drip(e)) => results.push(Err(e)),
+                Err(e) => {
+                    // A failed statement may have ended the transaction:
+                    // undo it all, answer this one with its error, and
+                    // decide the others again, each in its own transaction.
+                    let _ = self.conn.execute_batch("ROLLBACK");
+                    let failed = results.len();
+                    let mut e = Some(e.into_error(&self.path, "decide"));
+                    for (i, p) in batch.drain(..).enumerate() {
+                        let out = match e.take_if(|_| i == failed) {
+                            Some(e) => Err(e),
+                            None => self
+                                .decide(&p.bucket, &p.key, p.req)
+                                .map_err(|e| e.into_error(&self.path, "decide")),
+                        };
+                        let _ = p.reply.send(out);
+                    }
+                    return;
+                }
+            }
+        }
+        match self.commit() {
+            Ok(()) => {
+                for (p, out) in batch.drain(..).zip(results) {
+                    let _ = p.reply.send(out);
+                }
+            }
+            Err(e) => {
+                let msg = e.into_error(&self.path, "decide").to_string();
+                for p in batch.drain(..) {
+                    let _ = p.reply.send(Err(Error::Store(msg.clone())));
+                }
+            }
+        }
+    }
+}
+
+/// A decision waiting in the writer's batch.
+struct Pending {
+    bucket: String,
+    key: String,
+    req: Request,
+    reply: oneshot::Sender<Result<Decision>>,
 }
 
 fn connect(path: &Path, options: &SqliteOptions) -> Result<Connection, Fail> {
@@ -444,6 +608,7 @@ fn busy(count: i32) -> bool {
 }
 
 /// What a worker's call can fail with, before it is given the store's path.
+#[derive(Debug)]
 enum Fail {
     Sql(rusqlite::Error),
     /// Bad data in the file, or a file drip cannot use.
@@ -566,23 +731,35 @@ impl<C: Clock> Worker<C> {
         Ok(())
     }
 
+    /// Starts a write transaction: takes the database's write lock now.
     fn begin(&mut self) -> Result<(), Fail> {
-        self.conn.execute_batch("BEGIN IMMEDIATE")?;
+        self.conn.prepare_cached("BEGIN IMMEDIATE")?.execute([])?;
+        Ok(())
+    }
+
+    /// Commits; on failure rolls back, so no transaction is left open.
+    fn commit(&mut self) -> Result<(), Fail> {
+        let out = self
+            .conn
+            .prepare_cached("COMMIT")
+            .and_then(|mut s| s.execute([]));
+        if let Err(e) = out {
+            if !self.conn.is_autocommit() {
+                let _ = self.conn.execute_batch("ROLLBACK");
+            }
+            return Err(e.into());
+        }
         Ok(())
     }
 
     /// Commits on success, rolls back otherwise.
     fn finish<T>(&mut self, out: Result<T, Fail>) -> Result<T, Fail> {
         match out {
-            Ok(v) => {
-                if let Err(e) = self.conn.execute_batch("COMMIT") {
-                    let _ = self.conn.execute_batch("ROLLBACK");
-                    return Err(e.into());
-                }
-                Ok(v)
-            }
+            Ok(v) => self.commit().map(|()| v),
             Err(e) => {
-                let _ = self.conn.execute_batch("ROLLBACK");
+                if !self.conn.is_autocommit() {
+                    let _ = self.conn.execute_batch("ROLLBACK");
+                }
                 Err(e)
             }
         }
@@ -595,30 +772,35 @@ impl<C: Clock> Worker<C> {
         self.finish(out)
     }
 
+    /// Decides `req` in a transaction of its own.
     fn decide(&mut self, bucket: &str, key: &str, req: Request) -> Result<Decision, Fail> {
-        self.immediate(|w| {
-            let (_, policy) = w
-                .policy(bucket)?
-                .ok_or_else(|| Error::UnknownBucket(bucket.to_owned()))?;
-            let (mut state, mut counters) = w.load_key(bucket, key)?.unwrap_or_default();
-            // Read inside the lock, so decisions of all processes see times
-            // in the order they hold it.
-            let now = w.clock.now();
-            let d = core::decide(&policy, &mut state, now, req);
-            if d.allowed() {
-                counters.allowed = counters.allowed.saturating_add(1);
-            } else {
-                counters.rejected = counters.rejected.saturating_add(1);
-            }
-            w.save_key(
-                bucket,
-                key,
-                &state,
-                counters,
-                now.saturating_add(d.reset_after),
-            )?;
-            Ok(d)
-        })
+        self.immediate(|w| w.decide_in(bucket, key, req))
+    }
+
+    /// Decides `req` inside the caller's write transaction. Its only write
+    /// is the last statement, so an error leaves nothing of it behind.
+    fn decide_in(&mut self, bucket: &str, key: &str, req: Request) -> Result<Decision, Fail> {
+        let (_, policy) = self
+            .policy(bucket)?
+            .ok_or_else(|| Error::UnknownBucket(bucket.to_owned()))?;
+        let (mut state, mut counters) = self.load_key(bucket, key)?.unwrap_or_default();
+        // Read inside the lock, so decisions of all processes see times in
+        // the order they hold it.
+        let now = self.clock.now();
+        let d = core::decide(&policy, &mut state, now, req);
+        if d.allowed() {
+            counters.allowed = counters.allowed.saturating_add(1);
+        } else {
+            counters.rejected = counters.rejected.saturating_add(1);
+        }
+        self.save_key(
+            bucket,
+            key,
+            &state,
+            counters,
+            now.saturating_add(d.reset_after),
+        )?;
+        Ok(d)
     }
 
     fn configure(&mut self, bucket: &str, policy: Policy, reset: bool) -> Result<(), Fail> {
@@ -710,7 +892,7 @@ impl<C: Clock> Worker<C> {
 
     fn status(&mut self, bucket: &str, key: &str) -> Result<KeyStatus, Fail> {
         // One read transaction: the policy and the state from one snapshot.
-        self.conn.execute_batch("BEGIN")?;
+        self.conn.prepare_cached("BEGIN")?.execute([])?;
         let out = (|| {
             let (_, policy) = self
                 .policy(bucket)?
@@ -923,5 +1105,100 @@ mod tests {
             "{e}"
         );
         assert!(store.list().await.is_err());
+    }
+
+    /// A writer's worker on a fresh database, outside any thread.
+    fn worker(dir: &tempfile::TempDir) -> Worker<crate::ManualClock> {
+        let path = dir.path().join("drip.db");
+        let conn = connect(&path, &SqliteOptions::default()).unwrap();
+        init_schema(&conn).unwrap();
+        Worker::new(conn, &path, &crate::ManualClock::new(1_000))
+    }
+
+    fn pending(bucket: &str, key: &str) -> (Pending, oneshot::Receiver<Result<Decision>>) {
+        let (reply, rx) = oneshot::channel();
+        let p = Pending {
+            bucket: bucket.to_owned(),
+            key: key.to_owned(),
+            req: Request::check(1),
+            reply,
+        };
+        (p, rx)
+    }
+
+    fn counters(w: &mut Worker<crate::ManualClock>, key: &str) -> (u64, u64) {
+        let c = w.load_key("b", key).ok().flatten().unwrap_or_default().1;
+        (c.allowed, c.rejected)
+    }
+
+    #[test]
+    fn a_batch_answers_each_decision_in_order() {
+        let dir = tempfile::tempdir().unwrap();
+        let mut w = worker(&dir);
+        let policy = Policy::police(Limit::new(Rate::per_second(1).unwrap(), 2).unwrap());
+        w.configure("b", policy, false).unwrap();
+        let (mut batch, mut rxs) = (Vec::new(), Vec::new());
+        for (bucket, key) in [
+            ("b", "k"),
+            ("nope", "k"),
+            ("b", "k"),
+            ("b", "k"),
+            ("b", "j"),
+        ] {
+            let (p, rx) = pending(bucket, key);
+            batch.push(p);
+            rxs.push(rx);
+        }
+        w.decide_batch(&mut batch);
+        let got: Vec<_> = rxs
+            .iter_mut()
+            .map(|rx| match rx.try_recv().unwrap() {
+                Ok(d) => Ok(d.allowed()),
+                Err(e) => Err(e.to_string()),
+            })
+            .collect();
+        assert_eq!(
+            got,
+            [
+                Ok(true),
+                Err("no bucket named \"nope\"".to_owned()),
+                Ok(true),
+                Ok(false),
+                Ok(true)
+            ]
+        );
+        assert_eq!(counters(&mut w, "k"), (2, 1));
+        assert_eq!(counters(&mut w, "j"), (1, 0));
+        assert!(w.conn.is_autocommit());
+    }
+
+    #[test]
+    fn a_failed_decision_does_not_fail_or_repeat_its_batch() {
+        let dir = tempfile::tempdir().unwrap();
+        let mut w = worker(&dir);
+        let policy = Policy::police(Limit::new(Rate::per_second(1).unwrap(), 5).unwrap());
+        w.configure("b", policy, false).unwrap();
+        w.decide("b", "bad", Request::check(1)).unwrap();
+        w.conn
+            .execute("UPDATE drip_keys SET tat = x'00' WHERE key = 'bad'", [])
+            .unwrap();
+        let (mut batch, mut rxs) = (Vec::new(), Vec::new());
+        for key in ["k", "bad", "k"] {
+            let (p, rx) = pending("b", key);
+            batch.push(p);
+            rxs.push(rx);
+        }
+        w.decide_batch(&mut batch);
+        let got: Vec<_> = rxs.iter_mut().map(|rx| rx.try_recv().unwrap()).collect();
+        assert!(got[0].as_ref().is_ok_and(|d| d.allowed()));
+        assert!(
+            matches!(&got[1], Err(Error::Store(m)) if m.contains("16-byte")),
+            "{:?}",
+            got[1]
+        );
+        assert!(got[2].as_ref().is_ok_and(|d| d.allowed()));
+        // The first attempt at the batch was rolled back, not counted twice.
+        assert_eq!(counters(&mut w, "k"), (2, 0));
+        assert!(w.conn.is_autocommit());
     }
 }
