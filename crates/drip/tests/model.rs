@@ -241,7 +241,8 @@ fn arb_policy_with(slots: impl Strategy<Value = u32> + Clone) -> impl Strategy<V
                 n => Window::approximate(limit, period, n),
             }
             .unwrap();
-            p = p.with_window(w).unwrap();
+            // A repeated period is refused; keep the first.
+            p = p.clone().with_window(w).unwrap_or(p);
         }
         p
     })

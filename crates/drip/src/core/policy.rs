@@ -203,6 +203,21 @@ impl Policy {
                 format!("at most {MAX_WINDOWS} windows per bucket"),
             ));
         }
+        // One window per period: a window's log is found by its period when
+        // a policy changes, and of two such windows only the tighter matters.
+        if let Some(i) = self
+            .windows
+            .iter()
+            .position(|w| w.period_ns == window.period_ns)
+        {
+            let n = self.windows.len();
+            return Err(ConfigError::new(
+                format!("windows[{n}].period_s"),
+                format!(
+                    "windows[{n}].period_s repeats the period of windows[{i}]; give each window its own period"
+                ),
+            ));
+        }
         self.windows.push(window);
         Ok(self)
     }
@@ -371,6 +386,8 @@ mod tests {
                 .starts_with("windows[1].limit must be an integer in 1..="),
             "{e}"
         );
+        let e = Policy::from_parts(Mode::Police, 10, 5.0, &[(10, 60.0), (20, 60.0)]).unwrap_err();
+        assert_eq!(e.field, "windows[1].period_s");
         let e = Policy::from_parts(Mode::Police, 10, 5.0, &[(10, f64::NAN)]).unwrap_err();
         assert_eq!(e.field, "windows[0].period_s");
         let e = Policy::from_parts(Mode::Police, 10, -5.0, &[]).unwrap_err();
