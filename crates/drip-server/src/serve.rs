@@ -80,8 +80,15 @@ pub async fn run(args: Args) -> Result<()> {
     };
     match &args.store {
         StoreSpec::Memory => serve(Limiter::memory(), &args, buckets, options).await,
+        #[cfg(feature = "sqlite")]
+        StoreSpec::Sqlite(path) => {
+            let store = drip::store::sqlite::SqliteStore::open(path)
+                .with_context(|| format!("opening the SQLite store {}", path.display()))?;
+            serve(Limiter::new(store), &args, buckets, options).await
+        }
+        #[cfg(not(feature = "sqlite"))]
         StoreSpec::Sqlite(_) => bail!(
-            "--store sqlite: is not available yet in this build (the SQLite store is being built); use --store memory"
+            "--store sqlite: is not available in this build: build drip-server with feature \"sqlite\""
         ),
         StoreSpec::Redis(_) => bail!(
             "--store redis:// is not available yet in this build (the Redis store is being built); use --store memory"

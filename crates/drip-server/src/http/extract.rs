@@ -60,8 +60,12 @@ pub fn parse_json<T: DeserializeOwned>(bytes: &[u8]) -> Result<T, ApiError> {
     let value = serde_path_to_error::deserialize(de).map_err(|e| {
         let path = e.path().to_string();
         let inner = e.into_inner();
-        let syntax = inner.is_syntax() || inner.is_eof() || inner.is_io();
-        limits::from_serde(&path, &inner.to_string(), syntax)
+        // A number too large for a double is a "syntax" error to serde_json,
+        // but it is the field's value that is wrong.
+        let detail = inner.to_string();
+        let syntax = (inner.is_syntax() || inner.is_eof() || inner.is_io())
+            && !detail.starts_with("number out of range");
+        limits::from_serde(&path, &detail, syntax)
     })?;
     Ok(value)
 }
