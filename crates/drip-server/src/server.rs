@@ -84,10 +84,17 @@ pub async fn run<S: Store>(
     health
         .set_serving::<grpc::pb::rate_limiter_service_server::RateLimiterServiceServer<Grpc<S>>>()
         .await;
-    let reflection = tonic_reflection::server::Builder::configure()
-        .register_encoded_file_descriptor_set(grpc::pb::FILE_DESCRIPTOR_SET)
-        .register_encoded_file_descriptor_set(tonic_health::pb::FILE_DESCRIPTOR_SET)
+    // Both reflection versions: grpcurl and older tools still ask v1alpha.
+    let reflection = || {
+        tonic_reflection::server::Builder::configure()
+            .register_encoded_file_descriptor_set(grpc::pb::FILE_DESCRIPTOR_SET)
+            .register_encoded_file_descriptor_set(tonic_health::pb::FILE_DESCRIPTOR_SET)
+    };
+    let reflection_v1 = reflection()
         .build_v1()
+        .context("building gRPC reflection")?;
+    let reflection_v1alpha = reflection()
+        .build_v1alpha()
         .context("building gRPC reflection")?;
 
     tracing::info!("HTTP listening on http://{http_addr}");
@@ -97,7 +104,8 @@ pub async fn run<S: Store>(
         .with_graceful_shutdown(stop.clone().cancelled_owned());
     let grpc = tonic::transport::Server::builder()
         .add_service(health_service)
-        .add_service(reflection)
+        .add_service(reflection_v1)
+        .add_service(reflection_v1alpha)
         .add_service(Grpc::server(app.clone()))
         .serve_with_incoming_shutdown(
             TcpListenerStream::new(listeners.grpc),
