@@ -43,6 +43,26 @@ end
 local function ceil_div(x, d) return math.ceil(x / d) end
 -- Integers as exact decimal text (plain tostring would use %.14g).
 local function int(x) return string.format('%d', x) end
+-- ceil(r * n / d) for integers r < d <= 2^53 and n <= 2^53, exactly: r * n
+-- may pass 2^53, so it is built bit by bit of n, keeping the remainder
+-- below d (every intermediate stays an exact double).
+local function mul_div_ceil(r, n, d)
+  local bit = 1
+  while bit * 2 <= n do bit = bit * 2 end
+  local q, rem = 0, 0
+  while bit >= 1 do
+    q, rem = q * 2, rem * 2
+    if rem >= d then q, rem = q + 1, rem - d end
+    if n >= bit then
+      n = n - bit
+      if rem >= d - r then q, rem = q + 1, rem - (d - r) else rem = rem + r end
+    end
+    bit = bit / 2
+  end
+  if rem > 0 then q = q + 1 end
+  return q
+end
+
 local function leak(excess, dt_us, rate_a)
   if excess <= 0 then return 0 end
   if dt_us <= 0 then return excess end
@@ -68,11 +88,7 @@ if st[5] and st[5] ~= pol[1] then
       excess = leak(excess, switch - at, sa)
       local na, np = tonumber(ca), tonumber(cp)
       local q = math.floor(excess / sp)
-      local r = excess - q * sp
-      local rp = r * np
-      local part = math.ceil(rp / sp)
-      if rp > 9007199254740991 then part = part + 1 end -- inexact: round up more
-      excess = q * np + part
+      excess = q * np + mul_div_ceil(excess - q * sp, np, sp)
       at, sa, sp = switch, na, np
     end
   end
@@ -134,8 +150,9 @@ local function finish(outcome, wait, qpos, retry)
     end
   end
   local rem, reset = remaining_and_reset(excess)
-  if not peek then
-    -- The key expires when it would be idle anyway (bucket empty, windows clear).
+  if not peek and ARGV[4] == '' then
+    -- The key expires when it would be idle anyway (bucket empty, windows
+    -- clear). Not on a test clock: Redis expires keys on its own time.
     redis.call('PEXPIRE', KEYS[2], math.max(1, ceil_div(reset, 1000000)))
   end
   return {outcome, wait, qpos, rem, retry, reset, excess, allowed, rejected}

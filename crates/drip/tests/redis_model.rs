@@ -1,0 +1,131 @@
+//! The Redis script against the Rust core: the same random sequences of
+//! checks, reservations and reconfigurations, at the same times (passed to
+//! the script in place of Redis `TIME`), must give identical decisions.
+
+#![cfg(feature = "redis")]
+
+mod redis_support;
+
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::Duration;
+
+use drip::core::{self, Request, State};
+use drip::store::{RedisOptions, RedisStore};
+use drip::{Limit, ManualClock, Mode, Policy, Rate, Store, Window};
+use proptest::prelude::*;
+use redis_support::RedisServer;
+
+fn arb_policy() -> impl Strategy<Value = Policy> {
+    let rate = (
+        1u64..=50,
+        prop_oneof![1u64..=10_000, 1_000_000u64..=3_000_000_000],
+    );
+    let windows = prop::collection::vec((1u64..=20, 1u64..=30, 0u64..=999, 0u32..=4), 0..=2);
+    (any::<bool>(), rate, 1u64..=12, windows).prop_map(|(shape, (amount, period), cap, ws)| {
+        let rate = Rate::new(amount, Duration::from_nanos(period)).unwrap();
+        let mode = if shape { Mode::Shape } else { Mode::Police };
+        let mut p = Policy::new(mode, Limit::new(rate, cap).unwrap());
+        let t = period / amount + 1;
+        for (limit, k, jitter, slots) in ws {
+            let period = Duration::from_nanos(t * k + jitter);
+            let w = match slots {
+                0 => Window::new(limit, period),
+                n => Window::approximate(limit, period, n),
+            }
+            .unwrap();
+            p = p.clone().with_window(w).unwrap_or(p);
+        }
+        p
+    })
+}
+
+#[derive(Debug, Clone)]
+enum Op {
+    /// Advance `k/4` emission intervals rounded to whole µs, then decide.
+    Decide {
+        k: u64,
+        cost: u64,
+        reserve: Option<u64>,
+    },
+    Reconfigure {
+        policy: Policy,
+        reset: bool,
+    },
+}
+
+fn arb_ops() -> impl Strategy<Value = Vec<Op>> {
+    let op = prop_oneof![
+        10 => (0u64..=12, 0u64..=14, prop::option::of(0u64..=30))
+            .prop_map(|(k, cost, reserve)| Op::Decide { k, cost, reserve }),
+        1 => (arb_policy(), any::<bool>()).prop_map(|(policy, reset)| Op::Reconfigure { policy, reset }),
+    ];
+    prop::collection::vec(op, 1..40)
+}
+
+/// `k/4` emission intervals, rounded up to whole microseconds.
+fn step_us(policy: &Policy, k: u64) -> u64 {
+    let r = policy.limit().rate();
+    (r.period_ns() * k / (r.amount() * 4)).div_ceil(1000)
+}
+
+#[test]
+fn redis_script_decides_as_the_core() {
+    if !redis_support::available() {
+        return;
+    }
+    let server = RedisServer::start();
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .unwrap();
+    let clock = ManualClock::new(0);
+    let store = runtime.block_on(async {
+        RedisStore::connect(&server.url(), RedisOptions::default())
+            .await
+            .unwrap()
+            .with_test_clock(clock.clone())
+    });
+    let case = AtomicU64::new(0);
+    let config = ProptestConfig {
+        cases: 1000,
+        ..ProptestConfig::default()
+    };
+    proptest!(config, |(policy in arb_policy(), ops in arb_ops())| {
+        let bucket = format!("case{}", case.fetch_add(1, Ordering::Relaxed));
+        // Start each case at a fresh, whole-µs time far from zero.
+        let mut now = 1_700_000_000_000_000_000u64;
+        clock.set(now);
+        let mut current = policy.clone();
+        let mut state = State::default();
+        runtime.block_on(store.configure(&bucket, policy, false)).unwrap();
+        for (step, op) in ops.into_iter().enumerate() {
+            match op {
+                Op::Decide { k, cost, reserve } => {
+                    now += step_us(&current, k) * 1000;
+                    clock.set(now);
+                    let r = current.limit().rate();
+                    let req = match reserve {
+                        Some(n) => Request::reserve(cost, r.period_ns() * n / (4 * r.amount())),
+                        None => Request::check(cost),
+                    };
+                    let want = core::decide(&current, &mut state, now, req);
+                    let got = runtime.block_on(store.decide(&bucket, "k", req)).unwrap();
+                    prop_assert_eq!(got, want, "step {} ({:?}) at {}", step, req, now);
+                    let s = runtime.block_on(store.status(&bucket, "k")).unwrap();
+                    let level = core::level(&current, &state, now);
+                    prop_assert_eq!(s.level.queue_size, level.queue_size, "queue at step {}", step);
+                    prop_assert_eq!(s.level.remaining, level.remaining, "remaining at step {}", step);
+                }
+                Op::Reconfigure { policy, reset } => {
+                    if reset {
+                        state = State::default();
+                    } else {
+                        core::carry_over(&current, &policy, &mut state, now);
+                    }
+                    runtime.block_on(store.configure(&bucket, policy.clone(), reset)).unwrap();
+                    current = policy;
+                }
+            }
+        }
+    });
+}
