@@ -1,0 +1,270 @@
+//! The Redis store for real: shared by several connections and "nodes",
+//! exact under concurrency, keys expiring, a Redis Cluster, and a Redis that
+//! goes away and comes back.
+
+#![cfg(feature = "redis")]
+
+mod conformance;
+mod redis_support;
+
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use conformance::Harness;
+use drip::store::{RedisOptions, RedisStore};
+use drip::{Error, Limit, Limiter, ManualClock, Mode, Outcome, Policy, Rate, Store};
+use redis_support::{RedisCluster, RedisServer};
+
+fn policy(mode: Mode, rate: Rate, capacity: u64) -> Policy {
+    Policy::new(mode, Limit::new(rate, capacity).unwrap())
+}
+
+/// A policy whose full bucket would take longer than 2^53 ticks to drain is
+/// refused by the Redis store with the field and the reason.
+#[tokio::test]
+async fn policies_beyond_exact_doubles_are_refused() {
+    if !redis_support::available() {
+        return;
+    }
+    let server = RedisServer::start();
+    let limiter = Limiter::new(store(&server).await);
+    let e = limiter
+        .configure("slow", policy(Mode::Police, Rate::per_day(1).unwrap(), 500))
+        .await
+        .unwrap_err();
+    assert!(
+        matches!(&e, Error::Config(c) if c.field == "capacity"),
+        "{e}"
+    );
+    assert!(limiter.policy("slow").await.unwrap().is_none());
+}
+
+async fn store(server: &RedisServer) -> RedisStore {
+    RedisStore::connect(&server.url(), RedisOptions::default())
+        .await
+        .unwrap()
+}
+
+/// 4 tasks on each of 2 connections hammer one key; the leak is 1 per hour,
+/// so exactly the capacity (500) is admitted.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn concurrent_callers_admit_exactly_the_limit() {
+    if !redis_support::available() {
+        return;
+    }
+    let server = RedisServer::start();
+    let nodes = [
+        Limiter::new(store(&server).await),
+        Limiter::new(store(&server).await),
+    ];
+    nodes[0]
+        .configure("hot", policy(Mode::Police, Rate::per_hour(1).unwrap(), 500))
+        .await
+        .unwrap();
+    let mut tasks = Vec::new();
+    for node in &nodes {
+        for _ in 0..4 {
+            let node = node.clone();
+            tasks.push(tokio::spawn(async move {
+                let mut admitted = 0u64;
+                for _ in 0..200 {
+                    if node.check("hot", "one", 1).await.unwrap().allowed() {
+                        admitted += 1;
+                    }
+                }
+                admitted
+            }));
+        }
+    }
+    let mut total = 0;
+    for t in tasks {
+        total += t.await.unwrap();
+    }
+    assert_eq!(total, 500);
+    let s = nodes[1].status("hot", "one").await.unwrap();
+    assert_eq!((s.counters.allowed, s.counters.rejected), (500, 1100));
+}
+
+/// A change made through one node is used by the other at its next call.
+#[tokio::test]
+async fn every_node_sees_a_configuration_change_at_once() {
+    if !redis_support::available() {
+        return;
+    }
+    let server = RedisServer::start();
+    let (a, b) = (
+        Limiter::new(store(&server).await),
+        Limiter::new(store(&server).await),
+    );
+    let slow = Rate::per_hour(1).unwrap();
+    a.configure("api", policy(Mode::Police, slow, 2))
+        .await
+        .unwrap();
+    assert!(b.check("api", "k", 2).await.unwrap().allowed());
+    assert_eq!(
+        b.check("api", "k", 1).await.unwrap().outcome,
+        Outcome::Limited
+    );
+    // Grow the bucket through a; b's cached policy is stale and reloads.
+    a.configure("api", policy(Mode::Police, slow, 5))
+        .await
+        .unwrap();
+    let d = b.check("api", "k", 3).await.unwrap();
+    assert!(d.allowed(), "{d:?}");
+    assert_eq!(
+        b.policy("api").await.unwrap().unwrap().limit().capacity(),
+        5
+    );
+    // Deleted through a: b answers "no such bucket".
+    assert!(a.delete("api").await.unwrap());
+    assert!(matches!(
+        b.check("api", "k", 1).await,
+        Err(Error::UnknownBucket(_))
+    ));
+    // Re-created: a fresh generation, the old water is not read.
+    a.configure("api", policy(Mode::Police, slow, 5))
+        .await
+        .unwrap();
+    assert_eq!(
+        b.check("api", "k", 5).await.unwrap().outcome,
+        Outcome::Allowed
+    );
+}
+
+/// A key's state expires when the bucket would be empty, so idle keys cost
+/// nothing; with windows, when the window is clear too.
+#[tokio::test]
+async fn idle_keys_expire_in_redis() {
+    if !redis_support::available() {
+        return;
+    }
+    let server = RedisServer::start();
+    let limiter = Limiter::new(store(&server).await);
+    // 100/s, capacity 10: ten requests fill it for 100 ms.
+    limiter
+        .configure(
+            "e",
+            policy(Mode::Police, Rate::per_second(100).unwrap(), 10),
+        )
+        .await
+        .unwrap();
+    for i in 0..50 {
+        limiter.check("e", &format!("k{i}"), 10).await.unwrap();
+    }
+    let count = |pattern: &str| {
+        redis_support::cli(server.port, &["--scan", "--pattern", pattern])
+            .lines()
+            .count()
+    };
+    assert_eq!(count("drip:{b:e}:g*"), 50);
+    let ttl: i64 = redis_support::cli(server.port, &["PTTL", "drip:{b:e}:g1:k:k0"])
+        .trim()
+        .parse()
+        .unwrap();
+    assert!((1..=101).contains(&ttl), "pttl {ttl}");
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while count("drip:{b:e}:g*") > 0 {
+        assert!(Instant::now() < deadline, "keys did not expire");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    // The policy itself stays.
+    assert!(limiter.policy("e").await.unwrap().is_some());
+}
+
+/// Redis stops: calls fail with a store error within the timeout, no hang,
+/// no panic. Redis comes back: calls succeed again with the same limiter.
+#[tokio::test]
+async fn redis_down_is_a_quick_error_and_recovery_needs_no_restart() {
+    if !redis_support::available() {
+        return;
+    }
+    let mut server = RedisServer::start();
+    let options = RedisOptions {
+        connection_timeout: Duration::from_millis(300),
+        response_timeout: Duration::from_millis(300),
+        ..RedisOptions::default()
+    };
+    let limiter = Limiter::new(RedisStore::connect(&server.url(), options).await.unwrap());
+    let p = policy(Mode::Police, Rate::per_second(10).unwrap(), 10);
+    limiter.configure("f", p.clone()).await.unwrap();
+    assert!(limiter.check("f", "k", 1).await.unwrap().allowed());
+
+    server.stop();
+    for _ in 0..3 {
+        let started = Instant::now();
+        let r = limiter.check("f", "k", 1).await;
+        let took = started.elapsed();
+        assert!(matches!(r, Err(Error::Store(_))), "{r:?}");
+        // The configured timeouts, with room for a loaded machine.
+        assert!(took < Duration::from_secs(3), "took {took:?}");
+    }
+    assert!(limiter.store().ping().await.is_err());
+
+    server.restart();
+    let deadline = Instant::now() + Duration::from_secs(15);
+    loop {
+        match limiter.check("f", "k", 1).await {
+            // The restarted Redis is empty: the bucket must be configured again.
+            Err(Error::UnknownBucket(_)) => break,
+            Ok(d) => panic!("a restarted empty Redis cannot know the bucket: {d:?}"),
+            Err(e) => {
+                assert!(Instant::now() < deadline, "no recovery: {e}");
+                tokio::time::sleep(Duration::from_millis(100)).await;
+            }
+        }
+    }
+    limiter.configure("f", p).await.unwrap();
+    assert!(limiter.check("f", "k", 1).await.unwrap().allowed());
+}
+
+/// The conformance suite's cases on a 3-master Redis Cluster, each with its
+/// own key prefix, decisions on a manual clock.
+#[tokio::test]
+async fn conformance_on_a_redis_cluster() {
+    if !redis_support::available() {
+        return;
+    }
+    let cluster = Arc::new(RedisCluster::start());
+    let mut n = 0;
+    let mut harness = || {
+        n += 1;
+        let (cluster, prefix) = (cluster.clone(), format!("case{n}"));
+        async move {
+            let options = RedisOptions {
+                prefix,
+                ..RedisOptions::default()
+            };
+            let clock = ManualClock::new(1_000_000_000);
+            let store = RedisStore::connect_cluster(&cluster.urls(), options)
+                .await
+                .unwrap()
+                .with_test_clock(clock.clone());
+            Harness {
+                limiter: Limiter::new(store),
+                advance: Box::new(move |d| clock.advance(d)),
+            }
+        }
+    };
+    conformance::police_table(harness().await).await;
+    conformance::shape_table(harness().await).await;
+    conformance::scenario_a(harness().await).await;
+    conformance::scenario_b(harness().await).await;
+    conformance::scenario_c(harness().await).await;
+    conformance::scenario_d(harness().await).await;
+    conformance::scenario_e(harness().await).await;
+    conformance::scenario_f(harness().await).await;
+    conformance::windows_and_atomicity(harness().await).await;
+    conformance::costs(harness().await).await;
+    conformance::reconfigure(harness().await).await;
+    conformance::delete_and_list(harness().await).await;
+    conformance::status_counters(harness().await).await;
+    conformance::acquire_reservations(harness().await).await;
+    conformance::bad_input(harness().await).await;
+    // The buckets spread over the masters: more than one holds drip's keys.
+    let holding = cluster
+        .nodes
+        .iter()
+        .filter(|n| redis_support::cli(n.port, &["DBSIZE"]).trim() != "0")
+        .count();
+    assert!(holding > 1, "only {holding} master holds keys");
+}
