@@ -1,12 +1,20 @@
 //! The SQLite store (feature `sqlite`): buckets in one database file, shared
 //! by every process of a host that opens it.
 //!
-//! Each decision is one `BEGIN IMMEDIATE` transaction: it reads the bucket's
-//! policy and the key's state, reads the clock, calls
-//! [`core::decide`](crate::core::decide), and writes the state and counters
-//! back. SQLite lets one writer in at a time over all processes, so
-//! concurrent decisions on one key behave as if made one after another, and
-//! the limit holds exactly however many processes share the file.
+//! A decision runs inside a `BEGIN IMMEDIATE` transaction: it reads the
+//! bucket's policy (checking its version, so a change made by another
+//! process applies from that process's commit on) and the key's state,
+//! reads the clock, calls [`core::decide`](crate::core::decide), and writes
+//! the state and counters back. SQLite lets one writer in at a time over all
+//! processes, so concurrent decisions on one key behave as if made one after
+//! another, and the limit holds exactly however many processes share the
+//! file.
+//!
+//! When several decisions of one process wait at once, the writer makes up
+//! to [`SqliteOptions::max_batch`] of them in one transaction (group
+//! commit): each is still decided alone, in queue order, under the write
+//! lock, and answered only after the commit that holds it. With
+//! `max_batch = 1` every decision is its own transaction.
 //!
 //! # Schema
 //!
@@ -39,9 +47,10 @@
 //! The database runs in WAL mode with `synchronous = NORMAL` by default: a
 //! committed decision survives a crash of the process, but the last few
 //! commits before a power loss or an OS crash may be lost (the database
-//! stays consistent). A lost commit only forgets that some requests were
-//! admitted. [`Synchronous::Full`] syncs every commit instead, at a large
-//! cost in decisions per second.
+//! stays consistent). A lost commit forgets that some requests were
+//! admitted, so after such a crash those keys may admit that many again.
+//! [`Synchronous::Full`] syncs every commit instead, at a large cost in
+//! decisions per second (see BENCHMARKS.md).
 //!
 //! # Threads
 //!
