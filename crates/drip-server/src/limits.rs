@@ -149,9 +149,19 @@ pub fn from_serde(path: &str, detail: &str, syntax: bool) -> ApiError {
     if syntax {
         return ApiError::invalid("body", format!("body is not valid JSON: {detail}"));
     }
+    // serde_json appends " at line L column C"; a named field says more.
+    let detail = match detail.rfind(" at line ") {
+        Some(i) if detail[i..].contains(" column ") => &detail[..i],
+        _ => detail,
+    };
     let join = |name: &str| {
-        if path.is_empty() || path == "." {
-            name.to_owned()
+        let ends_with_name = path == name || path.ends_with(&format!(".{name}"));
+        if path.is_empty() || path == "." || ends_with_name {
+            if ends_with_name {
+                path.to_owned()
+            } else {
+                name.to_owned()
+            }
         } else {
             format!("{path}.{name}")
         }

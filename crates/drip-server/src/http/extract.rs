@@ -56,8 +56,13 @@ impl<T: DeserializeOwned, St: Send + Sync> FromRequest<St> for JsonBody<T> {
 
 /// Parses JSON, naming the field at fault in any error.
 pub fn parse_json<T: DeserializeOwned>(bytes: &[u8]) -> Result<T, ApiError> {
-    let de = &mut serde_json::Deserializer::from_slice(bytes);
-    let value = serde_path_to_error::deserialize(de).map_err(|e| {
+    // serde would also read a struct from an array of its fields in order;
+    // the contract's bodies are objects only.
+    if bytes.iter().find(|b| !b.is_ascii_whitespace()) != Some(&b'{') {
+        return Err(ApiError::invalid("body", "body must be a JSON object"));
+    }
+    let mut de = serde_json::Deserializer::from_slice(bytes);
+    let value = serde_path_to_error::deserialize(&mut de).map_err(|e| {
         let path = e.path().to_string();
         let inner = e.into_inner();
         // A number too large for a double is a "syntax" error to serde_json,
@@ -67,6 +72,9 @@ pub fn parse_json<T: DeserializeOwned>(bytes: &[u8]) -> Result<T, ApiError> {
             && !detail.starts_with("number out of range");
         limits::from_serde(&path, &detail, syntax)
     })?;
+    // Trailing characters after the value make the body malformed too.
+    de.end()
+        .map_err(|e| limits::from_serde("", &e.to_string(), true))?;
     Ok(value)
 }
 
