@@ -32,13 +32,30 @@ impl<S: Store> Limiter<S> {
 
     /// A blocking view of an async limiter (they share the store).
     pub fn from_async(inner: crate::Limiter<S>) -> Result<Self> {
-        let runtime = tokio::runtime::Builder::new_multi_thread()
-            .worker_threads(1)
-            .thread_name("drip-blocking")
-            .enable_all()
-            .build()
-            .map_err(|e| Error::Store(format!("cannot start the blocking runtime: {e}")))?;
-        Ok(Limiter { inner, runtime })
+        Ok(Limiter {
+            inner,
+            runtime: runtime()?,
+        })
+    }
+
+    /// Opens the store with `open` on this limiter's own runtime. Stores
+    /// whose connections run tasks on the runtime that opened them (Redis)
+    /// must be opened this way:
+    /// `blocking::Limiter::open(|| RedisStore::connect(url, options))`.
+    pub fn open<F, Fut>(open: F) -> Result<Self>
+    where
+        F: FnOnce() -> Fut,
+        Fut: std::future::Future<Output = Result<S>>,
+    {
+        if Handle::try_current().is_ok() {
+            return Err(Error::BlockingInAsync);
+        }
+        let runtime = runtime()?;
+        let store = runtime.block_on(open())?;
+        Ok(Limiter {
+            inner: crate::Limiter::new(store),
+            runtime,
+        })
     }
 
     /// The async limiter underneath.
@@ -118,4 +135,14 @@ impl<S: Store> Limiter<S> {
     pub fn list(&self) -> Result<Vec<(String, Policy)>> {
         self.run(self.inner.list())
     }
+}
+
+/// The small runtime a blocking limiter drives its store with.
+fn runtime() -> Result<Runtime> {
+    tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(1)
+        .thread_name("drip-blocking")
+        .enable_all()
+        .build()
+        .map_err(|e| Error::Store(format!("cannot start the blocking runtime: {e}")))
 }

@@ -268,3 +268,24 @@ async fn conformance_on_a_redis_cluster() {
         .count();
     assert!(holding > 1, "only {holding} master holds keys");
 }
+
+/// The blocking API over Redis: the store opened on the limiter's runtime.
+#[test]
+fn blocking_limiter_over_redis() {
+    if !redis_support::available() {
+        return;
+    }
+    let server = RedisServer::start();
+    let url = server.url();
+    let limiter =
+        drip::blocking::Limiter::open(|| RedisStore::connect(&url, RedisOptions::default()))
+            .unwrap();
+    limiter
+        .configure("b", policy(Mode::Police, Rate::per_hour(1).unwrap(), 3))
+        .unwrap();
+    let admitted = (0..5)
+        .filter(|_| limiter.check("b", "k", 1).unwrap().allowed())
+        .count();
+    assert_eq!(admitted, 3);
+    assert_eq!(limiter.status("b", "k").unwrap().counters.rejected, 2);
+}
