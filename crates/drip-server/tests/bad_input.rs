@@ -52,7 +52,7 @@ fn rows() -> Vec<Row> {
     let ok_cfg = r#""capacity": 10, "leak_rate": 1"#;
     let nine_windows = format!(
         r#"{{{ok_cfg}, "windows": [{}]}}"#,
-        vec![r#"{"limit": 1, "period_s": 1}"#; 9].join(",")
+        [r#"{"limit": 1, "period_s": 1}"#; 9].join(",")
     );
     vec![
         // configure: malformed JSON and wrong shapes
