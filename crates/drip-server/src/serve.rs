@@ -4,6 +4,7 @@
 use std::path::PathBuf;
 use std::str::FromStr;
 
+#[allow(unused_imports)] // `bail` is used only when a store feature is off.
 use anyhow::{Context, Result, bail};
 use drip::{Limiter, Store};
 use tokio::net::TcpListener;
@@ -90,8 +91,17 @@ pub async fn run(args: Args) -> Result<()> {
         StoreSpec::Sqlite(_) => bail!(
             "--store sqlite: is not available in this build: build drip-server with feature \"sqlite\""
         ),
+        #[cfg(feature = "redis")]
+        StoreSpec::Redis(url) => {
+            use drip::store::redis::{RedisOptions, RedisStore};
+            let store = RedisStore::connect(url, RedisOptions::default())
+                .await
+                .with_context(|| format!("connecting to the Redis store {url}"))?;
+            serve(Limiter::new(store), &args, buckets, options).await
+        }
+        #[cfg(not(feature = "redis"))]
         StoreSpec::Redis(_) => bail!(
-            "--store redis:// is not available yet in this build (the Redis store is being built); use --store memory"
+            "--store redis:// is not available in this build: build drip-server with feature \"redis\""
         ),
     }
 }

@@ -11,6 +11,10 @@ use std::time::{Duration, Instant};
 
 use serde_json::{Value, json};
 
+#[cfg(feature = "redis")]
+#[path = "../../drip/tests/redis_support/mod.rs"]
+mod redis_support;
+
 const DRIP: &str = env!("CARGO_BIN_EXE_drip");
 
 /// A running `drip serve`, killed when dropped.
@@ -296,8 +300,15 @@ fn bad_store_values_are_refused() {
         "--store",
         "redis://127.0.0.1:1",
     ]);
+    // Nothing listens on port 1: a clear start-up error, not a hang.
     assert!(!ok);
-    assert!(out.contains("not available"), "{out}");
+    assert!(
+        out.contains("connecting to the Redis store redis://127.0.0.1:1"),
+        "{out}"
+    );
+    let (ok, out) = run(&["serve", "--store", "sqlite:"]);
+    assert!(!ok);
+    assert!(out.contains("sqlite: needs a path"), "{out}");
 }
 
 /// Two `drip serve` processes on one SQLite file: configuration made
@@ -308,7 +319,22 @@ fn bad_store_values_are_refused() {
 async fn two_processes_share_one_sqlite_limit() {
     let db = temp_file("shared.db", "");
     std::fs::remove_file(&db).unwrap();
-    let store = format!("sqlite:{}", db.display());
+    two_processes_share_one_limit(&format!("sqlite:{}", db.display())).await;
+}
+
+/// The same with two processes on one Redis.
+#[cfg(feature = "redis")]
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn two_processes_share_one_redis_limit() {
+    if !redis_support::available() {
+        return;
+    }
+    let redis = redis_support::RedisServer::start();
+    two_processes_share_one_limit(&redis.url()).await;
+}
+
+#[allow(dead_code)]
+async fn two_processes_share_one_limit(store: &str) {
     let args = [
         "--http",
         "127.0.0.1:0",

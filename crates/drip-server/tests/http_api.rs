@@ -2,6 +2,9 @@
 //! server on a loopback port.
 
 mod common;
+#[cfg(feature = "redis")]
+#[path = "../../drip/tests/redis_support/mod.rs"]
+mod redis_support;
 
 use std::collections::BTreeSet;
 use std::time::{Duration, Instant};
@@ -48,9 +51,7 @@ fn header(r: &reqwest::Response, name: &str) -> Option<String> {
         .map(|v| v.to_str().unwrap().to_owned())
 }
 
-#[tokio::test]
-async fn configure_allow_status_list_delete() {
-    let s = TestServer::memory().await;
+async fn configure_allow_status_list_delete(s: TestServer) {
     let r = s
         .put(
             "api",
@@ -141,9 +142,7 @@ async fn configure_allow_status_list_delete() {
     }
 }
 
-#[tokio::test]
-async fn refusals_carry_retry_after_and_ratelimit_fields() {
-    let s = TestServer::memory().await;
+async fn refusals_carry_retry_after_and_ratelimit_fields(s: TestServer) {
     s.put("p", json!({"capacity": 2, "leak_rate": 1})).await;
     for _ in 0..2 {
         let r = s.post("/v1/buckets/p/allow", json!({})).await;
@@ -285,9 +284,7 @@ async fn admin_calls_need_the_token() {
     assert_eq!(e.code(), tonic::Code::Unauthenticated);
 }
 
-#[tokio::test]
-async fn reconfiguration_is_seen_by_the_next_call() {
-    let s = TestServer::memory().await;
+async fn reconfiguration_is_seen_by_the_next_call(s: TestServer) {
     s.put("r", json!({"capacity": 1, "leak_rate": 0.01})).await;
     assert_eq!(s.post("/v1/buckets/r/allow", json!({})).await.status(), 200);
     assert_eq!(s.post("/v1/buckets/r/allow", json!({})).await.status(), 429);
@@ -339,9 +336,7 @@ async fn reconfiguration_is_seen_by_the_next_call() {
     assert_eq!(s.post("/v1/buckets/r/allow", json!({})).await.status(), 200);
 }
 
-#[tokio::test]
-async fn windows_and_costs() {
-    let s = TestServer::memory().await;
+async fn windows_and_costs(s: TestServer) {
     s.put(
         "w",
         json!({"capacity": 10, "leak_rate": 100, "windows": [{"limit": 3, "period_s": 3600}]}),
@@ -363,9 +358,7 @@ async fn windows_and_costs() {
     );
 }
 
-#[tokio::test]
-async fn acquire_waits_for_the_turn() {
-    let s = TestServer::memory().await;
+async fn acquire_waits_for_the_turn(s: TestServer) {
     // Shape: five ahead at 10/s, so the sixth goes after ~500 ms.
     s.put(
         "s",
@@ -660,3 +653,61 @@ async fn status_command_prints_a_table() {
         .unwrap_err();
     assert!(e.to_string().contains("could not reach"), "{e}");
 }
+
+/// The tests above that depend on the store, run on each store.
+macro_rules! on_every_store {
+    ($($name:ident)*) => {
+        mod memory {
+            $(
+                #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+                async fn $name() {
+                    super::$name(super::TestServer::memory().await).await;
+                }
+            )*
+        }
+        #[cfg(feature = "sqlite")]
+        mod sqlite {
+            $(
+                #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+                async fn $name() {
+                    let dir = std::env::temp_dir().join(format!(
+                        "drip-server-http-{}-{}",
+                        std::process::id(),
+                        stringify!($name)
+                    ));
+                    let _ = std::fs::remove_dir_all(&dir);
+                    std::fs::create_dir_all(&dir).unwrap();
+                    let store = drip::store::sqlite::SqliteStore::open(dir.join("drip.db")).unwrap();
+                    let server = super::TestServer::start(drip::Limiter::new(store), Default::default()).await;
+                    super::$name(server).await;
+                    let _ = std::fs::remove_dir_all(&dir);
+                }
+            )*
+        }
+        #[cfg(feature = "redis")]
+        mod redis {
+            $(
+                #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+                async fn $name() {
+                    if !super::redis_support::available() {
+                        return;
+                    }
+                    let redis = super::redis_support::RedisServer::start();
+                    let store = drip::store::redis::RedisStore::connect(&redis.url(), Default::default())
+                        .await
+                        .unwrap();
+                    let server = super::TestServer::start(drip::Limiter::new(store), Default::default()).await;
+                    super::$name(server).await;
+                }
+            )*
+        }
+    };
+}
+
+on_every_store!(
+    configure_allow_status_list_delete
+    refusals_carry_retry_after_and_ratelimit_fields
+    reconfiguration_is_seen_by_the_next_call
+    windows_and_costs
+    acquire_waits_for_the_turn
+);

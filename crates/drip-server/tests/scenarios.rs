@@ -10,6 +10,9 @@
 //! measured interval.
 
 mod common;
+#[cfg(feature = "redis")]
+#[path = "../../drip/tests/redis_support/mod.rs"]
+mod redis_support;
 
 use std::time::{Duration, Instant};
 
@@ -135,7 +138,12 @@ async fn scenario_e(c: &impl Client) {
     assert_eq!(s.queue_size + s.processed_requests, 20);
     sleep_until(b.t1 + Duration::from_millis(500)).await;
     let s = c.status("b", "k").await;
-    assert_eq!((s.queue_size, s.processed_requests), (0, 20));
+    // The bucket drained at 0.2 s. A store may forget a drained key (Redis
+    // expires it at once; memory and SQLite sweep it later) and its counters
+    // then start again at zero (`KeyStatus::counters`).
+    let forgotten = s.total_requests == 0;
+    let processed = if forgotten { 20 } else { s.processed_requests };
+    assert_eq!((s.queue_size, processed), (0, 20));
 }
 
 /// (f) a burst of 50: queue 50 and processed 0 at once; 10 processed after 1 s.
@@ -172,6 +180,24 @@ macro_rules! over_both_protocols {
                 async fn $name() {
                     let server = TestServer::memory().await;
                     super::$name(&Grpc(server.grpc().await)).await;
+                }
+            )*
+        }
+        #[cfg(feature = "redis")]
+        mod http_redis {
+            use super::*;
+            $(
+                #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+                async fn $name() {
+                    if !redis_support::available() {
+                        return;
+                    }
+                    let redis = redis_support::RedisServer::start();
+                    let store = drip::store::redis::RedisStore::connect(&redis.url(), Default::default())
+                        .await
+                        .unwrap();
+                    let server = TestServer::start(drip::Limiter::new(store), Default::default()).await;
+                    super::$name(&Http(&server)).await;
                 }
             )*
         }
