@@ -341,7 +341,7 @@ async fn two_processes_share_one_limit(store: &str) {
         "--grpc",
         "127.0.0.1:0",
         "--store",
-        &store,
+        store,
     ];
     let a = Proc::start(&args, &[]);
     let b = Proc::start(&args, &[]);
