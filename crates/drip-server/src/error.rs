@@ -108,10 +108,12 @@ impl ApiError {
         }
     }
 
-    /// The message sent to the client: internal details stay in the log.
+    /// The message sent to the client: internal and store details (which
+    /// may name hosts) stay in the log.
     pub fn public_message(&self) -> String {
         match self {
             ApiError::Internal(_) => "internal error".to_owned(),
+            ApiError::Unavailable(_) => "the store is unavailable; try again later".to_owned(),
             e => e.to_string(),
         }
     }

@@ -654,6 +654,56 @@ async fn status_command_prints_a_table() {
     assert!(e.to_string().contains("could not reach"), "{e}");
 }
 
+/// A store that cannot be reached: not ready, and decisions are 503 /
+/// `UNAVAILABLE` without the store's details, counted as store errors.
+#[cfg(feature = "redis")]
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_unreachable_store_is_503() {
+    if !redis_support::available() {
+        return;
+    }
+    let mut redis = redis_support::RedisServer::start();
+    let store = drip::store::redis::RedisStore::connect(&redis.url(), Default::default())
+        .await
+        .unwrap();
+    let s = TestServer::start(drip::Limiter::new(store), Options::default()).await;
+    s.put("r", json!({"capacity": 5, "leak_rate": 1})).await;
+    assert_eq!(s.post("/v1/buckets/r/allow", json!({})).await.status(), 200);
+    assert_eq!(s.get_json("/readyz").await.0, 200);
+
+    redis.stop();
+    let (code, v) = s.get_json("/readyz").await;
+    assert_eq!(code, 503);
+    assert_eq!(v["error"]["code"], "unavailable");
+    let r = s.post("/v1/buckets/r/allow", json!({})).await;
+    assert_eq!(r.status(), 503);
+    let v: Value = r.json().await.unwrap();
+    assert_eq!(v["error"]["code"], "unavailable");
+    assert!(
+        !v["error"]["message"]
+            .as_str()
+            .unwrap()
+            .contains("127.0.0.1"),
+        "{v}"
+    );
+    let e = s
+        .grpc()
+        .await
+        .allow_request(drip_server::grpc::pb::AllowRequest {
+            bucket_id: "r".into(),
+            ..Default::default()
+        })
+        .await
+        .unwrap_err();
+    assert_eq!(e.code(), tonic::Code::Unavailable);
+    let errors = s
+        .metric("drip_store_errors_total{op=\"decide\"}")
+        .await
+        .unwrap();
+    assert!(errors >= 2.0, "{errors}");
+    assert_eq!(s.get_json("/healthz").await.0, 200);
+}
+
 /// The tests above that depend on the store, run on each store.
 macro_rules! on_every_store {
     ($($name:ident)*) => {
