@@ -56,6 +56,19 @@ fn child() {
     };
     let path = std::env::var(DB).expect("DRIP_SQLITE_DB");
     let arg = std::env::var(ARG).unwrap_or_default();
+    if role == "race" {
+        // Open a file no one has created yet, at the same moment as the
+        // others, configure (keeping the water) and check 5 times.
+        let start: u64 = std::env::var(START_MS).unwrap().parse().unwrap();
+        std::thread::sleep(Duration::from_millis(start.saturating_sub(unix_ms())));
+        let lim = limiter(Path::new(&path));
+        lim.configure("c", frozen(Mode::Police, 10)).unwrap();
+        let admitted = (0..5)
+            .filter(|_| lim.check("c", "k", 1).unwrap().allowed())
+            .count();
+        println!("\n{RESULT}{admitted}");
+        return;
+    }
     let lim = limiter(Path::new(&path));
     let result = match role.as_str() {
         "hammer" => {
@@ -102,6 +115,7 @@ fn child() {
             "ok".to_owned()
         }
         "delete" => lim.delete(&arg).unwrap().to_string(),
+
         other => panic!("unknown role {other}"),
     };
     // libtest may have written "test child ... " on the same line.
@@ -228,4 +242,20 @@ fn configuration_made_by_one_process_is_seen_by_another() {
         Err(Error::UnknownBucket(b)) if b == "q"
     ));
     assert_eq!(lim.list().unwrap().len(), 1);
+}
+
+#[test]
+fn processes_creating_one_database_at_once_agree() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("fresh.db");
+    let start = unix_ms() + 500;
+    let children: Vec<_> = (0..PROCESSES)
+        .map(|_| spawn("race", &path, "", start))
+        .collect();
+    let admitted: u64 = children
+        .into_iter()
+        .map(|c| result(c).parse::<u64>().unwrap())
+        .sum();
+    // Each configure keeps the water of the ones before it.
+    assert_eq!(admitted, 10);
 }

@@ -209,7 +209,8 @@ impl<C: Clock> SqliteStore<C> {
     ) -> Result<Self> {
         let path = path.as_ref().to_path_buf();
         let first = connect(&path, &options).map_err(|e| e.into_error(&path, "open"))?;
-        init_schema(&first).map_err(|e| e.into_error(&path, "create schema"))?;
+        retry_busy(options.busy_timeout, || init_schema(&first))
+            .map_err(|e| e.into_error(&path, "create schema"))?;
         let (writer, writer_rx) = mpsc::channel();
         let mut w = Worker::new(first, &path, &clock);
         let max_batch = options.max_batch.max(1);
@@ -552,7 +553,9 @@ fn connect(path: &Path, options: &SqliteOptions) -> Result<Connection, Fail> {
     // SQLite's own handler while opening; each worker thread installs the
     // finer-grained one (`busy`) before its first job.
     conn.busy_timeout(options.busy_timeout)?;
-    let mode: String = conn.query_row("PRAGMA journal_mode = WAL", [], |r| r.get(0))?;
+    let mode: String = retry_busy(options.busy_timeout, || {
+        Ok(conn.query_row("PRAGMA journal_mode = WAL", [], |r| r.get(0))?)
+    })?;
     if !mode.eq_ignore_ascii_case("wal") {
         return Err(Fail::Invalid(format!(
             "cannot switch to WAL mode (journal_mode is {mode})"
@@ -561,6 +564,29 @@ fn connect(path: &Path, options: &SqliteOptions) -> Result<Connection, Fail> {
     conn.pragma_update(None, "synchronous", options.synchronous.pragma())?;
     conn.set_prepared_statement_cache_capacity(32);
     Ok(conn)
+}
+
+/// Runs `op` again while the database is busy, for up to `timeout`. While
+/// a file is being created or switched to WAL mode, SQLite answers "busy"
+/// at once rather than waiting (waiting could deadlock), so processes that
+/// open one new file at the same moment take turns here.
+fn retry_busy<T>(timeout: Duration, mut op: impl FnMut() -> Result<T, Fail>) -> Result<T, Fail> {
+    let start = Instant::now();
+    loop {
+        match op() {
+            Err(Fail::Sql(e)) if is_busy(&e) && start.elapsed() < timeout => {
+                std::thread::sleep(Duration::from_millis(2));
+            }
+            out => return out,
+        }
+    }
+}
+
+fn is_busy(e: &rusqlite::Error) -> bool {
+    matches!(
+        e.sqlite_error_code(),
+        Some(ErrorCode::DatabaseBusy | ErrorCode::DatabaseLocked)
+    )
 }
 
 fn init_schema(conn: &Connection) -> Result<(), Fail> {
@@ -651,12 +677,12 @@ impl Fail {
 
 /// SQLite's message, with a hint for the errors users meet most.
 fn explain(e: &rusqlite::Error) -> String {
-    match e.sqlite_error_code() {
-        Some(ErrorCode::DatabaseBusy | ErrorCode::DatabaseLocked) => {
-            format!("{e} (another connection held the write lock for longer than the busy timeout)")
-        }
-        Some(ErrorCode::ReadOnly) => format!("{e} (the file or its directory is not writable)"),
-        _ => e.to_string(),
+    if is_busy(e) {
+        format!("{e} (another connection held the write lock for longer than the busy timeout)")
+    } else if e.sqlite_error_code() == Some(ErrorCode::ReadOnly) {
+        format!("{e} (the file or its directory is not writable)")
+    } else {
+        e.to_string()
     }
 }
 
