@@ -126,6 +126,11 @@ impl<S: Store> Limiter<S> {
         self.run(self.inner.status(bucket, key))
     }
 
+    /// See [`crate::Limiter::policy`].
+    pub fn policy(&self, bucket: &str) -> Result<Option<Policy>> {
+        self.run(self.inner.policy(bucket))
+    }
+
     /// See [`crate::Limiter::delete`].
     pub fn delete(&self, bucket: &str) -> Result<bool> {
         self.run(self.inner.delete(bucket))

@@ -28,6 +28,7 @@ fn blocking_limiter_needs_no_runtime() {
     );
     assert_eq!(limiter.status("b", "k").unwrap().counters.total(), 3);
     assert_eq!(limiter.list().unwrap().len(), 1);
+    assert_eq!(limiter.policy("b").unwrap().unwrap().limit().capacity(), 2);
     // A throttle that cannot get a turn within its timeout says so.
     let r = limiter.throttle("b", "k", 1, Some(Duration::from_millis(10)), || 42);
     assert!(
