@@ -5,10 +5,12 @@
 //! global recorder can be set once per process, and tests run several
 //! servers in one process.
 
+use std::sync::Arc;
 use std::time::Duration;
 
+use dashmap::DashMap;
 use drip::Outcome;
-use metrics::{Recorder, counter, gauge, histogram, with_local_recorder};
+use metrics::{Counter, Histogram, Recorder, counter, gauge, histogram, with_local_recorder};
 use metrics_exporter_prometheus::{
     Matcher, PrometheusBuilder, PrometheusHandle, PrometheusRecorder,
 };
@@ -35,6 +37,10 @@ const LATENCY_BUCKETS: &[f64] = &[
 pub struct Metrics {
     recorder: PrometheusRecorder,
     handle: PrometheusHandle,
+    /// Decision counters by bucket, registered once: the hot path then
+    /// neither builds label sets nor looks them up.
+    decisions: DashMap<String, Arc<[Counter; 3]>>,
+    latency: Histogram,
 }
 
 impl Default for Metrics {
@@ -51,7 +57,14 @@ impl Metrics {
             .expect("the latency buckets are not empty")
             .build_recorder();
         let handle = recorder.handle();
-        let m = Metrics { recorder, handle };
+        let latency =
+            with_local_recorder(&recorder as &dyn Recorder, || histogram!(DECISION_SECONDS));
+        let m = Metrics {
+            recorder,
+            handle,
+            decisions: DashMap::new(),
+            latency,
+        };
         m.with(|| {
             metrics::describe_counter!(DECISIONS, "Decisions by bucket and outcome");
             metrics::describe_histogram!(DECISION_SECONDS, "Time the store took to decide");
@@ -73,15 +86,27 @@ impl Metrics {
 
     /// Records one decision of `bucket` that took `elapsed`.
     pub fn decision(&self, bucket: &str, outcome: Outcome, elapsed: Duration) {
-        let outcome = match outcome {
-            Outcome::Allowed => "allowed",
-            Outcome::Limited => "limited",
-            Outcome::Exceeds => "exceeds",
+        let i = match outcome {
+            Outcome::Allowed => 0,
+            Outcome::Limited => 1,
+            Outcome::Exceeds => 2,
         };
-        self.with(|| {
-            counter!(DECISIONS, "bucket" => bucket.to_owned(), "outcome" => outcome).increment(1);
-            histogram!(DECISION_SECONDS).record(elapsed.as_secs_f64());
-        });
+        let counters = match self.decisions.get(bucket) {
+            Some(c) => c.clone(),
+            None => self
+                .decisions
+                .entry(bucket.to_owned())
+                .or_insert_with(|| {
+                    Arc::new(self.with(|| {
+                        ["allowed", "limited", "exceeds"].map(|outcome| {
+                            counter!(DECISIONS, "bucket" => bucket.to_owned(), "outcome" => outcome)
+                        })
+                    }))
+                })
+                .clone(),
+        };
+        counters[i].increment(1);
+        self.latency.record(elapsed.as_secs_f64());
     }
 
     /// Records a failed store call.
