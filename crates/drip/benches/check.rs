@@ -1,1 +1,389 @@
-fn main() {}
+//! Cost of one check: drip beside governor, measured in the same run.
+//!
+//! Each criterion group holds a drip function and a governor function doing
+//! the same work, so the report shows them side by side. Two loads:
+//!
+//! - `admit`: 1e9 units/s with a capacity of `u32::MAX` (governor: the same
+//!   quota and burst). Real time moves far faster than the checks fill the
+//!   bucket, so every check is admitted and writes the state (one CAS).
+//! - `reject`: 1 per hour, capacity 1, each key primed with one check, so
+//!   every measured check is rejected and writes no state.
+//!
+//! Before timing, every setup asserts that both limiters give the expected
+//! verdict, so the two sides are known to do the same kind of work.
+//!
+//! Clocks: drip's default `MonotonicClock` (std `Instant`) and governor's
+//! default `QuantaClock` (TSC), as users get them; the `clock` group measures
+//! the two clocks alone, and the `*_frozen` functions use a manual clock on
+//! both sides to take the clock out of the comparison.
+
+use std::hint::black_box;
+use std::num::NonZeroU32;
+use std::sync::Barrier;
+use std::time::{Duration, Instant};
+
+use criterion::{Criterion, criterion_group, criterion_main};
+use drip::{Clock as _, KeyedBucket, Limit, Limiter, ManualClock, MonotonicClock, Policy, Rate};
+use governor::clock::{Clock as _, FakeRelativeClock, QuantaClock};
+use governor::{Quota, RateLimiter};
+
+/// Keys in the many-keys groups.
+const KEYS: usize = 10_000;
+
+/// Keys of each thread in `two_threads_own_keys` (a power of two).
+const OWN_KEYS: usize = 4096;
+
+#[derive(Clone, Copy, Debug)]
+enum Load {
+    Admit,
+    Reject,
+}
+
+const LOADS: [Load; 2] = [Load::Admit, Load::Reject];
+
+impl Load {
+    fn name(self) -> &'static str {
+        match self {
+            Load::Admit => "admit",
+            Load::Reject => "reject",
+        }
+    }
+
+    fn policy(self) -> Policy {
+        let limit = match self {
+            Load::Admit => Limit::new(
+                Rate::per_second(1_000_000_000).unwrap(),
+                u64::from(u32::MAX),
+            ),
+            Load::Reject => Limit::new(Rate::per_hour(1).unwrap(), 1),
+        };
+        Policy::police(limit.unwrap())
+    }
+
+    fn quota(self) -> Quota {
+        match self {
+            Load::Admit => Quota::per_second(nz(1_000_000_000)).allow_burst(nz(u32::MAX)),
+            Load::Reject => Quota::per_hour(nz(1)),
+        }
+    }
+
+    fn admits(self) -> bool {
+        matches!(self, Load::Admit)
+    }
+}
+
+fn nz(n: u32) -> NonZeroU32 {
+    NonZeroU32::new(n).unwrap()
+}
+
+/// Checks every key once (this primes the `reject` load: the one unit of
+/// each key is used), then asserts that a second check of every key gives
+/// the load's verdict.
+fn prime<K>(load: Load, keys: &[K], check: impl Fn(&K) -> bool) {
+    for k in keys {
+        check(k);
+    }
+    for k in keys {
+        assert_eq!(check(k), load.admits(), "{load:?}: unexpected verdict");
+    }
+}
+
+/// `KEYS` u64 keys in a fixed shuffled order (the same order for both).
+fn u64_keys() -> Vec<u64> {
+    let mut keys: Vec<u64> = (0..KEYS as u64)
+        .map(|i| i.wrapping_mul(0x9E37_79B9_7F4A_7C15))
+        .collect();
+    shuffle(&mut keys);
+    keys
+}
+
+/// `KEYS` string keys of 21 bytes (`user:` and 16 hex digits), shuffled.
+fn string_keys() -> Vec<String> {
+    u64_keys()
+        .iter()
+        .map(|k| format!("user:{k:016x}"))
+        .collect()
+}
+
+/// Fisher-Yates with a fixed xorshift seed.
+fn shuffle<T>(v: &mut [T]) {
+    let mut s: u64 = 0x2545_F491_4F6C_DD1D;
+    for i in (1..v.len()).rev() {
+        s ^= s << 13;
+        s ^= s >> 7;
+        s ^= s << 17;
+        v.swap(i, (s % (i as u64 + 1)) as usize);
+    }
+}
+
+/// Cycles through `keys`, one per call.
+struct Cycle<'a, K> {
+    keys: &'a [K],
+    i: usize,
+}
+
+impl<'a, K> Cycle<'a, K> {
+    fn new(keys: &'a [K]) -> Self {
+        Cycle { keys, i: 0 }
+    }
+
+    #[inline]
+    fn next_key(&mut self) -> &'a K {
+        let k = &self.keys[self.i];
+        self.i += 1;
+        if self.i == self.keys.len() {
+            self.i = 0;
+        }
+        k
+    }
+}
+
+fn clocks(c: &mut Criterion) {
+    let mut g = c.benchmark_group("clock_now");
+    let drip_clock = MonotonicClock::new();
+    g.bench_function("drip_monotonic_clock", |b| {
+        b.iter(|| black_box(drip_clock.now()))
+    });
+    let gov_clock = QuantaClock::default();
+    g.bench_function("governor_quanta_clock", |b| {
+        b.iter(|| black_box(gov_clock.now()))
+    });
+    g.finish();
+}
+
+fn single_key(c: &mut Criterion) {
+    for load in LOADS {
+        let mut g = c.benchmark_group(format!("single_key/{}", load.name()));
+        let key = [42u64];
+
+        let drip = KeyedBucket::new(load.policy(), MonotonicClock::new());
+        prime(load, &key, |k| drip.check(k, 1).unwrap().allowed());
+        g.bench_function("drip_keyed_u64", |b| {
+            b.iter(|| black_box(drip.check(black_box(&42u64), 1)))
+        });
+
+        let gov = RateLimiter::keyed(load.quota());
+        prime(load, &key, |k| gov.check_key(k).is_ok());
+        g.bench_function("governor_keyed_u64", |b| {
+            b.iter(|| black_box(gov.check_key(black_box(&42u64))))
+        });
+
+        let gov_direct = RateLimiter::direct(load.quota());
+        prime(load, &[()], |_| gov_direct.check().is_ok());
+        g.bench_function("governor_direct", |b| {
+            b.iter(|| black_box(gov_direct.check()))
+        });
+
+        // Both clocks frozen: the limiters' own work without reading time.
+        let drip = KeyedBucket::new(load.policy(), ManualClock::new(1));
+        prime(load, &key, |k| drip.check(k, 1).unwrap().allowed());
+        g.bench_function("drip_keyed_u64_frozen", |b| {
+            b.iter(|| black_box(drip.check(black_box(&42u64), 1)))
+        });
+
+        let gov = RateLimiter::dashmap_with_clock(load.quota(), FakeRelativeClock::default());
+        prime(load, &key, |k| gov.check_key(k).is_ok());
+        g.bench_function("governor_keyed_u64_frozen", |b| {
+            b.iter(|| black_box(gov.check_key(black_box(&42u64))))
+        });
+        g.finish();
+    }
+}
+
+fn many_u64_keys(c: &mut Criterion) {
+    let keys = u64_keys();
+    for load in LOADS {
+        let mut g = c.benchmark_group(format!("keys_10k_u64/{}", load.name()));
+
+        let drip = KeyedBucket::new(load.policy(), MonotonicClock::new());
+        prime(load, &keys, |k| drip.check(k, 1).unwrap().allowed());
+        g.bench_function("drip_keyed", |b| {
+            let mut cycle = Cycle::new(&keys);
+            b.iter(|| black_box(drip.check(cycle.next_key(), 1)))
+        });
+
+        let gov = RateLimiter::keyed(load.quota());
+        prime(load, &keys, |k| gov.check_key(k).is_ok());
+        g.bench_function("governor_keyed", |b| {
+            let mut cycle = Cycle::new(&keys);
+            b.iter(|| black_box(gov.check_key(cycle.next_key())))
+        });
+        g.finish();
+    }
+}
+
+fn many_string_keys(c: &mut Criterion) {
+    let keys = string_keys();
+    for load in LOADS {
+        let mut g = c.benchmark_group(format!("keys_10k_string/{}", load.name()));
+
+        let drip: KeyedBucket<String> = KeyedBucket::new(load.policy(), MonotonicClock::new());
+        prime(load, &keys, |k| {
+            drip.check(k.as_str(), 1).unwrap().allowed()
+        });
+        g.bench_function("drip_keyed_string", |b| {
+            let mut cycle = Cycle::new(&keys);
+            b.iter(|| black_box(drip.check(cycle.next_key().as_str(), 1)))
+        });
+
+        let gov = RateLimiter::keyed(load.quota());
+        prime(load, &keys, |k: &String| gov.check_key(k).is_ok());
+        g.bench_function("governor_keyed_string", |b| {
+            let mut cycle = Cycle::new(&keys);
+            b.iter(|| black_box(gov.check_key(cycle.next_key())))
+        });
+        g.finish();
+    }
+}
+
+/// Two threads, each doing half of `iters` checks (`check(thread, i)` for
+/// the thread's `i`th check);
+/// returns the wall time of the whole, so criterion reports wall time per
+/// check (the inverse of the pair's throughput).
+fn two_threads(iters: u64, check: impl Fn(usize, u64) + Sync) -> Duration {
+    let per_thread = iters.div_ceil(2);
+    let barrier = Barrier::new(3);
+    let start = std::thread::scope(|s| {
+        for t in 0..2 {
+            let (barrier, check) = (&barrier, &check);
+            s.spawn(move || {
+                barrier.wait();
+                for i in 0..per_thread {
+                    check(t, i);
+                }
+            });
+        }
+        barrier.wait();
+        Instant::now()
+    });
+    start.elapsed()
+}
+
+fn contended(c: &mut Criterion) {
+    for load in LOADS {
+        let mut g = c.benchmark_group(format!("two_threads_one_key/{}", load.name()));
+        let key = [7u64];
+
+        let drip = KeyedBucket::new(load.policy(), MonotonicClock::new());
+        prime(load, &key, |k| drip.check(k, 1).unwrap().allowed());
+        g.bench_function("drip_keyed_u64", |b| {
+            b.iter_custom(|iters| {
+                two_threads(iters, |_, _| {
+                    black_box(drip.check(&7u64, 1)).ok();
+                })
+            })
+        });
+
+        let gov = RateLimiter::keyed(load.quota());
+        prime(load, &key, |k| gov.check_key(k).is_ok());
+        g.bench_function("governor_keyed_u64", |b| {
+            b.iter_custom(|iters| {
+                two_threads(iters, |_, _| {
+                    black_box(gov.check_key(&7u64)).ok();
+                })
+            })
+        });
+
+        let gov_direct = RateLimiter::direct(load.quota());
+        prime(load, &[()], |_| gov_direct.check().is_ok());
+        g.bench_function("governor_direct", |b| {
+            b.iter_custom(|iters| {
+                two_threads(iters, |_, _| {
+                    black_box(gov_direct.check()).ok();
+                })
+            })
+        });
+        g.finish();
+    }
+
+    // Two threads, each on its own set of keys of one limiter: what they
+    // still share. Each thread cycles through 4096 keys, so both limiters'
+    // map shards are hit by both threads alike.
+    let load = Load::Admit;
+    let mut g = c.benchmark_group("two_threads_own_keys/admit");
+    let keys = u64_keys();
+    let own: [&[u64]; 2] = [&keys[..OWN_KEYS], &keys[OWN_KEYS..2 * OWN_KEYS]];
+    let key = |t: usize, j: u64| &own[t][j as usize & (OWN_KEYS - 1)];
+
+    let drip = KeyedBucket::new(load.policy(), MonotonicClock::new());
+    prime(load, &keys[..2 * OWN_KEYS], |k| {
+        drip.check(k, 1).unwrap().allowed()
+    });
+    g.bench_function("drip_keyed_u64", |b| {
+        b.iter_custom(|iters| {
+            two_threads(iters, |t, j| {
+                black_box(drip.check(key(t, j), 1)).ok();
+            })
+        })
+    });
+
+    let gov = RateLimiter::keyed(load.quota());
+    prime(load, &keys[..2 * OWN_KEYS], |k| gov.check_key(k).is_ok());
+    g.bench_function("governor_keyed_u64", |b| {
+        b.iter_custom(|iters| {
+            two_threads(iters, |t, j| {
+                black_box(gov.check_key(key(t, j))).ok();
+            })
+        })
+    });
+    g.finish();
+}
+
+/// drip's async `Limiter::check` through the memory store, beside the
+/// `KeyedBucket<String>` it ends in and governor keyed on a `String`.
+fn store_layer(c: &mut Criterion) {
+    let load = Load::Admit;
+    let mut g = c.benchmark_group("store_layer/admit");
+    let key = ["client-1".to_owned()];
+
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_time()
+        .build()
+        .unwrap();
+    let limiter = Limiter::memory();
+    rt.block_on(limiter.configure("api", load.policy()))
+        .unwrap();
+    prime(load, &key, |k| {
+        rt.block_on(limiter.check("api", k, 1)).unwrap().allowed()
+    });
+    g.bench_function("drip_limiter_async", |b| {
+        b.iter_custom(|iters| {
+            rt.block_on(async {
+                let start = Instant::now();
+                for _ in 0..iters {
+                    black_box(
+                        limiter
+                            .check(black_box("api"), black_box("client-1"), 1)
+                            .await,
+                    )
+                    .ok();
+                }
+                start.elapsed()
+            })
+        })
+    });
+
+    let drip: KeyedBucket<String> = KeyedBucket::new(load.policy(), MonotonicClock::new());
+    prime(load, &key, |k| drip.check(k.as_str(), 1).unwrap().allowed());
+    g.bench_function("drip_keyed_string", |b| {
+        b.iter(|| black_box(drip.check(black_box("client-1"), 1)))
+    });
+
+    let gov = RateLimiter::keyed(load.quota());
+    prime(load, &key, |k: &String| gov.check_key(k).is_ok());
+    g.bench_function("governor_keyed_string", |b| {
+        b.iter(|| black_box(gov.check_key(black_box(&key[0]))))
+    });
+    g.finish();
+}
+
+criterion_group!(
+    benches,
+    clocks,
+    single_key,
+    many_u64_keys,
+    many_string_keys,
+    contended,
+    store_layer
+);
+criterion_main!(benches);
