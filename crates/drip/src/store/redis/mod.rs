@@ -33,7 +33,7 @@ use std::time::Duration;
 use dashmap::DashMap;
 use redis::aio::{ConnectionLike, ConnectionManager, ConnectionManagerConfig};
 use redis::cluster_async::ClusterConnection;
-use redis::{Cmd, Pipeline, RedisFuture, Script, Value};
+use redis::{Cmd, ErrorKind, Pipeline, RedisFuture, Script, ServerErrorKind, Value};
 
 use super::{Counters, KeyStatus, Store};
 use crate::clock::Clock;
@@ -102,14 +102,29 @@ impl ConnectionLike for Conn {
     }
 }
 
-/// A bucket's policy as this node last read it.
-#[derive(Clone)]
+/// A bucket's policy as this node last read it, with what each decision
+/// sends precomputed (shared, not rebuilt, by every call).
 struct Cached {
     policy: Policy,
     version: String,
-    generation: String,
+    /// `PREFIX:{b:BUCKET}:policy`.
+    policy_key: String,
+    /// `PREFIX:{b:BUCKET}:gGEN:k:`, followed by the key.
+    state_prefix: String,
     /// The policy's part of the decide script's arguments.
-    args: Arc<Vec<String>>,
+    args: Vec<String>,
+}
+
+impl Cached {
+    fn new(tag: &str, policy: Policy, version: String, generation: &str) -> Arc<Cached> {
+        Arc::new(Cached {
+            args: script_args(&policy),
+            policy,
+            version,
+            policy_key: format!("{tag}:policy"),
+            state_prefix: format!("{tag}:g{generation}:k:"),
+        })
+    }
 }
 
 type TestClock = Arc<dyn Fn() -> Nanos + Send + Sync>;
@@ -120,7 +135,7 @@ pub struct RedisStore {
     decide: Script,
     configure: Script,
     prefix: String,
-    cache: DashMap<String, Cached>,
+    cache: DashMap<String, Arc<Cached>>,
     test_clock: Option<TestClock>,
 }
 
@@ -190,10 +205,11 @@ impl RedisStore {
     }
 
     /// Reads `bucket`'s policy from Redis and caches it.
-    async fn load(&self, bucket: &str) -> Result<Option<Cached>> {
+    async fn load(&self, bucket: &str) -> Result<Option<Arc<Cached>>> {
+        let tag = self.tag(bucket);
         let (text, version, generation): (Option<String>, Option<String>, Option<String>) =
             redis::cmd("HMGET")
-                .arg(format!("{}:policy", self.tag(bucket)))
+                .arg(format!("{tag}:policy"))
                 .arg(&["text", "version", "gen"])
                 .query_async(&mut self.conn.clone())
                 .await
@@ -203,23 +219,35 @@ impl RedisStore {
             return Ok(None);
         };
         let policy = Policy::decode(&text)?;
-        let cached = Cached {
-            args: Arc::new(script_args(&policy)),
-            policy,
-            version,
-            generation,
-        };
+        let cached = Cached::new(&tag, policy, version, &generation);
         self.cache.insert(bucket.to_owned(), cached.clone());
         Ok(Some(cached))
     }
 
-    async fn cached(&self, bucket: &str) -> Result<Cached> {
+    async fn cached(&self, bucket: &str) -> Result<Arc<Cached>> {
         if let Some(c) = self.cache.get(bucket) {
             return Ok(c.clone());
         }
         self.load(bucket)
             .await?
             .ok_or_else(|| Error::UnknownBucket(bucket.to_owned()))
+    }
+
+    /// Sends `cmd`, an `EVALSHA` of the decide script, loading the script
+    /// first if Redis does not have it (`NOSCRIPT`: restarted, flushed, or
+    /// a new cluster node).
+    async fn eval_decide(&self, cmd: &Cmd) -> Result<Vec<Value>> {
+        let mut conn = self.conn.clone();
+        match cmd.query_async(&mut conn).await {
+            Err(e) if e.kind() == ErrorKind::Server(ServerErrorKind::NoScript) => {
+                self.decide
+                    .load_async(&mut conn)
+                    .await
+                    .map_err(store_error)?;
+                cmd.query_async(&mut conn).await.map_err(store_error)
+            }
+            r => r.map_err(store_error),
+        }
     }
 
     /// Runs the decide script, reloading the policy when it changed.
@@ -229,27 +257,36 @@ impl RedisStore {
         key: &str,
         req: Request,
         peek: bool,
-    ) -> Result<(Reply, Cached)> {
+    ) -> Result<(Reply, Arc<Cached>)> {
         for _ in 0..3 {
             let cached = self.cached(bucket).await?;
-            let tag = self.tag(bucket);
-            let max_wait = match req.max_wait {
-                None => "-1".to_owned(),
-                Some(w) => w.min(MAX_EXACT).to_string(),
-            };
-            let mut call = self.decide.prepare_invoke();
-            call.key(format!("{tag}:policy"))
-                .key(format!("{tag}:g{}:k:{key}", cached.generation))
+            let mut state_key = String::with_capacity(cached.state_prefix.len() + key.len());
+            state_key.push_str(&cached.state_prefix);
+            state_key.push_str(key);
+            // The EVALSHA command built in one buffer (a ScriptInvocation
+            // would allocate each argument, then copy them into a Cmd).
+            let mut cmd = Cmd::with_capacity(
+                10 + cached.args.len(),
+                128 + cached.policy_key.len() + state_key.len(),
+            );
+            cmd.arg("EVALSHA")
+                .arg(self.decide.get_hash())
+                .arg(2)
+                .arg(&cached.policy_key)
+                .arg(state_key)
                 .arg(&cached.version)
-                .arg(req.cost.min(MAX_EXACT))
-                .arg(max_wait)
-                .arg(self.now_arg())
-                .arg(if peek { "1" } else { "0" })
+                .arg(req.cost.min(MAX_EXACT));
+            match req.max_wait {
+                None => cmd.arg("-1"),
+                Some(w) => cmd.arg(w.min(MAX_EXACT)),
+            };
+            match &self.test_clock {
+                None => cmd.arg(""),
+                Some(_) => cmd.arg(self.now_arg()),
+            };
+            cmd.arg(if peek { "1" } else { "0" })
                 .arg(cached.args.as_slice());
-            let reply: Vec<Value> = call
-                .invoke_async(&mut self.conn.clone())
-                .await
-                .map_err(store_error)?;
+            let reply = self.eval_decide(&cmd).await?;
             match parse_reply(&reply)? {
                 Parsed::Reply(r) => return Ok((r, cached)),
                 Parsed::Stale => {
@@ -416,18 +453,13 @@ impl Store for RedisStore {
             .map_err(store_error)?;
         self.cache.insert(
             bucket.to_owned(),
-            Cached {
-                args: Arc::new(script_args(&policy)),
-                policy,
-                version: version.to_string(),
-                generation: generation.to_string(),
-            },
+            Cached::new(&tag, policy, version.to_string(), &generation.to_string()),
         );
         Ok(())
     }
 
     async fn policy(&self, bucket: &str) -> Result<Option<Policy>> {
-        Ok(self.load(bucket).await?.map(|c| c.policy))
+        Ok(self.load(bucket).await?.map(|c| c.policy.clone()))
     }
 
     async fn decide(&self, bucket: &str, key: &str, req: Request) -> Result<Decision> {
@@ -452,7 +484,7 @@ impl Store for RedisStore {
                 remaining: r.remaining,
                 reset_after: r.reset_after,
             },
-            policy: cached.policy,
+            policy: cached.policy.clone(),
             counters: r.counters,
         })
     }
@@ -484,7 +516,7 @@ impl Store for RedisStore {
         let mut out = Vec::with_capacity(names.len());
         for name in names {
             if let Some(c) = self.load(&name).await? {
-                out.push((name, c.policy));
+                out.push((name, c.policy.clone()));
             }
         }
         Ok(out)
