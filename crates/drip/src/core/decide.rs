@@ -115,9 +115,11 @@ pub fn decide(policy: &Policy, state: &mut State, now: Nanos, req: Request) -> D
         .map(|(w, log)| log.ready_at(w, req.cost))
         .max()
         .unwrap_or(0);
-    let plan = plan(policy, state.tat, now, req, window_ready);
+    let rate = policy.limit().rate();
+    let now_t = rate.ticks(now);
+    let ready = window_ready.saturating_sub(now);
+    let plan = plan(policy, state.tat.saturating_sub(now_t), req, ready);
     if !plan.admit {
-        let retry = plan.retry_at.saturating_sub(now);
         return finish(
             policy,
             state,
@@ -125,27 +127,28 @@ pub fn decide(policy: &Policy, state: &mut State, now: Nanos, req: Request) -> D
             Outcome::Limited,
             0,
             plan.queue_position,
-            retry,
+            plan.retry,
         );
     }
-    state.tat = plan.tat;
+    state.tat = now_t.saturating_add(plan.excess);
+    let depart = now.saturating_add(plan.wait);
     for (w, log) in policy.windows().iter().zip(&mut state.windows) {
-        log.record(w, plan.depart, req.cost);
+        log.record(w, depart, req.cost);
     }
-    let wait = plan.depart - now;
     finish(
         policy,
         state,
         now,
         Outcome::Allowed,
-        wait,
+        plan.wait,
         plan.queue_position,
         0,
     )
 }
 
 /// The fast path for a policy without windows, whose whole state is `tat`:
-/// returns the decision and the new `tat` if admitted.
+/// returns the decision and the new `tat` if admitted. Decides exactly as
+/// [`decide`] does, without building a [`State`].
 pub fn decide_tat(
     policy: &Policy,
     tat: u128,
@@ -153,13 +156,49 @@ pub fn decide_tat(
     req: Request,
 ) -> (Decision, Option<u128>) {
     debug_assert!(policy.windows().is_empty());
-    let mut state = State {
-        tat,
-        windows: Vec::new(),
+    let rate = policy.limit().rate();
+    let now_t = rate.ticks(now);
+    let excess = tat.saturating_sub(now_t);
+    let bucket = |excess: u128| {
+        let room = rate
+            .cost_ticks(policy.limit().capacity())
+            .saturating_sub(excess);
+        (clamp_u64(rate.floor_units(room)), rate.ceil_ns(excess))
     };
-    let before = state.tat;
-    let d = decide(policy, &mut state, now, req);
-    let next = (d.allowed() && state.tat != before).then_some(state.tat);
+    if req.cost > policy.limit().capacity() {
+        let (remaining, reset_after) = bucket(excess);
+        let d = Decision {
+            outcome: Outcome::Exceeds,
+            wait: 0,
+            queue_position: 0,
+            remaining,
+            retry_after: 0,
+            reset_after,
+        };
+        return (d, None);
+    }
+    let plan = plan(policy, excess, req, 0);
+    let (outcome, excess, wait, retry_after, next) = if plan.admit {
+        let next = now_t.saturating_add(plan.excess);
+        (
+            Outcome::Allowed,
+            plan.excess,
+            plan.wait,
+            0,
+            (next != tat).then_some(next),
+        )
+    } else {
+        (Outcome::Limited, excess, 0, plan.retry, None)
+    };
+    let (remaining, reset_after) = bucket(excess);
+    let d = Decision {
+        outcome,
+        wait,
+        queue_position: plan.queue_position,
+        remaining,
+        retry_after,
+        reset_after,
+    };
     (d, next)
 }
 
@@ -215,61 +254,61 @@ pub fn carry_over(old: &Policy, new: &Policy, state: &mut State, now: Nanos) {
         .collect();
 }
 
-/// Where the bucket alone puts a request.
+/// Where the bucket alone puts a request. Everything is relative to now:
+/// water in ticks ahead of now, times in ns from now.
 struct Plan {
     admit: bool,
-    /// The next `tat` if admitted.
-    tat: u128,
-    /// When the request leaves (ns).
-    depart: Nanos,
-    /// When this request would be admitted if asked again (ns).
-    retry_at: Nanos,
+    /// The water (ticks ahead of now) after admission.
+    excess: u128,
+    /// When the request leaves.
+    wait: Nanos,
+    /// When limited: when this request would be admitted if asked again.
+    retry: Nanos,
     queue_position: u64,
 }
 
-/// The leaky bucket's part of a decision, in ticks. `window_ready` is the
-/// earliest time the windows let the request leave.
-fn plan(policy: &Policy, tat: u128, now: Nanos, req: Request, window_ready: Nanos) -> Plan {
+/// The leaky bucket's part of a decision. `excess` is the water now (the
+/// core's `tat - now`, in ticks) and `ready` the earliest time (ns from now)
+/// the windows let the request leave.
+fn plan(policy: &Policy, excess: u128, req: Request, ready: Nanos) -> Plan {
     let rate = policy.limit().rate();
-    let now_t = rate.ticks(now);
-    let ready_t = rate.ticks(window_ready).max(now_t);
+    let ready_t = rate.ticks(ready);
     let cost_t = rate.cost_ticks(req.cost);
     let cap_t = rate.cost_ticks(policy.limit().capacity());
     match policy.mode() {
         Mode::Police => {
             // Admitted at `go` when the bucket then has room for the cost.
-            let go_t = ready_t.max(tat.saturating_add(cost_t).saturating_sub(cap_t));
+            let go_t = ready_t.max(excess.saturating_add(cost_t).saturating_sub(cap_t));
             let go = rate.ceil_ns(go_t);
-            let (admit, retry_at) = match req.max_wait {
-                None => (go_t <= now_t, go),
-                Some(w) => (go - now <= w, go.saturating_sub(w)),
+            let (admit, retry) = match req.max_wait {
+                None => (go_t == 0, go),
+                Some(w) => (go <= w, go.saturating_sub(w)),
             };
             Plan {
                 admit,
-                tat: tat.max(go_t).saturating_add(cost_t),
-                depart: go,
-                retry_at,
+                excess: excess.max(go_t).saturating_add(cost_t),
+                wait: go,
+                retry,
                 queue_position: 0,
             }
         }
         Mode::Shape => {
             // Leaves when the water ahead of it has leaked (and the windows
             // allow); it must fit in the bucket when it joins the queue.
-            let start_t = tat.max(ready_t);
-            let new_tat = start_t.saturating_add(cost_t);
-            let enter_t = new_tat.saturating_sub(cap_t).max(now_t);
+            let start_t = excess.max(ready_t);
+            let new_excess = start_t.saturating_add(cost_t);
+            let enter_t = new_excess.saturating_sub(cap_t);
             let depart = rate.ceil_ns(start_t);
-            let (admit, retry_at) = match req.max_wait {
-                None => (enter_t <= now_t, rate.ceil_ns(enter_t)),
-                Some(w) => (depart - now <= w, depart.saturating_sub(w)),
+            let (admit, retry) = match req.max_wait {
+                None => (enter_t == 0, rate.ceil_ns(enter_t)),
+                Some(w) => (depart <= w, depart.saturating_sub(w)),
             };
-            let ahead = tat.saturating_sub(now_t);
             Plan {
                 admit,
-                tat: new_tat,
-                depart,
-                retry_at,
-                queue_position: clamp_u64(rate.ceil_units(ahead)).saturating_add(1),
+                excess: new_excess,
+                wait: depart,
+                retry,
+                queue_position: clamp_u64(rate.ceil_units(excess)).saturating_add(1),
             }
         }
     }
@@ -312,14 +351,14 @@ fn remaining(policy: &Policy, state: &State, now: Nanos) -> u64 {
 
 /// Time until the bucket is empty and every window clear.
 fn reset_after(policy: &Policy, state: &State, now: Nanos) -> Nanos {
-    let empty_at = policy.limit().rate().ceil_ns(state.tat);
+    let rate = policy.limit().rate();
+    let empty_in = rate.ceil_ns(state.tat.saturating_sub(rate.ticks(now)));
     policy
         .windows()
         .iter()
         .zip(&state.windows)
-        .map(|(w, log)| log.clear_at(w))
-        .fold(empty_at, u64::max)
-        .saturating_sub(now)
+        .map(|(w, log)| log.clear_at(w).saturating_sub(now))
+        .fold(empty_in, u64::max)
 }
 
 /// Gives `state` one log per window of `policy`.
