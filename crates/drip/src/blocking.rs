@@ -93,14 +93,8 @@ impl<S: Store> Limiter<S> {
         cost: u64,
         timeout: Option<Duration>,
     ) -> Result<Decision> {
-        let max_wait = timeout.map_or(u64::MAX, |t| {
-            u64::try_from(t.as_nanos()).unwrap_or(u64::MAX)
-        });
-        let d = self.run(self.inner.store().decide(
-            bucket,
-            key,
-            crate::core::Request::reserve(cost, max_wait),
-        ))?;
+        let req = crate::limiter::reservation(cost, timeout);
+        let d = self.run(self.inner.store().decide(bucket, key, req))?;
         if d.allowed() && d.wait > 0 {
             std::thread::sleep(Duration::from_nanos(d.wait));
         }

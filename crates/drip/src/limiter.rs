@@ -95,12 +95,9 @@ impl<S: Store> Limiter<S> {
         cost: u64,
         timeout: Option<Duration>,
     ) -> Result<Decision> {
-        let max_wait = timeout.map_or(u64::MAX, |t| {
-            u64::try_from(t.as_nanos()).unwrap_or(u64::MAX)
-        });
         let d = self
             .store
-            .decide(bucket, key, Request::reserve(cost, max_wait))
+            .decide(bucket, key, reservation(cost, timeout))
             .await?;
         if d.allowed() && d.wait > 0 {
             tokio::time::sleep(Duration::from_nanos(d.wait)).await;
@@ -144,6 +141,14 @@ impl<S: Store> Limiter<S> {
     pub fn throttle(&self, bucket: &str, key: &str) -> Throttle<S> {
         Throttle::new(self.clone(), bucket, key)
     }
+}
+
+/// The request `acquire` makes: a place within `timeout` (none: any wait).
+pub(crate) fn reservation(cost: u64, timeout: Option<Duration>) -> Request {
+    let max_wait = timeout.map_or(u64::MAX, |t| {
+        u64::try_from(t.as_nanos()).unwrap_or(u64::MAX)
+    });
+    Request::reserve(cost, max_wait)
 }
 
 /// The decision if admitted, else the error that says why not.

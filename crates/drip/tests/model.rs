@@ -6,13 +6,16 @@
 //! time steps, windows and reconfigurations must give the same decisions,
 //! and no interval may ever see more admitted than the limits allow.
 
+mod strategies;
+
 use std::time::Duration;
 
 use drip::core::{self, Request, State};
-use drip::{KeyedBucket, Limit, ManualClock, Mode, Outcome, Policy, Rate, Window};
+use drip::{KeyedBucket, ManualClock, Mode, Outcome, Policy, Window};
 use num_bigint::BigInt;
 use num_rational::BigRational as Q;
 use proptest::prelude::*;
+use strategies::{arb_policy, arb_policy_approximate};
 
 fn q(x: u64) -> Q {
     Q::from_integer(BigInt::from(x))
@@ -212,41 +215,6 @@ impl Model {
 }
 
 // ---- generators ----
-
-fn arb_policy() -> impl Strategy<Value = Policy> {
-    arb_policy_with(Just(0u32))
-}
-
-/// Like `arb_policy`, but windows may be approximate (`slots` 1..=8).
-fn arb_policy_approximate() -> impl Strategy<Value = Policy> {
-    arb_policy_with(prop_oneof![Just(0u32), 1u32..=8])
-}
-
-/// Policies whose windows take their slot counts from `slots` (0: exact).
-fn arb_policy_with(slots: impl Strategy<Value = u32> + Clone) -> impl Strategy<Value = Policy> {
-    let rate = (
-        1u64..=50,
-        prop_oneof![1u64..=10_000, 1_000_000u64..=3_000_000_000],
-    );
-    let windows = prop::collection::vec((1u64..=20, 1u64..=30, 0u64..=3, slots), 0..=2);
-    (any::<bool>(), rate, 1u64..=12, windows).prop_map(|(shape, (amount, period), cap, ws)| {
-        let rate = Rate::new(amount, Duration::from_nanos(period)).unwrap();
-        let mode = if shape { Mode::Shape } else { Mode::Police };
-        let mut p = Policy::new(mode, Limit::new(rate, cap).unwrap());
-        let t = period / amount + 1;
-        for (limit, k, jitter, slots) in ws {
-            let period = Duration::from_nanos(t * k + jitter);
-            let w = match slots {
-                0 => Window::new(limit, period),
-                n => Window::approximate(limit, period, n),
-            }
-            .unwrap();
-            // A repeated period is refused; keep the first.
-            p = p.clone().with_window(w).unwrap_or(p);
-        }
-        p
-    })
-}
 
 #[derive(Debug, Clone)]
 enum Op {

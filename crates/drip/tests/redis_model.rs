@@ -5,38 +5,20 @@
 #![cfg(feature = "redis")]
 
 mod redis_support;
+mod strategies;
 
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::time::Duration;
 
 use drip::core::{self, Request, State};
 use drip::store::{RedisOptions, RedisStore};
-use drip::{Limit, ManualClock, Mode, Policy, Rate, Store, Window};
+use drip::{ManualClock, Policy, Store};
 use proptest::prelude::*;
 use redis_support::RedisServer;
 
+/// Windows of any ns length (the script keeps logs in ns, relative to the
+/// key's write time), exact or approximate.
 fn arb_policy() -> impl Strategy<Value = Policy> {
-    let rate = (
-        1u64..=50,
-        prop_oneof![1u64..=10_000, 1_000_000u64..=3_000_000_000],
-    );
-    let windows = prop::collection::vec((1u64..=20, 1u64..=30, 0u64..=999, 0u32..=4), 0..=2);
-    (any::<bool>(), rate, 1u64..=12, windows).prop_map(|(shape, (amount, period), cap, ws)| {
-        let rate = Rate::new(amount, Duration::from_nanos(period)).unwrap();
-        let mode = if shape { Mode::Shape } else { Mode::Police };
-        let mut p = Policy::new(mode, Limit::new(rate, cap).unwrap());
-        let t = period / amount + 1;
-        for (limit, k, jitter, slots) in ws {
-            let period = Duration::from_nanos(t * k + jitter);
-            let w = match slots {
-                0 => Window::new(limit, period),
-                n => Window::approximate(limit, period, n),
-            }
-            .unwrap();
-            p = p.clone().with_window(w).unwrap_or(p);
-        }
-        p
-    })
+    strategies::arb_policy_with(0u32..=4, 999)
 }
 
 #[derive(Debug, Clone)]
