@@ -10,7 +10,8 @@
 --   w<period_ns>  a window's log: "rel:cost,rel:cost" with rel in ns from t
 -- Everything below is relative to now: now is 0.
 --
--- KEYS[1] policy hash (version, hist: see configure.lua), KEYS[2] the key's state.
+-- KEYS[1] policy hash (version; hist, read only after a change: see
+-- configure.lua), KEYS[2] the key's state.
 -- ARGV: version, cost, max_wait_ns (-1: check), now_us ('' : Redis TIME),
 --       peek (1: report only, write nothing), mode (police|shape), a, p,
 --       capacity, window count, then per window: limit, period_ns, granularity_ns.
@@ -18,9 +19,9 @@
 --          reset_after_ns, water_ticks, allowed, rejected}, or {'nobucket'}
 --          or {'stale'} when the caller's policy is not the stored one.
 
-local pol = redis.call('HMGET', KEYS[1], 'version', 'hist')
-if not pol[1] then return {'nobucket'} end
-if pol[1] ~= ARGV[1] then return {'stale'} end
+local version = redis.call('HGET', KEYS[1], 'version')
+if not version then return {'nobucket'} end
+if version ~= ARGV[1] then return {'stale'} end
 
 local now
 if ARGV[4] ~= '' then
@@ -77,12 +78,13 @@ local st = redis.call('HMGET', KEYS[2], 'e', 't', 'a', 'p', 'v', 'al', 'rj')
 local excess, at = tonumber(st[1]) or 0, tonumber(st[2]) or now
 local allowed, rejected = tonumber(st[6]) or 0, tonumber(st[7]) or 0
 local changed = false
-if st[5] and st[5] ~= pol[1] then
+if st[5] and st[5] ~= version then
   -- The policy changed since this key was written: replay each later change
   -- in turn. The water leaks at the rate it was kept in until the change,
   -- then carries over, rounded up to the new tick: ceil(e * p / sp).
   local sv, sa, sp = tonumber(st[5]), tonumber(st[3]), tonumber(st[4])
-  for v, ca, cp, ct in string.gmatch(pol[2] or '', '(%d+):(%d+):(%d+):(%d+)') do
+  local hist = redis.call('HGET', KEYS[1], 'hist') or ''
+  for v, ca, cp, ct in string.gmatch(hist, '(%d+):(%d+):(%d+):(%d+)') do
     if tonumber(v) > sv then
       local switch = math.max(at, tonumber(ct))
       excess = leak(excess, switch - at, sa)
@@ -132,10 +134,19 @@ local function finish(outcome, wait, qpos, retry)
   if not peek then
     local field = 'al'
     if outcome == 'A' then allowed = allowed + 1 else rejected = rejected + 1; field = 'rj' end
-    if outcome == 'A' or changed then
+    if changed or not st[5] then
+      -- A new key, or one carried over: write every field (and drop the
+      -- logs of windows the policy no longer has).
       if changed then redis.call('DEL', KEYS[2]) end
       redis.call('HSET', KEYS[2], 'e', int(excess), 't', int(now), 'a', int(a), 'p', int(p),
-                 'v', pol[1], 'al', int(allowed), 'rj', int(rejected))
+                 'v', version, 'al', int(allowed), 'rj', int(rejected))
+    elseif outcome == 'A' then
+      -- Same policy: only the water, its time and the counter move.
+      redis.call('HSET', KEYS[2], 'e', int(excess), 't', int(now), 'al', int(allowed))
+    else
+      redis.call('HINCRBY', KEYS[2], field, 1)
+    end
+    if outcome == 'A' or changed then
       for i, w in ipairs(windows) do
         local parts = {}
         for j, entry in ipairs(logs[i]) do parts[j] = int(entry[1]) .. ':' .. int(entry[2]) end
@@ -145,8 +156,6 @@ local function finish(outcome, wait, qpos, retry)
           redis.call('HDEL', KEYS[2], 'w' .. w.period)
         end
       end
-    else
-      redis.call('HINCRBY', KEYS[2], field, 1)
     end
   end
   local rem, reset = remaining_and_reset(excess)
