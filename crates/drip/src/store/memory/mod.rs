@@ -108,12 +108,17 @@ impl<C: Clock> MemoryStore<C> {
         &self.clock
     }
 
-    fn bucket(&self, name: &str) -> Result<Arc<KeyedBucket<String, C>>> {
-        self.buckets
-            .read()
-            .get(name)
-            .cloned()
-            .ok_or_else(|| Error::UnknownBucket(name.to_owned()))
+    /// Runs `f` on the bucket `name`, under the map's read lock (shared by
+    /// every decision; only creating or deleting a bucket writes it).
+    fn with_bucket<T>(
+        &self,
+        name: &str,
+        f: impl FnOnce(&KeyedBucket<String, C>) -> T,
+    ) -> Result<T> {
+        match self.buckets.read().get(name) {
+            Some(b) => Ok(f(b)),
+            None => Err(Error::UnknownBucket(name.to_owned())),
+        }
     }
 
     /// Forgets idle keys in every bucket; returns how many were removed.
@@ -128,13 +133,26 @@ impl<C: Clock> MemoryStore<C> {
     }
 
     fn configure_now(&self, name: &str, policy: Policy, reset: bool) {
-        let mut buckets = self.buckets.write();
-        match buckets.get(name) {
-            Some(b) => b.reconfigure(policy, reset),
-            None => {
-                let b = KeyedBucket::with_budget(policy, self.clock.clone(), self.budget.clone());
-                buckets.insert(name.to_owned(), Arc::new(b));
+        // Reconfiguring passes over the bucket's keys: do it without holding
+        // the map, so decisions on every bucket go on meanwhile.
+        let existing = self.buckets.read().get(name).cloned();
+        let bucket = existing.or_else(|| {
+            let mut buckets = self.buckets.write();
+            match buckets.get(name) {
+                Some(b) => Some(b.clone()),
+                None => {
+                    let b = KeyedBucket::with_budget(
+                        policy.clone(),
+                        self.clock.clone(),
+                        self.budget.clone(),
+                    );
+                    buckets.insert(name.to_owned(), Arc::new(b));
+                    None
+                }
             }
+        });
+        if let Some(b) = bucket {
+            b.reconfigure(policy, reset);
         }
     }
 }
@@ -150,11 +168,11 @@ impl<C: Clock> Store for MemoryStore<C> {
     }
 
     async fn decide(&self, bucket: &str, key: &str, req: Request) -> Result<Decision> {
-        self.bucket(bucket)?.decide(key, req)
+        self.with_bucket(bucket, |b| b.decide(key, req))?
     }
 
     async fn status(&self, bucket: &str, key: &str) -> Result<KeyStatus> {
-        Ok(self.bucket(bucket)?.status(key))
+        self.with_bucket(bucket, |b| b.status(key))
     }
 
     async fn delete(&self, bucket: &str) -> Result<bool> {
