@@ -179,6 +179,11 @@ impl fmt::Display for Rate {
 // than the 128-bit routine.
 
 fn div_floor(x: u128, d: u64) -> u128 {
+    // Whole-nanosecond rates have amount 1 (and >= 1e9/s, period 1): no
+    // division at all.
+    if d == 1 {
+        return x;
+    }
     match u64::try_from(x) {
         Ok(x) => (x / d) as u128,
         Err(_) => x / d as u128,
@@ -186,6 +191,9 @@ fn div_floor(x: u128, d: u64) -> u128 {
 }
 
 fn div_ceil(x: u128, d: u64) -> u128 {
+    if d == 1 {
+        return x;
+    }
     match u64::try_from(x) {
         Ok(x) => x.div_ceil(d) as u128,
         Err(_) => x.div_ceil(d as u128),
