@@ -162,6 +162,12 @@ fn single_key(c: &mut Criterion) {
             b.iter(|| black_box(drip.check(black_box(&42u64), 1)))
         });
 
+        let drip = KeyedBucket::new(load.policy(), MonotonicClock::new()).without_counters();
+        prime(load, &key, |k| drip.check(k, 1).unwrap().allowed());
+        g.bench_function("drip_keyed_u64_uncounted", |b| {
+            b.iter(|| black_box(drip.check(black_box(&42u64), 1)))
+        });
+
         let gov = RateLimiter::keyed(load.quota());
         prime(load, &key, |k| gov.check_key(k).is_ok());
         g.bench_function("governor_keyed_u64", |b| {
@@ -202,6 +208,13 @@ fn many_u64_keys(c: &mut Criterion) {
             b.iter(|| black_box(drip.check(cycle.next_key(), 1)))
         });
 
+        let drip = KeyedBucket::new(load.policy(), MonotonicClock::new()).without_counters();
+        prime(load, &keys, |k| drip.check(k, 1).unwrap().allowed());
+        g.bench_function("drip_keyed_uncounted", |b| {
+            let mut cycle = Cycle::new(&keys);
+            b.iter(|| black_box(drip.check(cycle.next_key(), 1)))
+        });
+
         let gov = RateLimiter::keyed(load.quota());
         prime(load, &keys, |k| gov.check_key(k).is_ok());
         g.bench_function("governor_keyed", |b| {
@@ -222,6 +235,16 @@ fn many_string_keys(c: &mut Criterion) {
             drip.check(k.as_str(), 1).unwrap().allowed()
         });
         g.bench_function("drip_keyed_string", |b| {
+            let mut cycle = Cycle::new(&keys);
+            b.iter(|| black_box(drip.check(cycle.next_key().as_str(), 1)))
+        });
+
+        let drip: KeyedBucket<String> =
+            KeyedBucket::new(load.policy(), MonotonicClock::new()).without_counters();
+        prime(load, &keys, |k| {
+            drip.check(k.as_str(), 1).unwrap().allowed()
+        });
+        g.bench_function("drip_keyed_string_uncounted", |b| {
             let mut cycle = Cycle::new(&keys);
             b.iter(|| black_box(drip.check(cycle.next_key().as_str(), 1)))
         });
@@ -274,6 +297,16 @@ fn contended(c: &mut Criterion) {
             })
         });
 
+        let drip = KeyedBucket::new(load.policy(), MonotonicClock::new()).without_counters();
+        prime(load, &key, |k| drip.check(k, 1).unwrap().allowed());
+        g.bench_function("drip_keyed_u64_uncounted", |b| {
+            b.iter_custom(|iters| {
+                two_threads(iters, |_, _| {
+                    black_box(drip.check(&7u64, 1)).ok();
+                })
+            })
+        });
+
         let gov = RateLimiter::keyed(load.quota());
         prime(load, &key, |k| gov.check_key(k).is_ok());
         g.bench_function("governor_keyed_u64", |b| {
@@ -310,6 +343,18 @@ fn contended(c: &mut Criterion) {
         drip.check(k, 1).unwrap().allowed()
     });
     g.bench_function("drip_keyed_u64", |b| {
+        b.iter_custom(|iters| {
+            two_threads(iters, |t, j| {
+                black_box(drip.check(key(t, j), 1)).ok();
+            })
+        })
+    });
+
+    let drip = KeyedBucket::new(load.policy(), MonotonicClock::new()).without_counters();
+    prime(load, &keys[..2 * OWN_KEYS], |k| {
+        drip.check(k, 1).unwrap().allowed()
+    });
+    g.bench_function("drip_keyed_u64_uncounted", |b| {
         b.iter_custom(|iters| {
             two_threads(iters, |t, j| {
                 black_box(drip.check(key(t, j), 1)).ok();

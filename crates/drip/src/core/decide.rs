@@ -19,6 +19,7 @@ pub struct Request {
 
 impl Request {
     /// A check of `cost` units.
+    #[inline]
     pub fn check(cost: u64) -> Request {
         Request {
             cost,
@@ -68,6 +69,7 @@ pub struct Decision {
 
 impl Decision {
     /// True when admitted.
+    #[inline]
     pub fn allowed(&self) -> bool {
         self.outcome == Outcome::Allowed
     }
@@ -149,6 +151,7 @@ pub fn decide(policy: &Policy, state: &mut State, now: Nanos, req: Request) -> D
 /// The fast path for a policy without windows, whose whole state is `tat`:
 /// returns the decision and the new `tat` if admitted. Decides exactly as
 /// [`decide`] does, without building a [`State`].
+#[inline(always)]
 pub fn decide_tat(
     policy: &Policy,
     tat: u128,
@@ -270,6 +273,7 @@ struct Plan {
 /// The leaky bucket's part of a decision. `excess` is the water now (the
 /// core's `tat - now`, in ticks) and `ready` the earliest time (ns from now)
 /// the windows let the request leave.
+#[inline(always)]
 fn plan(policy: &Policy, excess: u128, req: Request, ready: Nanos) -> Plan {
     let rate = policy.limit().rate();
     let ready_t = rate.ticks(ready);

@@ -77,11 +77,13 @@ impl Limit {
     }
 
     /// The leak rate.
+    #[inline]
     pub fn rate(&self) -> Rate {
         self.rate
     }
 
     /// Units the bucket holds.
+    #[inline]
     pub fn capacity(&self) -> u64 {
         self.capacity
     }
@@ -247,16 +249,19 @@ impl Policy {
     }
 
     /// Police or shape.
+    #[inline]
     pub fn mode(&self) -> Mode {
         self.mode
     }
 
     /// The leaky bucket.
+    #[inline]
     pub fn limit(&self) -> &Limit {
         &self.limit
     }
 
     /// The rolling windows.
+    #[inline]
     pub fn windows(&self) -> &[Window] {
         &self.windows
     }

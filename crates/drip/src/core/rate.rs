@@ -114,11 +114,13 @@ impl Rate {
     }
 
     /// Units per period, after reduction (1 for 12.5/s, whose period is 80 ms).
+    #[inline]
     pub fn amount(&self) -> u64 {
         self.amount
     }
 
     /// The period in nanoseconds, after reduction.
+    #[inline]
     pub fn period_ns(&self) -> u64 {
         self.period_ns
     }
@@ -137,26 +139,31 @@ impl Rate {
     // ---- tick arithmetic (ticks are 1/amount ns) ----
 
     /// A time in ns, as ticks.
+    #[inline]
     pub(crate) fn ticks(&self, t: Nanos) -> u128 {
         t as u128 * self.amount as u128
     }
 
     /// The ticks `cost` units take to leak: `cost * T`.
+    #[inline]
     pub(crate) fn cost_ticks(&self, cost: u64) -> u128 {
         cost as u128 * self.period_ns as u128
     }
 
     /// Ticks rounded up to whole nanoseconds (saturating at `u64::MAX`).
+    #[inline]
     pub(crate) fn ceil_ns(&self, ticks: u128) -> Nanos {
         u64::try_from(div_ceil(ticks, self.amount)).unwrap_or(u64::MAX)
     }
 
     /// Units held by `excess` ticks of water: `excess / T`, rounded down.
+    #[inline]
     pub(crate) fn floor_units(&self, excess: u128) -> u128 {
         div_floor(excess, self.period_ns)
     }
 
     /// Units held by `excess` ticks of water, rounded up.
+    #[inline]
     pub(crate) fn ceil_units(&self, excess: u128) -> u128 {
         div_ceil(excess, self.period_ns)
     }
@@ -178,6 +185,7 @@ impl fmt::Display for Rate {
 // almost always fit in 64 bits, where division is several times cheaper
 // than the 128-bit routine.
 
+#[inline]
 fn div_floor(x: u128, d: u64) -> u128 {
     // Whole-nanosecond rates have amount 1 (and >= 1e9/s, period 1): no
     // division at all.
@@ -190,6 +198,7 @@ fn div_floor(x: u128, d: u64) -> u128 {
     }
 }
 
+#[inline]
 fn div_ceil(x: u128, d: u64) -> u128 {
     if d == 1 {
         return x;

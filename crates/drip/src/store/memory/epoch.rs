@@ -1,80 +1,100 @@
-//! Policy epochs. A bucket's policy changes by installing a new epoch; each
-//! key remembers the epoch its state was written in, and is carried over to
-//! the current one when next touched (or by the reconfiguration's own pass
-//! over the keys). So decisions never take a lock on the policy.
+//! Policy epochs. A bucket's policy changes by appending a new epoch to a
+//! chain; each key holds the epoch its state was written in, so a decision
+//! reads its policy through the key itself, with no lock or reference count
+//! on the policy. A key whose epoch has a successor is carried over, change
+//! by change, when next touched (or swept).
+//!
+//! An epoch stays alive while a key written in it (or in an earlier one)
+//! does, so a key untouched across many changes keeps those changes alive
+//! until its next decision or the next sweep.
 
-use std::sync::Arc;
+use std::sync::{Arc, OnceLock};
 
-use crate::core::{self, Nanos, Policy, State};
+use crate::core::{self, Nanos, Policy, State, WordPolicy};
+use crate::store::Counters;
 
-/// How many past changes an epoch remembers. A key untouched across more
-/// changes than this (and missed by the reconfigurations' passes over the
-/// keys, which only a key busy at that very moment can be) starts empty.
-const HISTORY: usize = 64;
-
-/// One change of policy.
-struct Change {
-    id: u32,
-    policy: Policy,
-    /// When the change was made: where the carry-over happens.
-    at: Nanos,
-}
-
-/// The current policy and the changes that led to it.
+/// One policy of a bucket, from `at` until its successor's `at`.
 pub(super) struct Epoch {
-    pub(super) id: u32,
     pub(super) policy: Policy,
-    /// Oldest first; the last is this epoch. A reset starts a new history,
-    /// so state written before it is dropped.
-    history: Vec<Arc<Change>>,
+    /// The policy precomputed for the 64-bit path, when it allows one.
+    pub(super) word: Option<WordPolicy>,
+    /// When this policy took effect: where state is carried over to it.
+    at: Nanos,
+    /// State written before this epoch is dropped (counters too).
+    reset: bool,
+    /// The epoch that replaced this one; set once, by the reconfiguration.
+    /// Its absence is what makes an epoch current.
+    next: OnceLock<Arc<Epoch>>,
 }
 
 impl Epoch {
-    pub(super) fn first(policy: Policy) -> Epoch {
-        Epoch {
-            id: 0,
-            history: vec![Arc::new(Change {
-                id: 0,
-                policy: policy.clone(),
-                at: 0,
-            })],
-            policy,
-        }
+    pub(super) fn first(policy: Policy) -> Arc<Epoch> {
+        Arc::new(Epoch::new(policy, 0, false))
     }
 
-    /// The epoch after this one: `policy` from `at` on.
-    pub(super) fn next(&self, policy: Policy, at: Nanos, reset: bool) -> Epoch {
-        let id = self.id.wrapping_add(1);
-        let keep = if reset { 0 } else { HISTORY - 1 };
-        let skip = self.history.len().saturating_sub(keep);
-        let mut history: Vec<_> = self.history[skip..].to_vec();
-        history.push(Arc::new(Change {
-            id,
-            policy: policy.clone(),
+    fn new(policy: Policy, at: Nanos, reset: bool) -> Epoch {
+        Epoch {
+            word: WordPolicy::new(&policy),
+            policy,
             at,
-        }));
-        Epoch {
-            id,
-            policy,
-            history,
+            reset,
+            next: OnceLock::new(),
         }
     }
 
-    /// True if `id` is a later epoch than this one (this one is stale).
-    pub(super) fn is_older_than(&self, id: u32) -> bool {
-        (id.wrapping_sub(self.id) as i32) > 0
+    /// True while no later policy exists.
+    #[inline]
+    pub(super) fn is_current(&self) -> bool {
+        self.next.get().is_none()
     }
 
-    /// `state`, written in epoch `from`, carried over change by change to
-    /// this epoch; `None` if `from` is no longer remembered: the bucket was
-    /// reset since (or changed more than `HISTORY` times), so the key
-    /// starts empty, counters too.
-    pub(super) fn carry(&self, from: u32, mut state: State) -> Option<State> {
-        let i = self.history.iter().position(|c| c.id == from)?;
-        for pair in self.history[i..].windows(2) {
-            core::carry_over(&pair[0].policy, &pair[1].policy, &mut state, pair[1].at);
+    /// Installs `policy` from `at` on as the successor of the latest epoch
+    /// (this one, when the caller holds the current epoch and reconfigures
+    /// one at a time) and returns it.
+    pub(super) fn follow(&self, policy: Policy, at: Nanos, reset: bool) -> Arc<Epoch> {
+        let next = Arc::new(Epoch::new(policy, at, reset));
+        let mut tail = self;
+        loop {
+            match tail.next.get() {
+                Some(later) => tail = later,
+                None if tail.next.set(next.clone()).is_ok() => return next,
+                None => {}
+            }
         }
-        Some(state)
+    }
+
+    /// `state` and `counters`, written in `from`, carried over change by
+    /// change to the latest epoch, which is returned with them. A reset on
+    /// the way empties both.
+    pub(super) fn carry(
+        from: &Arc<Epoch>,
+        mut state: State,
+        mut counters: Counters,
+    ) -> (Arc<Epoch>, State, Counters) {
+        let mut at = from;
+        while let Some(next) = at.next.get() {
+            if next.reset {
+                state = State::default();
+                counters = Counters::default();
+            } else {
+                core::carry_over(&at.policy, &next.policy, &mut state, next.at);
+            }
+            at = next;
+        }
+        (at.clone(), state, counters)
+    }
+}
+
+impl Drop for Epoch {
+    // A long chain of unused epochs would otherwise be dropped by recursion.
+    fn drop(&mut self) {
+        let mut next = self.next.take();
+        while let Some(e) = next {
+            next = match Arc::try_unwrap(e) {
+                Ok(mut e) => e.next.take(),
+                Err(_) => None,
+            };
+        }
     }
 }
 
@@ -91,16 +111,37 @@ mod tests {
     fn carry_replays_every_change_and_drops_across_a_reset() {
         let e0 = Epoch::first(police(10));
         // 5 units at t=0 under 10/s; at 100 ms, 4 remain: 1/s from then on.
-        let e1 = e0.next(police(1), 100_000_000, false);
-        let e2 = e1.next(police(2), 1_100_000_000, false);
+        let e1 = e0.follow(police(1), 100_000_000, false);
+        let e2 = e1.follow(police(2), 1_100_000_000, false);
+        assert!(!e0.is_current() && !e1.is_current() && e2.is_current());
         let state = State {
             tat: 500_000_000,
             windows: Vec::new(),
         };
+        let counters = Counters {
+            allowed: 5,
+            rejected: 1,
+        };
         // At 1.1 s 3 units remain; at 2/s they are gone by 2.6 s.
-        assert_eq!(e2.carry(0, state.clone()).unwrap().tat, 2_600_000_000);
-        assert!(e0.is_older_than(e2.id) && !e2.is_older_than(e0.id));
-        let e3 = e2.next(police(2), 2_000_000_000, true);
-        assert_eq!(e3.carry(1, state), None);
+        let (to, carried, kept) = Epoch::carry(&e0, state.clone(), counters);
+        assert!(Arc::ptr_eq(&to, &e2));
+        assert_eq!((carried.tat, kept), (2_600_000_000, counters));
+        // Following a stale epoch appends to the latest.
+        let e3 = e0.follow(police(2), 2_000_000_000, true);
+        assert!(Arc::ptr_eq(e2.next.get().unwrap(), &e3));
+        let (to, carried, kept) = Epoch::carry(&e1, state, counters);
+        assert!(Arc::ptr_eq(&to, &e3));
+        assert_eq!((carried, kept), Default::default());
+    }
+
+    #[test]
+    fn a_long_chain_drops_without_recursion() {
+        let first = Epoch::first(police(1));
+        let mut last = first.clone();
+        for i in 0..200_000 {
+            last = last.follow(police(1 + i % 7), i, false);
+        }
+        drop(last);
+        drop(first);
     }
 }

@@ -1,11 +1,13 @@
 //! The memory store: state in this process.
 //!
 //! [`KeyedBucket`] is one policy over many keys. A key of a policy without
-//! windows is one atomic 128-bit word (its `tat` and the policy epoch it was
-//! written in), decided by a compare-and-swap loop as in governor; a key of
-//! a policy with windows is a small state behind a per-key lock. Decisions
-//! take no lock on the policy: a reconfiguration installs a new epoch and
-//! each key is carried over to it (see `epoch.rs`).
+//! windows is one atomic 64-bit word (its `tat`), decided by a
+//! compare-and-swap loop as in governor, in 64-bit arithmetic where the
+//! numbers fit; a key of a policy with windows (or whose `tat` outgrows 64
+//! bits) is a small state behind a per-key lock. Each key holds the policy
+//! epoch it was written in, so decisions take no lock on the policy: a
+//! reconfiguration chains a new epoch and each key is carried over to it
+//! when next touched (see `epoch.rs`).
 //!
 //! Layout: `epoch.rs` (policy changes), `cell.rs` (one key), `keyed.rs`
 //! ([`KeyedBucket`]), and here the key budget and [`MemoryStore`].

@@ -1,0 +1,92 @@
+//! `KeyedBucket`'s own paths: a key whose `tat` outgrows its 64-bit word,
+//! counting switched off, and reconfiguration while keys lag behind.
+
+use std::time::Duration;
+
+use drip::core::{self, State};
+use drip::{KeyedBucket, Limit, ManualClock, Mode, Policy, Rate, Request};
+
+/// 3 units per 7 ns: ticks are 1/3 ns, so `tat` passes 2^64 ticks once the
+/// clock passes 2^64 / 3 ns.
+fn fine(mode: Mode) -> Policy {
+    let rate = Rate::new(3, Duration::from_nanos(7)).unwrap();
+    Policy::new(mode, Limit::new(rate, 5).unwrap())
+}
+
+#[test]
+fn a_key_outgrowing_its_word_decides_exactly_as_the_core() {
+    for mode in [Mode::Police, Mode::Shape] {
+        let policy = fine(mode);
+        let start = u64::MAX / 3 - 40;
+        let clock = ManualClock::new(start);
+        let bucket = KeyedBucket::new(policy.clone(), clock.clone());
+        let mut state = State::default();
+        let mut admitted = 0;
+        // Steps of 0..=4 ns across the boundary at 2^64 / 3 ns, with costs
+        // 1..=3 and some reservations: every decision and level as the core's.
+        for i in 0u64..200 {
+            let now = start + i * 2 / 5 + (i % 5);
+            clock.set(now);
+            let req = match i % 4 {
+                3 => Request::reserve(1 + i % 3, 20),
+                _ => Request::check(1 + i % 3),
+            };
+            let got = bucket.decide(&7u64, req).unwrap();
+            let want = core::decide(&policy, &mut state, now, req);
+            assert_eq!(got, want, "{mode:?} step {i} at {now}");
+            admitted += u64::from(got.allowed());
+            let status = bucket.status(&7u64);
+            assert_eq!(status.level, core::level(&policy, &state, now), "step {i}");
+        }
+        assert!(state.tat > u128::from(u64::MAX), "the test must cross 2^64");
+        assert!(admitted > 20, "{mode:?}: only {admitted} admitted");
+    }
+}
+
+#[test]
+fn without_counters_decides_the_same_and_counts_nothing() {
+    let policy = Policy::police(Limit::new(Rate::per_second(10).unwrap(), 3).unwrap());
+    let clock = ManualClock::new(0);
+    let counted = KeyedBucket::new(policy.clone(), clock.clone());
+    let uncounted = KeyedBucket::new(policy, clock.clone()).without_counters();
+    for i in 0..50u64 {
+        clock.set(i * 37_000_000);
+        let key = i % 2;
+        assert_eq!(
+            counted.check(&key, 1).unwrap(),
+            uncounted.check(&key, 1).unwrap()
+        );
+    }
+    let (c, u) = (counted.status(&0u64), uncounted.status(&0u64));
+    assert_eq!(c.level, u.level);
+    assert_eq!(c.counters.total(), 25);
+    assert!(c.counters.allowed > 0 && c.counters.rejected > 0);
+    assert_eq!(u.counters.total(), 0);
+}
+
+#[test]
+fn keys_behind_many_reconfigurations_catch_up_on_their_next_decision() {
+    // Key 1 takes 10 units at 10/s; 200 changes follow while it sits idle,
+    // the last to 1/s at t = 100 ms: 9 units of water remain, leaking at 1/s.
+    let clock = ManualClock::new(0);
+    let ten = Policy::police(Limit::new(Rate::per_second(10).unwrap(), 10).unwrap());
+    let bucket = KeyedBucket::new(ten.clone(), clock.clone());
+    assert!(bucket.check(&1u64, 10).unwrap().allowed());
+    for _ in 0..199 {
+        bucket.reconfigure(ten.clone(), false);
+    }
+    clock.set(100_000_000);
+    let one = Policy::police(Limit::new(Rate::per_second(1).unwrap(), 10).unwrap());
+    bucket.reconfigure(one.clone(), false);
+    let status = bucket.status(&1u64);
+    assert_eq!((status.level.queue_size, status.level.remaining), (9, 1));
+    assert_eq!(status.policy, one);
+    assert!(bucket.check(&1u64, 1).unwrap().allowed());
+    let d = bucket.check(&1u64, 1).unwrap();
+    assert_eq!((d.allowed(), d.retry_after), (false, 1_000_000_000));
+    assert_eq!(bucket.status(&1u64).counters.total(), 3);
+    // A reset empties it, counters too, also when swept rather than used.
+    bucket.reconfigure(one, true);
+    assert_eq!(bucket.sweep(), 1);
+    assert!(bucket.is_empty());
+}
