@@ -157,7 +157,7 @@ async fn idle_keys_expire_in_redis() {
             .count()
     };
     assert_eq!(count("drip:{b:e}:g*"), 50);
-    let ttl: i64 = redis_support::cli(server.port, &["PTTL", "drip:{b:e}:g1:k:k0"])
+    let ttl: i64 = redis_support::cli(server.port, &["PTTL", "drip:{b:e}:g1:s:k0"])
         .trim()
         .parse()
         .unwrap();

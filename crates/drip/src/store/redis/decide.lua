@@ -1,45 +1,61 @@
 -- drip's decision in Redis: the twin of crates/drip/src/core/decide.rs.
+-- One call decides a batch of requests of one bucket, in order, each
+-- exactly as if it had been decided alone at the same moment.
 --
 -- Lua numbers are doubles, exact for integers below 2^53. So no absolute
 -- time is kept in nanoseconds: the state is relative to the moment it was
--- written. Per key (a hash at KEYS[2]):
+-- written. Per key, one string (KEYS[2..]):
+--   "v e t x al rj a p[ w<period_ns>=<log>]..."
+--   v   the policy version the water is counted in, a p its rate (T = p/a ns)
 --   e   water as ticks of 1/a ns ahead of time t (the core's tat - now)
 --   t   when e was written, in microseconds (Redis TIME)
---   a,p the rate e is counted in (T = p/a ns), v the policy version
+--   x   when the key expires (ms, Redis clock; 0 on a test clock)
 --   al,rj  counters (allowed, rejected)
---   w<period_ns>  a window's log: "rel:cost,rel:cost" with rel in ns from t
+--   w<period_ns>=<log>  a window's log: "rel:cost,rel:cost" with rel in ns
+--       from t, oldest first (absent when empty)
 -- Everything below is relative to now: now is 0.
 --
 -- KEYS[1] policy hash (version; hist, read only after a change: see
--- configure.lua), KEYS[2] the key's state.
--- ARGV: version, cost, max_wait_ns (-1: check), now_us ('' : Redis TIME),
---       peek (1: report only, write nothing), mode (police|shape), a, p,
---       capacity, window count, then per window: limit, period_ns, granularity_ns.
--- Returns {outcome, wait_ns, queue_position, remaining, retry_after_ns,
---          reset_after_ns, water_ticks, allowed, rejected}, or {'nobucket'}
---          or {'stale'} when the caller's policy is not the stored one.
+-- configure.lua), KEYS[2..n+1] the requests' keys (one bucket: one slot).
+-- ARGV: version, now_us ('' : Redis TIME), mode (police|shape), a, p,
+--       capacity, window count, then per window: limit, period_ns,
+--       granularity_ns; then per request: cost, max_wait_ns (-1: check,
+--       -2: peek, which reports and writes nothing).
+-- Returns per request {outcome (1 admitted, 2 limited, 3 exceeds), wait_ns,
+-- queue_position, remaining, retry_after_ns, reset_after_ns}, a peek adding
+-- {water_ticks, allowed, rejected}; or 'nobucket' or 'stale' when the
+-- caller's policy is not the stored one (then nothing was decided).
 
 local version = redis.call('HGET', KEYS[1], 'version')
-if not version then return {'nobucket'} end
-if version ~= ARGV[1] then return {'stale'} end
+if not version then return 'nobucket' end
+if version ~= ARGV[1] then return 'stale' end
 
+local test_clock = ARGV[2] ~= ''
 local now
-if ARGV[4] ~= '' then
-  now = tonumber(ARGV[4])
+if test_clock then
+  now = tonumber(ARGV[2])
 else
   local t = redis.call('TIME')
   now = tonumber(t[1]) * 1000000 + tonumber(t[2])
 end
-local cost, max_wait, peek = tonumber(ARGV[2]), tonumber(ARGV[3]), ARGV[5] == '1'
-local shape = ARGV[6] == 'shape'
-local a, p, cap = tonumber(ARGV[7]), tonumber(ARGV[8]), tonumber(ARGV[9])
-local nwin = tonumber(ARGV[10])
+local now_ms = math.floor(now / 1000)
+local shape = ARGV[3] == 'shape'
+local a, p, cap = tonumber(ARGV[4]), tonumber(ARGV[5]), tonumber(ARGV[6])
+local nwin = tonumber(ARGV[7])
 local windows = {}
+local max_cost = cap
 for i = 1, nwin do
-  local b = 10 + (i - 1) * 3
-  windows[i] = {limit = tonumber(ARGV[b + 1]), period = tonumber(ARGV[b + 2]),
-                gran = tonumber(ARGV[b + 3])}
+  local b = 7 + (i - 1) * 3
+  local w = {limit = tonumber(ARGV[b + 1]), name = ARGV[b + 2], period = tonumber(ARGV[b + 2]),
+             gran = tonumber(ARGV[b + 3])}
+  windows[i] = w
+  max_cost = math.min(max_cost, w.limit)
 end
+local cap_t = cap * p
+-- What every write of this call starts and ends with.
+local head, now_s = version .. ' ', string.format('%d', now)
+local rate_s = ' ' .. ARGV[4] .. ' ' .. ARGV[5]
+local hist -- the change history, read at the first key that needs it
 
 local function ceil_div(x, d) return math.ceil(x / d) end
 -- Integers as exact decimal text (plain tostring would use %.14g).
@@ -73,168 +89,207 @@ local function leak(excess, dt_us, rate_a)
   return excess - leaked
 end
 
--- Read the key, bring it to now, carrying it over if the policy changed.
-local st = redis.call('HMGET', KEYS[2], 'e', 't', 'a', 'p', 'v', 'al', 'rj')
-local excess, at = tonumber(st[1]) or 0, tonumber(st[2]) or now
-local allowed, rejected = tonumber(st[6]) or 0, tonumber(st[7]) or 0
-local changed = false
-if st[5] and st[5] ~= version then
-  -- The policy changed since this key was written: replay each later change
-  -- in turn. The water leaks at the rate it was kept in until the change,
-  -- then carries over, rounded up to the new tick: ceil(e * p / sp).
-  local sv, sa, sp = tonumber(st[5]), tonumber(st[3]), tonumber(st[4])
-  local hist = redis.call('HGET', KEYS[1], 'hist') or ''
-  for v, ca, cp, ct in string.gmatch(hist, '(%d+):(%d+):(%d+):(%d+)') do
-    if tonumber(v) > sv then
-      local switch = math.max(at, tonumber(ct))
-      excess = leak(excess, switch - at, sa)
-      local na, np = tonumber(ca), tonumber(cp)
-      local q = math.floor(excess / sp)
-      excess = q * np + mul_div_ceil(excess - q * sp, np, sp)
-      at, sa, sp = switch, na, np
-    end
-  end
-  changed = true
-end
-excess = leak(excess, now - at, a)
-local shift = (at - now) * 1000 -- ns to add to a stored rel to make it rel to now
+local out, o = {}, 0
+local arg = 8 + nwin * 3
+for k = 2, #KEYS do
+  local key = KEYS[k]
+  local cost, max_wait = tonumber(ARGV[arg]), tonumber(ARGV[arg + 1])
+  arg = arg + 2
+  local peek = max_wait == -2
 
--- Window logs, pruned: an entry stays while rel + period > 0.
-local logs = {}
-for i, w in ipairs(windows) do
-  local log = {used = 0}
-  local raw = redis.call('HGET', KEYS[2], 'w' .. w.period)
+  -- Read the key, bring it to now, carrying it over if the policy changed.
+  local raw = redis.call('GET', key)
+  local excess, at, x, allowed, rejected = 0, now, 0, 0, 0
+  local se, st, srj, rest
+  local fresh, changed = true, false
   if raw then
-    for rel, c in string.gmatch(raw, '(-?%d+):(%d+)') do
-      local r, cn = tonumber(rel) + shift, tonumber(c)
-      if r + w.period > 0 then
-        log[#log + 1] = {r, cn}
-        log.used = log.used + cn
+    local sv, sx, sal
+    sv, se, st, sx, sal, srj, rest = string.match(raw, '^(%d+) (%d+) (%d+) (%d+) (%d+) (%d+)(.*)$')
+    excess, at, x, allowed, rejected = tonumber(se), tonumber(st), tonumber(sx), tonumber(sal), tonumber(srj)
+    fresh = false
+    if sv ~= version then
+      -- The policy changed since this key was written: replay each later
+      -- change in turn. The water leaks at the rate it was kept in until
+      -- the change, then carries over, rounded up to the new tick:
+      -- ceil(e * p / sp).
+      local ra, rp = string.match(rest, '^ (%d+) (%d+)')
+      local svn, sa, sp = tonumber(sv), tonumber(ra), tonumber(rp)
+      if not hist then hist = redis.call('HGET', KEYS[1], 'hist') or '' end
+      for v, ca, cp, ct in string.gmatch(hist, '(%d+):(%d+):(%d+):(%d+)') do
+        if tonumber(v) > svn then
+          local switch = math.max(at, tonumber(ct))
+          excess = leak(excess, switch - at, sa)
+          local na, np = tonumber(ca), tonumber(cp)
+          local q = math.floor(excess / sp)
+          excess = q * np + mul_div_ceil(excess - q * sp, np, sp)
+          at, sa, sp = switch, na, np
+        end
       end
+      changed = true
     end
   end
-  logs[i] = log
-end
+  excess = leak(excess, now - at, a)
 
-local function remaining_and_reset(water)
-  local room = cap * p - water
+  -- Window logs, pruned: an entry stays while rel + period > 0.
+  local logs
+  if nwin > 0 then
+    logs = {}
+    local stored = {}
+    if rest then
+      for name, log in string.gmatch(rest, ' w(%d+)=(%S+)') do stored[name] = log end
+    end
+    local shift = (at - now) * 1000 -- ns to add to a stored rel to make it rel to now
+    for i, w in ipairs(windows) do
+      local log = {used = 0}
+      local s = stored[w.name]
+      if s then
+        for rel, c in string.gmatch(s, '(-?%d+):(%d+)') do
+          local r, cn = tonumber(rel) + shift, tonumber(c)
+          if r + w.period > 0 then
+            log[#log + 1] = {r, cn}
+            log.used = log.used + cn
+          end
+        end
+      end
+      logs[i] = log
+    end
+  end
+
+  -- The decision.
+  local outcome, wait, qpos, retry = 1, 0, 0, 0
+  if peek then
+    outcome = 1
+  elseif cost > max_cost then
+    outcome = 3
+  else
+    -- When the windows let the request leave (ns from now), not before
+    -- the last logged departure.
+    local ready = 0
+    for i, w in ipairs(windows) do
+      local log = logs[i]
+      local n = #log
+      local last = 0
+      if n > 0 then last = log[n][1] end
+      local over = log.used + cost - w.limit
+      local r = last
+      if over > 0 then
+        for j = 1, n do
+          over = over - log[j][2]
+          if over <= 0 then r = math.max(last, log[j][1] + w.period); break end
+        end
+      end
+      ready = math.max(ready, r)
+    end
+    local ready_t = ready * a
+    local cost_t = cost * p
+
+    local admit, new_excess, depart
+    if not shape then
+      local go_t = math.max(0, ready_t, excess + cost_t - cap_t)
+      local go = ceil_div(go_t, a)
+      if max_wait < 0 then
+        admit, retry = go_t <= 0, go
+      else
+        admit, retry = go <= max_wait, math.max(0, go - max_wait)
+      end
+      new_excess, depart = math.max(excess, go_t) + cost_t, go
+    else
+      local start_t = math.max(excess, ready_t)
+      new_excess = start_t + cost_t
+      local enter_t = math.max(0, new_excess - cap_t)
+      depart = ceil_div(start_t, a)
+      if max_wait < 0 then
+        admit, retry = enter_t <= 0, ceil_div(enter_t, a)
+      else
+        admit, retry = depart <= max_wait, math.max(0, depart - max_wait)
+      end
+      qpos = ceil_div(excess, p) + 1
+    end
+    -- Beyond 2^53 ticks the water would no longer be exact: refuse such a
+    -- far reservation.
+    if admit and new_excess > 9007199254740991 then admit = false end
+    if admit then
+      excess, wait, retry = new_excess, depart, 0
+      if cost > 0 then
+        for i, w in ipairs(windows) do
+          local log = logs[i]
+          local n = #log
+          if n > 0 and depart < log[n][1] + w.gran then
+            log[n][1] = math.max(log[n][1], depart)
+            log[n][2] = log[n][2] + cost
+          else
+            log[n + 1] = {depart, cost}
+          end
+          log.used = log.used + cost
+        end
+      end
+    else
+      outcome = 2
+    end
+  end
+
+  -- Remaining units now, and when every limit is back to full.
+  local room = cap_t - excess
   local rem = 0
   if room > 0 then rem = math.floor(room / p) end
   local reset = 0
-  if water > 0 then reset = ceil_div(water, a) end
+  if excess > 0 then reset = ceil_div(excess, a) end
   for i, w in ipairs(windows) do
-    rem = math.min(rem, math.max(0, w.limit - logs[i].used))
-    local n = #logs[i]
-    if n > 0 then reset = math.max(reset, logs[i][n][1] + w.period) end
+    local log = logs[i]
+    rem = math.min(rem, math.max(0, w.limit - log.used))
+    local n = #log
+    if n > 0 then reset = math.max(reset, log[n][1] + w.period) end
   end
-  return rem, reset
-end
 
-local function finish(outcome, wait, qpos, retry)
   if not peek then
-    local field = 'al'
-    if outcome == 'A' then allowed = allowed + 1 else rejected = rejected + 1; field = 'rj' end
-    if changed or not st[5] then
-      -- A new key, or one carried over: write every field (and drop the
-      -- logs of windows the policy no longer has).
-      if changed then redis.call('DEL', KEYS[2]) end
-      redis.call('HSET', KEYS[2], 'e', int(excess), 't', int(now), 'a', int(a), 'p', int(p),
-                 'v', version, 'al', int(allowed), 'rj', int(rejected))
-    elseif outcome == 'A' then
-      -- Same policy: only the water, its time and the counter move.
-      redis.call('HSET', KEYS[2], 'e', int(excess), 't', int(now), 'al', int(allowed))
-    else
-      redis.call('HINCRBY', KEYS[2], field, 1)
-    end
-    if outcome == 'A' or changed then
-      for i, w in ipairs(windows) do
-        local parts = {}
-        for j, entry in ipairs(logs[i]) do parts[j] = int(entry[1]) .. ':' .. int(entry[2]) end
-        if #parts > 0 then
-          redis.call('HSET', KEYS[2], 'w' .. w.period, table.concat(parts, ','))
-        else
-          redis.call('HDEL', KEYS[2], 'w' .. w.period)
+    -- "e t" and what follows the counters.
+    local water, tail
+    if outcome == 1 or changed or fresh then
+      if outcome == 1 then allowed = allowed + 1 else rejected = rejected + 1 end
+      water, tail = int(excess) .. ' ' .. now_s, rate_s
+      if nwin > 0 then
+        local parts = {tail}
+        for i, w in ipairs(windows) do
+          local log = logs[i]
+          if #log > 0 then
+            local entries = {}
+            for j, entry in ipairs(log) do entries[j] = int(entry[1]) .. ':' .. int(entry[2]) end
+            parts[#parts + 1] = ' w' .. w.name .. '=' .. table.concat(entries, ',')
+          end
         end
+        tail = table.concat(parts)
+      end
+    else
+      -- Refused under the same policy: only the counter moves (the water,
+      -- its time and the logs stay as written).
+      rejected = rejected + 1
+      water, tail = se .. ' ' .. st, rest
+    end
+    if test_clock then
+      -- No expiry on a test clock: Redis expires keys on its own time.
+      redis.call('SET', key, head .. water .. ' 0 ' .. int(allowed) .. ' ' .. int(rejected) .. tail)
+    else
+      -- The key expires when it would be idle anyway (bucket empty,
+      -- windows clear). Its expiry only moves later: when the one set
+      -- already covers this state, it is kept.
+      local due = now_ms + math.max(1, ceil_div(reset, 1000000))
+      if fresh or changed or due > x then
+        local due_s = int(due)
+        redis.call('SET', key, head .. water .. ' ' .. due_s .. ' ' .. int(allowed) .. ' ' ..
+                   int(rejected) .. tail, 'PXAT', due_s)
+      else
+        redis.call('SET', key, head .. water .. ' ' .. int(x) .. ' ' .. int(allowed) .. ' ' ..
+                   int(rejected) .. tail, 'KEEPTTL')
       end
     end
   end
-  local rem, reset = remaining_and_reset(excess)
-  if not peek and ARGV[4] == '' then
-    -- The key expires when it would be idle anyway (bucket empty, windows
-    -- clear). Not on a test clock: Redis expires keys on its own time.
-    redis.call('PEXPIRE', KEYS[2], math.max(1, ceil_div(reset, 1000000)))
-  end
-  return {outcome, wait, qpos, rem, retry, reset, excess, allowed, rejected}
-end
 
--- Never: more than the policy can ever admit.
-local max_cost = cap
-for _, w in ipairs(windows) do max_cost = math.min(max_cost, w.limit) end
-if peek or cost > max_cost then
-  local outcome = 'X'
-  if peek then outcome = 'A' end
-  return finish(outcome, 0, 0, 0)
-end
-
--- When the windows let the request leave (ns from now), not before the last
--- logged departure.
-local ready = 0
-for i, w in ipairs(windows) do
-  local log = logs[i]
-  local n = #log
-  local last = 0
-  if n > 0 then last = log[n][1] end
-  local over = log.used + cost - w.limit
-  local r = last
-  if over > 0 then
-    for j = 1, n do
-      over = over - log[j][2]
-      if over <= 0 then r = math.max(last, log[j][1] + w.period); break end
-    end
-  end
-  ready = math.max(ready, r)
-end
-local ready_t = ready * a
-local cost_t, cap_t = cost * p, cap * p
-
-local admit, new_excess, depart, retry, qpos
-if not shape then
-  local go_t = math.max(0, ready_t, excess + cost_t - cap_t)
-  local go = ceil_div(go_t, a)
-  if max_wait < 0 then
-    admit, retry = go_t <= 0, go
-  else
-    admit, retry = go <= max_wait, math.max(0, go - max_wait)
-  end
-  new_excess, depart, qpos = math.max(excess, go_t) + cost_t, go, 0
-else
-  local start_t = math.max(excess, ready_t)
-  new_excess = start_t + cost_t
-  local enter_t = math.max(0, new_excess - cap_t)
-  depart = ceil_div(start_t, a)
-  if max_wait < 0 then
-    admit, retry = enter_t <= 0, ceil_div(enter_t, a)
-  else
-    admit, retry = depart <= max_wait, math.max(0, depart - max_wait)
-  end
-  qpos = ceil_div(excess, p) + 1
-end
--- Beyond 2^53 ticks the water would no longer be exact: refuse such a far reservation.
-if admit and new_excess > 9007199254740991 then admit = false end
-
-if not admit then return finish('L', 0, qpos, retry) end
-excess = new_excess
-if cost > 0 then
-  for i, w in ipairs(windows) do
-    local log = logs[i]
-    local n = #log
-    if n > 0 and depart < log[n][1] + w.gran then
-      log[n][1] = math.max(log[n][1], depart)
-      log[n][2] = log[n][2] + cost
-    else
-      log[n + 1] = {depart, cost}
-    end
-    log.used = log.used + cost
+  out[o + 1], out[o + 2], out[o + 3], out[o + 4], out[o + 5], out[o + 6] =
+    outcome, wait, qpos, rem, retry, reset
+  o = o + 6
+  if peek then
+    out[o + 1], out[o + 2], out[o + 3] = excess, allowed, rejected
+    o = o + 3
   end
 end
-return finish('A', depart, qpos, 0)
+return out

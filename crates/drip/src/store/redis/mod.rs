@@ -1,16 +1,21 @@
 //! The Redis store: limits shared by every node that talks to one Redis (or
 //! one Redis Cluster).
 //!
-//! Each decision is one Lua script run (`EVALSHA`, reloaded on `NOSCRIPT`),
+//! Decisions are made by a Lua script (`EVALSHA`, reloaded on `NOSCRIPT`),
 //! [`decide.lua`](self), the twin of [`crate::core::decide`]: same state, same
-//! rules, with time from Redis `TIME` so every node shares one clock. Keys:
+//! rules, with time from Redis `TIME` so every node shares one clock. One
+//! script call decides a batch of requests of one bucket: while a bucket
+//! has [`RedisOptions::in_flight`] calls under way, the requests that arrive
+//! wait and go together in its next call, in arrival order, each decided
+//! exactly as if alone. Keys:
 //!
 //! - `PREFIX:{b:BUCKET}:policy` — hash: `text` (the [`Policy::encode`] form),
 //!   `version`, `gen` (generation), `hist` (the last changes, see
 //!   `configure.lua`).
 //! - `PREFIX:{b:BUCKET}:version` — a counter; versions never repeat.
-//! - `PREFIX:{b:BUCKET}:gGEN:k:KEY` — one key's state (see `decide.lua`),
-//!   expiring when the key would be idle.
+//! - `PREFIX:{b:BUCKET}:gGEN:s:KEY` — one key's state, a string (see
+//!   `decide.lua`), expiring when the key would be idle. (Before batching it
+//!   was a hash at `...:k:KEY`; those are no longer read and expire.)
 //! - `PREFIX:buckets` — the set of bucket names, for `list`.
 //!
 //! The `{b:BUCKET}` hash tag puts every key of a bucket in one cluster slot,
@@ -27,13 +32,17 @@
 //! refused like a timeout. Times enter the script in microseconds; waits and
 //! retries come out in nanoseconds.
 
+use std::fmt;
 use std::sync::Arc;
 use std::time::Duration;
 
 use dashmap::DashMap;
 use redis::aio::{ConnectionLike, ConnectionManager, ConnectionManagerConfig};
 use redis::cluster_async::ClusterConnection;
-use redis::{Cmd, ErrorKind, Pipeline, RedisFuture, Script, ServerErrorKind, Value};
+use redis::{
+    Cmd, ErrorKind, Pipeline, RedisFuture, RedisWrite, Script, ServerErrorKind, Value,
+};
+use tokio::sync::oneshot;
 
 use super::{Counters, KeyStatus, Store};
 use crate::clock::Clock;
@@ -54,6 +63,13 @@ pub struct RedisOptions {
     pub response_timeout: Duration,
     /// Prefix of every key drip writes. Default `drip`.
     pub prefix: String,
+    /// Script calls one bucket may have under way at once (at least 1).
+    /// Requests for the bucket that arrive while all are busy wait and go
+    /// together in its next call. Default 2: one call pipelined behind
+    /// another, so Redis is not idle while the client reads an answer.
+    pub in_flight: usize,
+    /// Most requests decided in one script call (at least 1). Default 64.
+    pub max_batch: usize,
 }
 
 impl Default for RedisOptions {
@@ -62,6 +78,8 @@ impl Default for RedisOptions {
             connection_timeout: Duration::from_secs(1),
             response_timeout: Duration::from_secs(1),
             prefix: "drip".to_owned(),
+            in_flight: 2,
+            max_batch: 64,
         }
     }
 }
@@ -109,7 +127,7 @@ struct Cached {
     version: String,
     /// `PREFIX:{b:BUCKET}:policy`.
     policy_key: String,
-    /// `PREFIX:{b:BUCKET}:gGEN:k:`, followed by the key.
+    /// `PREFIX:{b:BUCKET}:gGEN:s:`, followed by the key.
     state_prefix: String,
     /// The policy's part of the decide script's arguments.
     args: Vec<String>,
@@ -122,21 +140,54 @@ impl Cached {
             policy,
             version,
             policy_key: format!("{tag}:policy"),
-            state_prefix: format!("{tag}:g{generation}:k:"),
+            state_prefix: format!("{tag}:g{generation}:s:"),
         })
     }
 }
 
 type TestClock = Arc<dyn Fn() -> Nanos + Send + Sync>;
 
+/// One request of a script call.
+#[derive(Clone, Copy)]
+struct Item<'a> {
+    key: &'a str,
+    req: Request,
+    /// Report the key's state; decide and write nothing.
+    peek: bool,
+}
+
+/// A request waiting for its bucket's next script call.
+struct Job {
+    key: String,
+    req: Request,
+    reply: oneshot::Sender<Result<Reply>>,
+}
+
+/// A bucket's script calls under way and the requests waiting for the next.
+#[derive(Default)]
+struct Queue {
+    in_flight: usize,
+    waiting: Vec<Job>,
+}
+
 /// Buckets kept in Redis or Redis Cluster.
 pub struct RedisStore {
+    inner: Arc<Inner>,
+}
+
+struct Inner {
     conn: Conn,
     decide: Script,
     configure: Script,
     prefix: String,
     cache: DashMap<String, Arc<Cached>>,
     test_clock: Option<TestClock>,
+    queues: DashMap<String, Queue>,
+    in_flight: usize,
+    max_batch: usize,
+    /// Where batches whose callers wait are sent from (the runtime that
+    /// opened the store, which also drives its connection).
+    runtime: tokio::runtime::Handle,
 }
 
 impl RedisStore {
@@ -168,22 +219,52 @@ impl RedisStore {
 
     fn with_conn(conn: Conn, options: RedisOptions) -> Self {
         RedisStore {
-            conn,
-            decide: Script::new(DECIDE),
-            configure: Script::new(CONFIGURE),
-            prefix: options.prefix,
-            cache: DashMap::new(),
-            test_clock: None,
+            inner: Arc::new(Inner {
+                conn,
+                decide: Script::new(DECIDE),
+                configure: Script::new(CONFIGURE),
+                prefix: options.prefix,
+                cache: DashMap::new(),
+                test_clock: None,
+                queues: DashMap::new(),
+                in_flight: options.in_flight.max(1),
+                max_batch: options.max_batch.max(1),
+                runtime: tokio::runtime::Handle::current(),
+            }),
         }
     }
 
     /// For tests: decide on `clock` (read to the microsecond) instead of
     /// Redis `TIME`, so conformance tables with exact times run on Redis too.
     pub fn with_test_clock(mut self, clock: impl Clock) -> Self {
-        self.test_clock = Some(Arc::new(move || clock.now()));
+        Arc::get_mut(&mut self.inner)
+            .expect("with_test_clock is called before the store is used")
+            .test_clock = Some(Arc::new(move || clock.now()));
         self
     }
+}
 
+/// Holds one of a bucket's call slots; when dropped (the call answered, or
+/// its caller gone) it passes the slot to the requests that waited, or
+/// frees it.
+struct Slot<'a> {
+    inner: &'a Arc<Inner>,
+    bucket: &'a str,
+}
+
+impl Drop for Slot<'_> {
+    fn drop(&mut self) {
+        if let Some(batch) = self.inner.next_batch(self.bucket) {
+            let inner = self.inner.clone();
+            let bucket = self.bucket.to_owned();
+            self.inner
+                .runtime
+                .spawn(async move { inner.send_batches(bucket, batch).await });
+        }
+    }
+}
+
+impl Inner {
     /// `now_us` for a script: empty means "use Redis TIME".
     fn now_arg(&self) -> String {
         self.test_clock
@@ -236,7 +317,7 @@ impl RedisStore {
     /// Sends `cmd`, an `EVALSHA` of the decide script, loading the script
     /// first if Redis does not have it (`NOSCRIPT`: restarted, flushed, or
     /// a new cluster node).
-    async fn eval_decide(&self, cmd: &Cmd) -> Result<Vec<Value>> {
+    async fn eval_decide(&self, cmd: &Cmd) -> Result<Value> {
         let mut conn = self.conn.clone();
         match cmd.query_async(&mut conn).await {
             Err(e) if e.kind() == ErrorKind::Server(ServerErrorKind::NoScript) => {
@@ -250,45 +331,49 @@ impl RedisStore {
         }
     }
 
-    /// Runs the decide script, reloading the policy when it changed.
-    async fn run(
-        &self,
-        bucket: &str,
-        key: &str,
-        req: Request,
-        peek: bool,
-    ) -> Result<(Reply, Arc<Cached>)> {
+    /// The `EVALSHA` deciding `items`, built in one buffer.
+    fn decide_cmd(&self, cached: &Cached, items: &[Item<'_>]) -> Cmd {
+        let keys_len: usize = items
+            .iter()
+            .map(|i| cached.state_prefix.len() + i.key.len())
+            .sum();
+        let mut cmd = Cmd::with_capacity(
+            9 + cached.args.len() + 3 * items.len(),
+            96 + cached.policy_key.len() + keys_len + 24 * items.len(),
+        );
+        cmd.arg("EVALSHA")
+            .arg(self.decide.get_hash())
+            .arg(1 + items.len())
+            .arg(&cached.policy_key);
+        for item in items {
+            cmd.write_arg_fmt(StateKey(&cached.state_prefix, item.key));
+        }
+        cmd.arg(&cached.version);
+        match &self.test_clock {
+            None => cmd.arg(""),
+            Some(_) => cmd.arg(self.now_arg()),
+        };
+        cmd.arg(cached.args.as_slice());
+        for item in items {
+            cmd.arg(item.req.cost.min(MAX_EXACT));
+            match (item.peek, item.req.max_wait) {
+                (true, _) => cmd.arg("-2"),
+                (false, None) => cmd.arg("-1"),
+                (false, Some(w)) => cmd.arg(w.min(MAX_EXACT)),
+            };
+        }
+        cmd
+    }
+
+    /// Decides `items` of `bucket` in one script call (reloading the policy
+    /// when it changed): their answers in order, and the policy used.
+    async fn run(&self, bucket: &str, items: &[Item<'_>]) -> Result<(Vec<Reply>, Arc<Cached>)> {
         for _ in 0..3 {
             let cached = self.cached(bucket).await?;
-            let mut state_key = String::with_capacity(cached.state_prefix.len() + key.len());
-            state_key.push_str(&cached.state_prefix);
-            state_key.push_str(key);
-            // The EVALSHA command built in one buffer (a ScriptInvocation
-            // would allocate each argument, then copy them into a Cmd).
-            let mut cmd = Cmd::with_capacity(
-                10 + cached.args.len(),
-                128 + cached.policy_key.len() + state_key.len(),
-            );
-            cmd.arg("EVALSHA")
-                .arg(self.decide.get_hash())
-                .arg(2)
-                .arg(&cached.policy_key)
-                .arg(state_key)
-                .arg(&cached.version)
-                .arg(req.cost.min(MAX_EXACT));
-            match req.max_wait {
-                None => cmd.arg("-1"),
-                Some(w) => cmd.arg(w.min(MAX_EXACT)),
-            };
-            match &self.test_clock {
-                None => cmd.arg(""),
-                Some(_) => cmd.arg(self.now_arg()),
-            };
-            cmd.arg(if peek { "1" } else { "0" })
-                .arg(cached.args.as_slice());
+            let cmd = self.decide_cmd(&cached, items);
             let reply = self.eval_decide(&cmd).await?;
-            match parse_reply(&reply)? {
-                Parsed::Reply(r) => return Ok((r, cached)),
+            match parse_reply(&reply, items)? {
+                Parsed::Replies(r) => return Ok((r, cached)),
                 Parsed::Stale => {
                     self.cache.remove(bucket);
                 }
@@ -301,6 +386,112 @@ impl RedisStore {
         Err(Error::Store(format!(
             "the policy of bucket {bucket:?} kept changing while deciding"
         )))
+    }
+
+    /// Decides one request: at once in a call of its own when the bucket
+    /// has a call slot free, otherwise in the bucket's next batch.
+    async fn decide(self: &Arc<Self>, bucket: &str, key: &str, req: Request) -> Result<Reply> {
+        let waiting = {
+            let mut queue = match self.queues.get_mut(bucket) {
+                Some(q) => q,
+                None => {
+                    // Only buckets that exist get a queue.
+                    self.cached(bucket).await?;
+                    self.queues.entry(bucket.to_owned()).or_default()
+                }
+            };
+            if queue.in_flight < self.in_flight && queue.waiting.is_empty() {
+                queue.in_flight += 1;
+                None
+            } else {
+                let (tx, rx) = oneshot::channel();
+                queue.waiting.push(Job {
+                    key: key.to_owned(),
+                    req,
+                    reply: tx,
+                });
+                Some(rx)
+            }
+        };
+        match waiting {
+            None => {
+                let _slot = Slot {
+                    inner: self,
+                    bucket,
+                };
+                let item = Item {
+                    key,
+                    req,
+                    peek: false,
+                };
+                let (mut replies, _) = self.run(bucket, &[item]).await?;
+                replies.pop().ok_or_else(|| bad_reply(&Value::Nil))
+            }
+            Some(rx) => rx.await.unwrap_or_else(|_| {
+                Err(Error::Store(
+                    "the Redis store stopped before deciding".to_owned(),
+                ))
+            }),
+        }
+    }
+
+    /// When a call slot of `bucket` comes free: the requests waiting for it
+    /// (the slot passes to them), or `None` (the slot is freed).
+    fn next_batch(&self, bucket: &str) -> Option<Vec<Job>> {
+        let mut queue = self.queues.get_mut(bucket)?;
+        // Callers that gave up before their call was sent are not decided.
+        queue.waiting.retain(|j| !j.reply.is_closed());
+        if queue.waiting.is_empty() {
+            queue.in_flight -= 1;
+            return None;
+        }
+        let n = queue.waiting.len().min(self.max_batch);
+        let rest = queue.waiting.split_off(n);
+        Some(std::mem::replace(&mut queue.waiting, rest))
+    }
+
+    /// Sends `batch` in one script call and answers each of its callers,
+    /// then the requests that waited meanwhile, until none wait.
+    async fn send_batches(self: Arc<Self>, bucket: String, mut batch: Vec<Job>) {
+        loop {
+            let items: Vec<Item<'_>> = batch
+                .iter()
+                .map(|j| Item {
+                    key: &j.key,
+                    req: j.req,
+                    peek: false,
+                })
+                .collect();
+            let result = self.run(&bucket, &items).await;
+            drop(items);
+            match result {
+                Ok((replies, _)) => {
+                    for (job, reply) in batch.drain(..).zip(replies) {
+                        let _ = job.reply.send(Ok(reply));
+                    }
+                }
+                Err(e) => {
+                    for job in batch.drain(..) {
+                        let _ = job.reply.send(Err(e.duplicate()));
+                    }
+                }
+            }
+            match self.next_batch(&bucket) {
+                Some(next) => batch = next,
+                None => return,
+            }
+        }
+    }
+}
+
+/// A state key, `PREFIX:{b:BUCKET}:gGEN:s:` then the key, written straight
+/// into the command.
+struct StateKey<'a>(&'a str, &'a str);
+
+impl fmt::Display for StateKey<'_> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.0)?;
+        f.write_str(self.1)
     }
 }
 
@@ -356,6 +547,7 @@ fn check_exact(policy: &Policy) -> Result<(), ConfigError> {
 }
 
 /// One answer of the decide script.
+#[derive(Debug)]
 struct Reply {
     outcome: Outcome,
     wait: u64,
@@ -363,95 +555,138 @@ struct Reply {
     remaining: u64,
     retry_after: u64,
     reset_after: u64,
+    /// Only for a peek.
     water_ticks: u64,
+    /// Only for a peek.
     counters: Counters,
 }
 
+impl Reply {
+    fn decision(&self) -> Decision {
+        Decision {
+            outcome: self.outcome,
+            wait: self.wait,
+            queue_position: self.queue_position,
+            remaining: self.remaining,
+            retry_after: self.retry_after,
+            reset_after: self.reset_after,
+        }
+    }
+}
+
 enum Parsed {
-    Reply(Reply),
+    Replies(Vec<Reply>),
     Stale,
     NoBucket,
 }
 
-fn parse_reply(reply: &[Value]) -> Result<Parsed> {
-    let bad = || {
-        Error::Store(format!(
-            "unexpected reply from the decide script: {reply:?}"
-        ))
-    };
-    let word = match reply.first() {
-        Some(Value::BulkString(b)) => std::str::from_utf8(b).map_err(|_| bad())?,
-        Some(Value::SimpleString(s)) => s.as_str(),
+fn bad_reply(reply: &Value) -> Error {
+    Error::Store(format!(
+        "unexpected reply from the decide script: {reply:?}"
+    ))
+}
+
+/// The script's answer to `items`: six integers per request (nine for a
+/// peek), or a word.
+fn parse_reply(reply: &Value, items: &[Item<'_>]) -> Result<Parsed> {
+    let bad = || bad_reply(reply);
+    let values = match reply {
+        Value::Array(v) => v,
+        Value::BulkString(b) => {
+            return match &b[..] {
+                b"stale" => Ok(Parsed::Stale),
+                b"nobucket" => Ok(Parsed::NoBucket),
+                _ => Err(bad()),
+            };
+        }
+        Value::SimpleString(s) => {
+            return match s.as_str() {
+                "stale" => Ok(Parsed::Stale),
+                "nobucket" => Ok(Parsed::NoBucket),
+                _ => Err(bad()),
+            };
+        }
         _ => return Err(bad()),
     };
-    let outcome = match word {
-        "stale" => return Ok(Parsed::Stale),
-        "nobucket" => return Ok(Parsed::NoBucket),
-        "A" => Outcome::Allowed,
-        "L" => Outcome::Limited,
-        "X" => Outcome::Exceeds,
-        _ => return Err(bad()),
-    };
-    let n: Vec<u64> = reply[1..]
-        .iter()
-        .map(|v| match v {
-            Value::Int(i) => u64::try_from(*i).map_err(|_| bad()),
-            _ => Err(bad()),
-        })
-        .collect::<Result<_>>()?;
-    let [
-        wait,
-        queue_position,
-        remaining,
-        retry_after,
-        reset_after,
-        water_ticks,
-        allowed,
-        rejected,
-    ] = n[..]
-    else {
+    let mut n = values.iter().map(|v| match v {
+        Value::Int(i) => u64::try_from(*i).map_err(|_| bad()),
+        _ => Err(bad()),
+    });
+    let mut next = || n.next().unwrap_or_else(|| Err(bad()));
+    let mut out = Vec::with_capacity(items.len());
+    for item in items {
+        let outcome = match next()? {
+            1 => Outcome::Allowed,
+            2 => Outcome::Limited,
+            3 => Outcome::Exceeds,
+            _ => return Err(bad()),
+        };
+        let mut r = Reply {
+            outcome,
+            wait: next()?,
+            queue_position: next()?,
+            remaining: next()?,
+            retry_after: next()?,
+            reset_after: next()?,
+            water_ticks: 0,
+            counters: Counters::default(),
+        };
+        if item.peek {
+            r.water_ticks = next()?;
+            r.counters = Counters {
+                allowed: next()?,
+                rejected: next()?,
+            };
+        }
+        out.push(r);
+    }
+    if values.len() != out.len() * 6 + 3 * items.iter().filter(|i| i.peek).count() {
         return Err(bad());
-    };
-    Ok(Parsed::Reply(Reply {
-        outcome,
-        wait,
-        queue_position,
-        remaining,
-        retry_after,
-        reset_after,
-        water_ticks,
-        counters: Counters { allowed, rejected },
-    }))
+    }
+    Ok(Parsed::Replies(out))
 }
 
 fn store_error(e: redis::RedisError) -> Error {
     Error::Store(format!("redis: {e}"))
 }
 
+impl Error {
+    /// The same error for another caller of a failed batch.
+    fn duplicate(&self) -> Error {
+        match self {
+            Error::UnknownBucket(b) => Error::UnknownBucket(b.clone()),
+            Error::Store(m) => Error::Store(m.clone()),
+            Error::Config(c) => Error::Config(c.clone()),
+            other => Error::Store(other.to_string()),
+        }
+    }
+}
+
 impl Store for RedisStore {
     async fn configure(&self, bucket: &str, policy: Policy, reset: bool) -> Result<()> {
         check_exact(&policy)?;
-        let tag = self.tag(bucket);
+        let inner = &self.inner;
+        let tag = inner.tag(bucket);
         let text = policy.encode();
-        let mut call = self.configure.prepare_invoke();
+        let mut call = inner.configure.prepare_invoke();
         call.key(format!("{tag}:policy"))
             .key(format!("{tag}:version"))
             .arg(&text)
             .arg(if reset { "1" } else { "0" })
-            .arg(self.now_arg())
+            .arg(inner.now_arg())
             .arg(policy.limit().rate().amount())
             .arg(policy.limit().rate().period_ns());
         let (version, generation): (u64, u64) = call
-            .invoke_async(&mut self.conn.clone())
+            .invoke_async(&mut inner.conn.clone())
             .await
             .map_err(store_error)?;
         let _: () = redis::cmd("SADD")
-            .arg(self.registry())
+            .arg(inner.registry())
             .arg(bucket)
-            .query_async(&mut self.conn.clone())
+            .query_async(&mut inner.conn.clone())
             .await
             .map_err(store_error)?;
-        self.cache.insert(
+        inner.cache.insert(
             bucket.to_owned(),
             Cached::new(&tag, policy, version.to_string(), &generation.to_string()),
         );
@@ -459,23 +694,21 @@ impl Store for RedisStore {
     }
 
     async fn policy(&self, bucket: &str) -> Result<Option<Policy>> {
-        Ok(self.load(bucket).await?.map(|c| c.policy.clone()))
+        Ok(self.inner.load(bucket).await?.map(|c| c.policy.clone()))
     }
 
     async fn decide(&self, bucket: &str, key: &str, req: Request) -> Result<Decision> {
-        let (r, _) = self.run(bucket, key, req, false).await?;
-        Ok(Decision {
-            outcome: r.outcome,
-            wait: r.wait,
-            queue_position: r.queue_position,
-            remaining: r.remaining,
-            retry_after: r.retry_after,
-            reset_after: r.reset_after,
-        })
+        Ok(self.inner.decide(bucket, key, req).await?.decision())
     }
 
     async fn status(&self, bucket: &str, key: &str) -> Result<KeyStatus> {
-        let (r, cached) = self.run(bucket, key, Request::check(0), true).await?;
+        let item = Item {
+            key,
+            req: Request::check(0),
+            peek: true,
+        };
+        let (replies, cached) = self.inner.run(bucket, &[item]).await?;
+        let r = replies.first().ok_or_else(|| bad_reply(&Value::Nil))?;
         let p = cached.policy.limit().rate().period_ns();
         Ok(KeyStatus {
             level: Level {
@@ -490,32 +723,34 @@ impl Store for RedisStore {
     }
 
     async fn delete(&self, bucket: &str) -> Result<bool> {
-        let mut conn = self.conn.clone();
+        let inner = &self.inner;
+        let mut conn = inner.conn.clone();
         let removed: u64 = redis::cmd("DEL")
-            .arg(format!("{}:policy", self.tag(bucket)))
+            .arg(format!("{}:policy", inner.tag(bucket)))
             .query_async(&mut conn)
             .await
             .map_err(store_error)?;
         let _: () = redis::cmd("SREM")
-            .arg(self.registry())
+            .arg(inner.registry())
             .arg(bucket)
             .query_async(&mut conn)
             .await
             .map_err(store_error)?;
-        self.cache.remove(bucket);
+        inner.cache.remove(bucket);
         Ok(removed > 0)
     }
 
     async fn list(&self) -> Result<Vec<(String, Policy)>> {
+        let inner = &self.inner;
         let mut names: Vec<String> = redis::cmd("SMEMBERS")
-            .arg(self.registry())
-            .query_async(&mut self.conn.clone())
+            .arg(inner.registry())
+            .query_async(&mut inner.conn.clone())
             .await
             .map_err(store_error)?;
         names.sort();
         let mut out = Vec::with_capacity(names.len());
         for name in names {
-            if let Some(c) = self.load(&name).await? {
+            if let Some(c) = inner.load(&name).await? {
                 out.push((name, c.policy.clone()));
             }
         }
@@ -524,7 +759,7 @@ impl Store for RedisStore {
 
     async fn ping(&self) -> Result<()> {
         let _: String = redis::cmd("PING")
-            .query_async(&mut self.conn.clone())
+            .query_async(&mut self.inner.conn.clone())
             .await
             .map_err(store_error)?;
         Ok(())
