@@ -118,9 +118,17 @@ impl WordPolicy {
     }
 }
 
+/// `x / d`, skipping the division where the answer is plain: a rejected
+/// check of one unit leaves less than one unit of room, for example.
 #[inline(always)]
 fn div_floor(x: u64, d: u64) -> u64 {
-    if d == 1 { x } else { x / d }
+    if d == 1 {
+        x
+    } else if x < d {
+        0
+    } else {
+        x / d
+    }
 }
 
 #[cfg(test)]
