@@ -136,14 +136,19 @@ POLICY_KEY='drip:{b:bench}:policy'
 read -r VERSION GEN < <(cli HMGET "$POLICY_KEY" version gen | tr '\n' ' '; echo)
 SHA=$(cli -x SCRIPT LOAD <crates/drip/src/store/redis/decide.lua)
 [ "$SHA" = "$(sha1sum crates/drip/src/store/redis/decide.lua | cut -d' ' -f1)" ]
-STATE_KEY="drip:{b:bench}:g$GEN:k:"
-# ARGV: version, cost, max_wait_ns (-1: check), now_us ('': Redis TIME), peek, policy.
-EVAL=(EVALSHA "$SHA" 2 "$POLICY_KEY" "${STATE_KEY}__rand_int__" "$VERSION" 1 -1 '' 0
-    "$MODE" "$A" "$P" "$CAP" "$NWIN")
+STATE_KEY="drip:{b:bench}:g$GEN:s:"
+# ARGV: version, now_us ('': Redis TIME), policy, then per request cost and
+# max_wait_ns (-1: check): one request per call, as RedisStore sends when
+# only one caller is waiting.
+EVAL=(EVALSHA "$SHA" 2 "$POLICY_KEY" "${STATE_KEY}__rand_int__" "$VERSION" ''
+    "$MODE" "$A" "$P" "$CAP" "$NWIN" '' 1 -1)
 echo "EVALSHA: ${EVAL[*]}"
-reply=$(cli "${EVAL[@]/__rand_int__/000000000000}" | head -1)
-[ "$reply" = A ] || { echo "EVALSHA check failed: first field '$reply', expected A" >&2; exit 1; }
-echo "check: first field of the reply is A (admitted): drip's decision runs"
+# The reply is six little-endian doubles; the first is the outcome, 1.0
+# (admitted) = 00 00 00 00 00 00 f0 3f.
+reply=$(cli "${EVAL[@]/__rand_int__/000000000000}" | od -An -tx1 -N8 | tr -d ' \n')
+[ "$reply" = 000000000000f03f ] ||
+    { echo "EVALSHA check failed: outcome bytes '$reply', expected 1.0 (admitted)" >&2; exit 1; }
+echo "check: the reply's outcome is 1 (admitted): drip's decision runs"
 CELL=(CL.THROTTLE 'cell:__rand_int__' 1000000 1000000 1 1)
 CELL_README=(CL.THROTTLE 'cellreadme:__rand_int__' 15 30 60 1)
 if [ -n "$MODULE" ]; then
@@ -213,7 +218,7 @@ done
 
 echo
 echo "== server-side time per call (INFO commandstats, all rounds)"
-cli INFO commandstats | grep -E 'cmdstat_(evalsha|cl\.throttle|hmget|hget|hset|hincrby|pexpire|time):' |
+cli INFO commandstats | grep -E 'cmdstat_(evalsha|cl\.throttle|get|set|hget|time):' |
     tr -d '\r'
 
 echo

@@ -18,6 +18,9 @@
 //!     redis://127.0.0.1:6379/ --configure-only
 //! ```
 //!
+//! `--in-flight` and `--max-batch` set [`RedisOptions`]' batching: script
+//! calls under way per bucket, and requests decided per call.
+//!
 //! `--threads 1` (the default) runs the tasks on tokio's current-thread
 //! runtime, like `redis-benchmark`'s single thread; `--threads 2` on a
 //! multi-thread runtime with two workers.
@@ -45,6 +48,9 @@ struct Args {
     capacity: u64,
     /// Runtime threads: 1 is tokio's current-thread runtime.
     threads: usize,
+    /// Script calls under way per bucket, and requests per call (RedisOptions).
+    in_flight: usize,
+    max_batch: usize,
     configure_only: bool,
 }
 
@@ -52,7 +58,7 @@ fn usage() -> ! {
     eprintln!(
         "usage: redis_load URL [--bucket NAME] [--concurrency 1,16,64] [--seconds 5] \
          [--warmup 0.5] [--keys 1000] [--rate AMOUNT/SECONDS] [--capacity N] \
-         [--threads 1] [--configure-only]"
+         [--threads 1] [--in-flight 2] [--max-batch 64] [--configure-only]"
     );
     std::process::exit(2)
 }
@@ -68,6 +74,8 @@ fn parse_args() -> Args {
         rate: (1_000_000, 1),
         capacity: 1_000_000,
         threads: 1,
+        in_flight: RedisOptions::default().in_flight,
+        max_batch: RedisOptions::default().max_batch,
         configure_only: false,
     };
     let mut it = std::env::args().skip(1);
@@ -94,6 +102,8 @@ fn parse_args() -> Args {
             }
             "--capacity" => args.capacity = value().parse().unwrap_or_else(|_| usage()),
             "--threads" => args.threads = value().parse().unwrap_or_else(|_| usage()),
+            "--in-flight" => args.in_flight = value().parse().unwrap_or_else(|_| usage()),
+            "--max-batch" => args.max_batch = value().parse().unwrap_or_else(|_| usage()),
             "--configure-only" => args.configure_only = true,
             "-h" | "--help" => usage(),
             _ if a.starts_with("--") || !args.url.is_empty() => usage(),
@@ -210,7 +220,12 @@ fn main() {
 }
 
 async fn load(args: Args) {
-    let store = RedisStore::connect(&args.url, RedisOptions::default())
+    let options = RedisOptions {
+        in_flight: args.in_flight,
+        max_batch: args.max_batch,
+        ..RedisOptions::default()
+    };
+    let store = RedisStore::connect(&args.url, options)
         .await
         .unwrap_or_else(|e| {
             eprintln!("cannot connect to {}: {e}", args.url);

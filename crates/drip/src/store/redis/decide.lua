@@ -4,31 +4,37 @@
 --
 -- Lua numbers are doubles, exact for integers below 2^53. So no absolute
 -- time is kept in nanoseconds: the state is relative to the moment it was
--- written. Per key, one string (KEYS[2..]):
---   "v e t x al rj a p[ w<period_ns>=<log>]..."
---   v   the policy version the water is counted in, a p its rate (T = p/a ns)
---   e   water as ticks of 1/a ns ahead of time t (the core's tat - now)
---   t   when e was written, in microseconds (Redis TIME)
---   x   when the key expires (ms, Redis clock; 0 on a test clock)
---   al,rj  counters (allowed, rejected)
---   w<period_ns>=<log>  a window's log: "rel:cost,rel:cost" with rel in ns
---       from t, oldest first (absent when empty)
+-- written. Numbers travel as little-endian doubles (struct.pack): no
+-- decimal text to parse or print. Per key, one string (KEYS[2..]):
+--   v e t x al rj a p   eight doubles:
+--     v    the policy version the water is counted in, a p its rate
+--          (T = p/a ns)
+--     e    water as ticks of 1/a ns ahead of time t (the core's tat - now)
+--     t    when e was written, in microseconds (Redis TIME)
+--     x    when the key expires (ms, Redis clock; 0 on a test clock)
+--     al rj  counters (allowed, rejected)
+--   then per window with a non-empty log: period_ns, n, and n pairs
+--     rel cost (rel in ns from t, oldest first).
 -- Everything below is relative to now: now is 0.
 --
 -- KEYS[1] policy hash (version; hist, read only after a change: see
 -- configure.lua), KEYS[2..n+1] the requests' keys (one bucket: one slot).
 -- ARGV: version, now_us ('' : Redis TIME), mode (police|shape), a, p,
---       capacity, window count, then per window: limit, period_ns,
---       granularity_ns; then per request: cost, max_wait_ns (-1: check,
---       -2: peek, which reports and writes nothing).
--- Returns per request {outcome (1 admitted, 2 limited, 3 exceeds), wait_ns,
--- queue_position, remaining, retry_after_ns, reset_after_ns}, a peek adding
--- {water_ticks, allowed, rejected}; or 'nobucket' or 'stale' when the
--- caller's policy is not the stored one (then nothing was decided).
+--   capacity, window count, then per window: limit, period_ns,
+--   granularity_ns; then the requests: per request cost, max_wait_ns (-1:
+--   check, -2: peek, which reports and writes nothing), as doubles in one
+--   argument; or, for tools that cannot send binary arguments
+--   (redis-benchmark), '' followed by each number as an argument.
+-- Returns per request six doubles: outcome (1 admitted, 2 limited,
+-- 3 exceeds), wait_ns, queue_position, remaining, retry_after_ns,
+-- reset_after_ns; a peek adds water_ticks, allowed, rejected. Or the
+-- status 'nobucket' or 'stale' when the caller's policy is not the stored
+-- one (then nothing was decided).
 
 local version = redis.call('HGET', KEYS[1], 'version')
-if not version then return 'nobucket' end
-if version ~= ARGV[1] then return 'stale' end
+if not version then return redis.status_reply('nobucket') end
+if version ~= ARGV[1] then return redis.status_reply('stale') end
+local vn = tonumber(version)
 
 local test_clock = ARGV[2] ~= ''
 local now
@@ -39,6 +45,7 @@ else
   now = tonumber(t[1]) * 1000000 + tonumber(t[2])
 end
 local now_ms = math.floor(now / 1000)
+local pack, unpack, ceil, max, min = struct.pack, struct.unpack, math.ceil, math.max, math.min
 local shape = ARGV[3] == 'shape'
 local a, p, cap = tonumber(ARGV[4]), tonumber(ARGV[5]), tonumber(ARGV[6])
 local nwin = tonumber(ARGV[7])
@@ -46,20 +53,13 @@ local windows = {}
 local max_cost = cap
 for i = 1, nwin do
   local b = 7 + (i - 1) * 3
-  local w = {limit = tonumber(ARGV[b + 1]), name = ARGV[b + 2], period = tonumber(ARGV[b + 2]),
-             gran = tonumber(ARGV[b + 3])}
-  windows[i] = w
-  max_cost = math.min(max_cost, w.limit)
+  local limit = tonumber(ARGV[b + 1])
+  windows[i] = {limit = limit, period = tonumber(ARGV[b + 2]), gran = tonumber(ARGV[b + 3])}
+  max_cost = min(max_cost, limit)
 end
 local cap_t = cap * p
--- What every write of this call starts and ends with.
-local head, now_s = version .. ' ', string.format('%d', now)
-local rate_s = ' ' .. ARGV[4] .. ' ' .. ARGV[5]
 local hist -- the change history, read at the first key that needs it
 
-local function ceil_div(x, d) return math.ceil(x / d) end
--- Integers as exact decimal text (plain tostring would use %.14g).
-local function int(x) return string.format('%d', x) end
 -- ceil(r * n / d) for integers r < d <= 2^53 and n <= 2^53, exactly: r * n
 -- may pass 2^53, so it is built bit by bit of n, keeping the remainder
 -- below d (every intermediate stays an exact double).
@@ -89,35 +89,37 @@ local function leak(excess, dt_us, rate_a)
   return excess - leaked
 end
 
-local out, o = {}, 0
-local arg = 8 + nwin * 3
+local out = {}
+local reqs, rpos = ARGV[8 + nwin * 3], 1
+local text_reqs = reqs == ''
+if text_reqs then rpos = 9 + nwin * 3 end
 for k = 2, #KEYS do
   local key = KEYS[k]
-  local cost, max_wait = tonumber(ARGV[arg]), tonumber(ARGV[arg + 1])
-  arg = arg + 2
+  local cost, max_wait
+  if text_reqs then
+    cost, max_wait, rpos = tonumber(ARGV[rpos]), tonumber(ARGV[rpos + 1]), rpos + 2
+  else
+    cost, max_wait, rpos = unpack('<dd', reqs, rpos)
+  end
   local peek = max_wait == -2
 
   -- Read the key, bring it to now, carrying it over if the policy changed.
   local raw = redis.call('GET', key)
   local excess, at, x, allowed, rejected = 0, now, 0, 0, 0
-  local se, st, srj, rest
   local fresh, changed = true, false
   if raw then
-    local sv, sx, sal
-    sv, se, st, sx, sal, srj, rest = string.match(raw, '^(%d+) (%d+) (%d+) (%d+) (%d+) (%d+)(.*)$')
-    excess, at, x, allowed, rejected = tonumber(se), tonumber(st), tonumber(sx), tonumber(sal), tonumber(srj)
+    local sv, sa, sp
+    sv, excess, at, x, allowed, rejected, sa, sp = unpack('<dddddddd', raw)
     fresh = false
-    if sv ~= version then
+    if sv ~= vn then
       -- The policy changed since this key was written: replay each later
       -- change in turn. The water leaks at the rate it was kept in until
       -- the change, then carries over, rounded up to the new tick:
       -- ceil(e * p / sp).
-      local ra, rp = string.match(rest, '^ (%d+) (%d+)')
-      local svn, sa, sp = tonumber(sv), tonumber(ra), tonumber(rp)
       if not hist then hist = redis.call('HGET', KEYS[1], 'hist') or '' end
       for v, ca, cp, ct in string.gmatch(hist, '(%d+):(%d+):(%d+):(%d+)') do
-        if tonumber(v) > svn then
-          local switch = math.max(at, tonumber(ct))
+        if tonumber(v) > sv then
+          local switch = max(at, tonumber(ct))
           excess = leak(excess, switch - at, sa)
           local na, np = tonumber(ca), tonumber(cp)
           local q = math.floor(excess / sp)
@@ -128,6 +130,7 @@ for k = 2, #KEYS do
       changed = true
     end
   end
+  local before = excess -- as written, for a refusal under the same policy
   excess = leak(excess, now - at, a)
 
   -- Window logs, pruned: an entry stays while rel + period > 0.
@@ -135,16 +138,27 @@ for k = 2, #KEYS do
   if nwin > 0 then
     logs = {}
     local stored = {}
-    if rest then
-      for name, log in string.gmatch(rest, ' w(%d+)=(%S+)') do stored[name] = log end
+    if raw then
+      local wpos = 65
+      while wpos <= #raw do
+        local period, n
+        period, n, wpos = unpack('<dd', raw, wpos)
+        local entries = {}
+        for j = 1, n do
+          local rel, c
+          rel, c, wpos = unpack('<dd', raw, wpos)
+          entries[j] = {rel, c}
+        end
+        stored[period] = entries
+      end
     end
     local shift = (at - now) * 1000 -- ns to add to a stored rel to make it rel to now
     for i, w in ipairs(windows) do
       local log = {used = 0}
-      local s = stored[w.name]
+      local s = stored[w.period]
       if s then
-        for rel, c in string.gmatch(s, '(-?%d+):(%d+)') do
-          local r, cn = tonumber(rel) + shift, tonumber(c)
+        for _, entry in ipairs(s) do
+          local r, cn = entry[1] + shift, entry[2]
           if r + w.period > 0 then
             log[#log + 1] = {r, cn}
             log.used = log.used + cn
@@ -175,35 +189,35 @@ for k = 2, #KEYS do
       if over > 0 then
         for j = 1, n do
           over = over - log[j][2]
-          if over <= 0 then r = math.max(last, log[j][1] + w.period); break end
+          if over <= 0 then r = max(last, log[j][1] + w.period); break end
         end
       end
-      ready = math.max(ready, r)
+      ready = max(ready, r)
     end
     local ready_t = ready * a
     local cost_t = cost * p
 
     local admit, new_excess, depart
     if not shape then
-      local go_t = math.max(0, ready_t, excess + cost_t - cap_t)
-      local go = ceil_div(go_t, a)
+      local go_t = max(0, ready_t, excess + cost_t - cap_t)
+      local go = ceil(go_t / a)
       if max_wait < 0 then
         admit, retry = go_t <= 0, go
       else
-        admit, retry = go <= max_wait, math.max(0, go - max_wait)
+        admit, retry = go <= max_wait, max(0, go - max_wait)
       end
-      new_excess, depart = math.max(excess, go_t) + cost_t, go
+      new_excess, depart = max(excess, go_t) + cost_t, go
     else
-      local start_t = math.max(excess, ready_t)
+      local start_t = max(excess, ready_t)
       new_excess = start_t + cost_t
-      local enter_t = math.max(0, new_excess - cap_t)
-      depart = ceil_div(start_t, a)
+      local enter_t = max(0, new_excess - cap_t)
+      depart = ceil(start_t / a)
       if max_wait < 0 then
-        admit, retry = enter_t <= 0, ceil_div(enter_t, a)
+        admit, retry = enter_t <= 0, ceil(enter_t / a)
       else
-        admit, retry = depart <= max_wait, math.max(0, depart - max_wait)
+        admit, retry = depart <= max_wait, max(0, depart - max_wait)
       end
-      qpos = ceil_div(excess, p) + 1
+      qpos = ceil(excess / p) + 1
     end
     -- Beyond 2^53 ticks the water would no longer be exact: refuse such a
     -- far reservation.
@@ -215,7 +229,7 @@ for k = 2, #KEYS do
           local log = logs[i]
           local n = #log
           if n > 0 and depart < log[n][1] + w.gran then
-            log[n][1] = math.max(log[n][1], depart)
+            log[n][1] = max(log[n][1], depart)
             log[n][2] = log[n][2] + cost
           else
             log[n + 1] = {depart, cost}
@@ -233,63 +247,59 @@ for k = 2, #KEYS do
   local rem = 0
   if room > 0 then rem = math.floor(room / p) end
   local reset = 0
-  if excess > 0 then reset = ceil_div(excess, a) end
+  if excess > 0 then reset = ceil(excess / a) end
   for i, w in ipairs(windows) do
     local log = logs[i]
-    rem = math.min(rem, math.max(0, w.limit - log.used))
+    rem = min(rem, max(0, w.limit - log.used))
     local n = #log
-    if n > 0 then reset = math.max(reset, log[n][1] + w.period) end
+    if n > 0 then reset = max(reset, log[n][1] + w.period) end
   end
 
   if not peek then
-    -- "e t" and what follows the counters.
-    local water, tail
+    if outcome == 1 then allowed = allowed + 1 else rejected = rejected + 1 end
+    -- The key expires when it would be idle anyway (bucket empty, windows
+    -- clear); not on a test clock (Redis expires keys on its own time). Its
+    -- expiry only moves later: when the one set already covers this
+    -- state, it is kept.
+    local expiry, keep = 0, false
+    if not test_clock then
+      expiry = now_ms + max(1, ceil(reset / 1000000))
+      if not (fresh or changed) and expiry <= x then expiry, keep = x, true end
+    end
+    local value
     if outcome == 1 or changed or fresh then
-      if outcome == 1 then allowed = allowed + 1 else rejected = rejected + 1 end
-      water, tail = int(excess) .. ' ' .. now_s, rate_s
+      value = pack('<dddddddd', vn, excess, now, expiry, allowed, rejected, a, p)
       if nwin > 0 then
-        local parts = {tail}
+        local parts = {value}
         for i, w in ipairs(windows) do
           local log = logs[i]
           if #log > 0 then
-            local entries = {}
-            for j, entry in ipairs(log) do entries[j] = int(entry[1]) .. ':' .. int(entry[2]) end
-            parts[#parts + 1] = ' w' .. w.name .. '=' .. table.concat(entries, ',')
+            parts[#parts + 1] = pack('<dd', w.period, #log)
+            for _, entry in ipairs(log) do parts[#parts + 1] = pack('<dd', entry[1], entry[2]) end
           end
         end
-        tail = table.concat(parts)
+        value = table.concat(parts)
       end
     else
       -- Refused under the same policy: only the counter moves (the water,
       -- its time and the logs stay as written).
-      rejected = rejected + 1
-      water, tail = se .. ' ' .. st, rest
+      value = pack('<dddddddd', vn, before, at, expiry, allowed, rejected, a, p)
+      if nwin > 0 then value = value .. string.sub(raw, 65) end
     end
     if test_clock then
-      -- No expiry on a test clock: Redis expires keys on its own time.
-      redis.call('SET', key, head .. water .. ' 0 ' .. int(allowed) .. ' ' .. int(rejected) .. tail)
+      redis.call('SET', key, value)
+    elseif keep then
+      redis.call('SET', key, value, 'KEEPTTL')
     else
-      -- The key expires when it would be idle anyway (bucket empty,
-      -- windows clear). Its expiry only moves later: when the one set
-      -- already covers this state, it is kept.
-      local due = now_ms + math.max(1, ceil_div(reset, 1000000))
-      if fresh or changed or due > x then
-        local due_s = int(due)
-        redis.call('SET', key, head .. water .. ' ' .. due_s .. ' ' .. int(allowed) .. ' ' ..
-                   int(rejected) .. tail, 'PXAT', due_s)
-      else
-        redis.call('SET', key, head .. water .. ' ' .. int(x) .. ' ' .. int(allowed) .. ' ' ..
-                   int(rejected) .. tail, 'KEEPTTL')
-      end
+      redis.call('SET', key, value, 'PXAT', expiry)
     end
   end
 
-  out[o + 1], out[o + 2], out[o + 3], out[o + 4], out[o + 5], out[o + 6] =
-    outcome, wait, qpos, rem, retry, reset
-  o = o + 6
   if peek then
-    out[o + 1], out[o + 2], out[o + 3] = excess, allowed, rejected
-    o = o + 3
+    out[#out + 1] = pack('<ddddddddd', outcome, wait, qpos, rem, retry, reset, excess, allowed,
+                         rejected)
+  else
+    out[#out + 1] = pack('<dddddd', outcome, wait, qpos, rem, retry, reset)
   end
 end
-return out
+return table.concat(out)

@@ -33,6 +33,7 @@
 //! retries come out in nanoseconds.
 
 use std::fmt;
+use std::io::Write;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -338,8 +339,8 @@ impl Inner {
             .map(|i| cached.state_prefix.len() + i.key.len())
             .sum();
         let mut cmd = Cmd::with_capacity(
-            9 + cached.args.len() + 3 * items.len(),
-            96 + cached.policy_key.len() + keys_len + 24 * items.len(),
+            8 + cached.args.len() + items.len(),
+            128 + cached.policy_key.len() + keys_len + 16 * items.len(),
         );
         cmd.arg("EVALSHA")
             .arg(self.decide.get_hash())
@@ -354,13 +355,18 @@ impl Inner {
             Some(_) => cmd.arg(self.now_arg()),
         };
         cmd.arg(cached.args.as_slice());
-        for item in items {
-            cmd.arg(item.req.cost.min(MAX_EXACT));
-            match (item.peek, item.req.max_wait) {
-                (true, _) => cmd.arg("-2"),
-                (false, None) => cmd.arg("-1"),
-                (false, Some(w)) => cmd.arg(w.min(MAX_EXACT)),
-            };
+        {
+            let mut reqs = cmd.writer_for_next_arg();
+            for item in items {
+                let max_wait = match (item.peek, item.req.max_wait) {
+                    (true, _) => -2.0,
+                    (false, None) => -1.0,
+                    (false, Some(w)) => w.min(MAX_EXACT) as f64,
+                };
+                // Writing to a Cmd's buffer cannot fail.
+                let _ = reqs.write_all(&(item.req.cost.min(MAX_EXACT) as f64).to_le_bytes());
+                let _ = reqs.write_all(&max_wait.to_le_bytes());
+            }
         }
         cmd
     }
@@ -586,19 +592,12 @@ fn bad_reply(reply: &Value) -> Error {
     ))
 }
 
-/// The script's answer to `items`: six integers per request (nine for a
-/// peek), or a word.
+/// The script's answer to `items`: six little-endian doubles per request
+/// (nine for a peek), or a status word.
 fn parse_reply(reply: &Value, items: &[Item<'_>]) -> Result<Parsed> {
     let bad = || bad_reply(reply);
-    let values = match reply {
-        Value::Array(v) => v,
-        Value::BulkString(b) => {
-            return match &b[..] {
-                b"stale" => Ok(Parsed::Stale),
-                b"nobucket" => Ok(Parsed::NoBucket),
-                _ => Err(bad()),
-            };
-        }
+    let bytes = match reply {
+        Value::BulkString(b) => b,
         Value::SimpleString(s) => {
             return match s.as_str() {
                 "stale" => Ok(Parsed::Stale),
@@ -608,9 +607,18 @@ fn parse_reply(reply: &Value, items: &[Item<'_>]) -> Result<Parsed> {
         }
         _ => return Err(bad()),
     };
-    let mut n = values.iter().map(|v| match v {
-        Value::Int(i) => u64::try_from(*i).map_err(|_| bad()),
-        _ => Err(bad()),
+    let want = 8 * (6 * items.len() + 3 * items.iter().filter(|i| i.peek).count());
+    if bytes.len() != want {
+        return Err(bad());
+    }
+    let mut n = bytes.chunks_exact(8).map(|c| {
+        let x = f64::from_le_bytes(c.try_into().expect("8 bytes"));
+        // Whole numbers in 0..2^64 only (the script works below 2^53).
+        if x >= 0.0 && x.fract() == 0.0 && x < 18_446_744_073_709_551_616.0 {
+            Ok(x as u64)
+        } else {
+            Err(bad())
+        }
     });
     let mut next = || n.next().unwrap_or_else(|| Err(bad()));
     let mut out = Vec::with_capacity(items.len());
@@ -639,9 +647,6 @@ fn parse_reply(reply: &Value, items: &[Item<'_>]) -> Result<Parsed> {
             };
         }
         out.push(r);
-    }
-    if values.len() != out.len() * 6 + 3 * items.iter().filter(|i| i.peek).count() {
-        return Err(bad());
     }
     Ok(Parsed::Replies(out))
 }
