@@ -156,15 +156,15 @@ fn single_key(c: &mut Criterion) {
         let mut g = c.benchmark_group(format!("single_key/{}", load.name()));
         let key = [42u64];
 
-        let drip = KeyedBucket::new(load.policy(), MonotonicClock::new());
+        let drip = KeyedBucket::new(load.policy(), MonotonicClock::new()).with_counters();
         prime(load, &key, |k| drip.check(k, 1).unwrap().allowed());
-        g.bench_function("drip_keyed_u64", |b| {
+        g.bench_function("drip_keyed_u64_counted", |b| {
             b.iter(|| black_box(drip.check(black_box(&42u64), 1)))
         });
 
-        let drip = KeyedBucket::new(load.policy(), MonotonicClock::new()).without_counters();
+        let drip = KeyedBucket::new(load.policy(), MonotonicClock::new());
         prime(load, &key, |k| drip.check(k, 1).unwrap().allowed());
-        g.bench_function("drip_keyed_u64_uncounted", |b| {
+        g.bench_function("drip_keyed_u64", |b| {
             b.iter(|| black_box(drip.check(black_box(&42u64), 1)))
         });
 
@@ -201,16 +201,16 @@ fn many_u64_keys(c: &mut Criterion) {
     for load in LOADS {
         let mut g = c.benchmark_group(format!("keys_10k_u64/{}", load.name()));
 
-        let drip = KeyedBucket::new(load.policy(), MonotonicClock::new());
+        let drip = KeyedBucket::new(load.policy(), MonotonicClock::new()).with_counters();
         prime(load, &keys, |k| drip.check(k, 1).unwrap().allowed());
-        g.bench_function("drip_keyed", |b| {
+        g.bench_function("drip_keyed_counted", |b| {
             let mut cycle = Cycle::new(&keys);
             b.iter(|| black_box(drip.check(cycle.next_key(), 1)))
         });
 
-        let drip = KeyedBucket::new(load.policy(), MonotonicClock::new()).without_counters();
+        let drip = KeyedBucket::new(load.policy(), MonotonicClock::new());
         prime(load, &keys, |k| drip.check(k, 1).unwrap().allowed());
-        g.bench_function("drip_keyed_uncounted", |b| {
+        g.bench_function("drip_keyed", |b| {
             let mut cycle = Cycle::new(&keys);
             b.iter(|| black_box(drip.check(cycle.next_key(), 1)))
         });
@@ -230,21 +230,21 @@ fn many_string_keys(c: &mut Criterion) {
     for load in LOADS {
         let mut g = c.benchmark_group(format!("keys_10k_string/{}", load.name()));
 
+        let drip: KeyedBucket<String> =
+            KeyedBucket::new(load.policy(), MonotonicClock::new()).with_counters();
+        prime(load, &keys, |k| {
+            drip.check(k.as_str(), 1).unwrap().allowed()
+        });
+        g.bench_function("drip_keyed_string_counted", |b| {
+            let mut cycle = Cycle::new(&keys);
+            b.iter(|| black_box(drip.check(cycle.next_key().as_str(), 1)))
+        });
+
         let drip: KeyedBucket<String> = KeyedBucket::new(load.policy(), MonotonicClock::new());
         prime(load, &keys, |k| {
             drip.check(k.as_str(), 1).unwrap().allowed()
         });
         g.bench_function("drip_keyed_string", |b| {
-            let mut cycle = Cycle::new(&keys);
-            b.iter(|| black_box(drip.check(cycle.next_key().as_str(), 1)))
-        });
-
-        let drip: KeyedBucket<String> =
-            KeyedBucket::new(load.policy(), MonotonicClock::new()).without_counters();
-        prime(load, &keys, |k| {
-            drip.check(k.as_str(), 1).unwrap().allowed()
-        });
-        g.bench_function("drip_keyed_string_uncounted", |b| {
             let mut cycle = Cycle::new(&keys);
             b.iter(|| black_box(drip.check(cycle.next_key().as_str(), 1)))
         });
@@ -287,9 +287,9 @@ fn contended(c: &mut Criterion) {
         let mut g = c.benchmark_group(format!("two_threads_one_key/{}", load.name()));
         let key = [7u64];
 
-        let drip = KeyedBucket::new(load.policy(), MonotonicClock::new());
+        let drip = KeyedBucket::new(load.policy(), MonotonicClock::new()).with_counters();
         prime(load, &key, |k| drip.check(k, 1).unwrap().allowed());
-        g.bench_function("drip_keyed_u64", |b| {
+        g.bench_function("drip_keyed_u64_counted", |b| {
             b.iter_custom(|iters| {
                 two_threads(iters, |_, _| {
                     black_box(drip.check(&7u64, 1)).ok();
@@ -297,9 +297,9 @@ fn contended(c: &mut Criterion) {
             })
         });
 
-        let drip = KeyedBucket::new(load.policy(), MonotonicClock::new()).without_counters();
+        let drip = KeyedBucket::new(load.policy(), MonotonicClock::new());
         prime(load, &key, |k| drip.check(k, 1).unwrap().allowed());
-        g.bench_function("drip_keyed_u64_uncounted", |b| {
+        g.bench_function("drip_keyed_u64", |b| {
             b.iter_custom(|iters| {
                 two_threads(iters, |_, _| {
                     black_box(drip.check(&7u64, 1)).ok();
@@ -338,11 +338,11 @@ fn contended(c: &mut Criterion) {
     let own: [&[u64]; 2] = [&keys[..OWN_KEYS], &keys[OWN_KEYS..2 * OWN_KEYS]];
     let key = |t: usize, j: u64| &own[t][j as usize & (OWN_KEYS - 1)];
 
-    let drip = KeyedBucket::new(load.policy(), MonotonicClock::new());
+    let drip = KeyedBucket::new(load.policy(), MonotonicClock::new()).with_counters();
     prime(load, &keys[..2 * OWN_KEYS], |k| {
         drip.check(k, 1).unwrap().allowed()
     });
-    g.bench_function("drip_keyed_u64", |b| {
+    g.bench_function("drip_keyed_u64_counted", |b| {
         b.iter_custom(|iters| {
             two_threads(iters, |t, j| {
                 black_box(drip.check(key(t, j), 1)).ok();
@@ -350,11 +350,11 @@ fn contended(c: &mut Criterion) {
         })
     });
 
-    let drip = KeyedBucket::new(load.policy(), MonotonicClock::new()).without_counters();
+    let drip = KeyedBucket::new(load.policy(), MonotonicClock::new());
     prime(load, &keys[..2 * OWN_KEYS], |k| {
         drip.check(k, 1).unwrap().allowed()
     });
-    g.bench_function("drip_keyed_u64_uncounted", |b| {
+    g.bench_function("drip_keyed_u64", |b| {
         b.iter_custom(|iters| {
             two_threads(iters, |t, j| {
                 black_box(drip.check(key(t, j), 1)).ok();
@@ -408,9 +408,10 @@ fn store_layer(c: &mut Criterion) {
         })
     });
 
-    let drip: KeyedBucket<String> = KeyedBucket::new(load.policy(), MonotonicClock::new());
+    let drip: KeyedBucket<String> =
+        KeyedBucket::new(load.policy(), MonotonicClock::new()).with_counters();
     prime(load, &key, |k| drip.check(k.as_str(), 1).unwrap().allowed());
-    g.bench_function("drip_keyed_string", |b| {
+    g.bench_function("drip_keyed_string_counted", |b| {
         b.iter(|| black_box(drip.check(black_box("client-1"), 1)))
     });
 

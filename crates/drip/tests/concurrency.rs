@@ -33,7 +33,7 @@ fn hammer(bucket: Arc<KeyedBucket<String, ManualClock>>) -> u64 {
 #[test]
 fn frozen_clock_admits_exactly_capacity_lock_free() {
     let policy = Policy::police(Limit::new(Rate::per_second(10).unwrap(), 1234).unwrap());
-    let bucket = Arc::new(KeyedBucket::new(policy, ManualClock::new(5)));
+    let bucket = Arc::new(KeyedBucket::new(policy, ManualClock::new(5)).with_counters());
     assert_eq!(hammer(bucket.clone()), 1234);
     let s = bucket.status("one-key");
     assert_eq!(
@@ -49,7 +49,7 @@ fn frozen_clock_admits_exactly_the_window_limit() {
     let policy = Policy::shape(Limit::new(Rate::per_second(10).unwrap(), 5000).unwrap())
         .with_window(Window::new(777, Duration::from_secs(3600)).unwrap())
         .unwrap();
-    let bucket = Arc::new(KeyedBucket::new(policy, ManualClock::new(5)));
+    let bucket = Arc::new(KeyedBucket::new(policy, ManualClock::new(5)).with_counters());
     assert_eq!(hammer(bucket), 777);
 }
 
@@ -120,7 +120,7 @@ fn reconfiguring_under_load_keeps_exactness() {
             .with_window(Window::new(1_000_000, Duration::from_secs(60)).unwrap())
             .unwrap()
     };
-    let bucket = Arc::new(KeyedBucket::new(plain(10), ManualClock::new(5)));
+    let bucket = Arc::new(KeyedBucket::new(plain(10), ManualClock::new(5)).with_counters());
     let changes = Arc::new(AtomicU64::new(0));
     let changer = {
         let (bucket, changes) = (bucket.clone(), changes.clone());

@@ -1,5 +1,5 @@
 //! `KeyedBucket`'s own paths: a key whose `tat` outgrows its 64-bit word,
-//! counting switched off, and reconfiguration while keys lag behind.
+//! counting on and off, and reconfiguration while keys lag behind.
 
 use std::time::Duration;
 
@@ -44,11 +44,11 @@ fn a_key_outgrowing_its_word_decides_exactly_as_the_core() {
 }
 
 #[test]
-fn without_counters_decides_the_same_and_counts_nothing() {
+fn counting_is_opt_in_and_decides_the_same() {
     let policy = Policy::police(Limit::new(Rate::per_second(10).unwrap(), 3).unwrap());
     let clock = ManualClock::new(0);
-    let counted = KeyedBucket::new(policy.clone(), clock.clone());
-    let uncounted = KeyedBucket::new(policy, clock.clone()).without_counters();
+    let counted = KeyedBucket::new(policy.clone(), clock.clone()).with_counters();
+    let uncounted = KeyedBucket::new(policy, clock.clone());
     for i in 0..50u64 {
         clock.set(i * 37_000_000);
         let key = i % 2;
@@ -70,7 +70,7 @@ fn keys_behind_many_reconfigurations_catch_up_on_their_next_decision() {
     // the last to 1/s at t = 100 ms: 9 units of water remain, leaking at 1/s.
     let clock = ManualClock::new(0);
     let ten = Policy::police(Limit::new(Rate::per_second(10).unwrap(), 10).unwrap());
-    let bucket = KeyedBucket::new(ten.clone(), clock.clone());
+    let bucket = KeyedBucket::new(ten.clone(), clock.clone()).with_counters();
     assert!(bucket.check(&1u64, 10).unwrap().allowed());
     for _ in 0..199 {
         bucket.reconfigure(ten.clone(), false);

@@ -29,7 +29,8 @@ pub struct KeyedBucket<K: Hash + Eq, C: Clock = MonotonicClock> {
     /// Serialises reconfigurations, so each follows the one before (decisions
     /// never take it).
     reconfiguring: Mutex<()>,
-    /// Whether decisions count each key's allowed and rejected requests.
+    /// Whether decisions count each key's allowed and rejected requests
+    /// (off unless asked: see `with_counters`).
     counting: bool,
 }
 
@@ -52,20 +53,22 @@ impl<K: Hash + Eq + Clone, C: Clock> KeyedBucket<K, C> {
             clock,
             budget,
             reconfiguring: Mutex::new(()),
-            counting: true,
+            counting: false,
         }
     }
 
-    /// Stops counting each key's allowed and rejected requests: each
-    /// decision is then one atomic operation cheaper (about 5 ns here; see
-    /// BENCHMARKS.md), and [`status`](Self::status) reports zero counters.
-    /// Counting is on by default.
-    pub fn without_counters(mut self) -> Self {
-        self.counting = false;
+    /// Counts each key's allowed and rejected requests, for
+    /// [`status`](Self::status) (which otherwise reports zero counters).
+    /// It costs one more atomic operation per decision, and 16 bytes more
+    /// per key (BENCHMARKS.md): off by default here, on in
+    /// [`MemoryStore`](super::MemoryStore), whose status reports them.
+    pub fn with_counters(mut self) -> Self {
+        self.counting = true;
         self
     }
 
     /// Decides a check of `cost` units for `key` now.
+    #[inline(always)]
     pub fn check<Q>(&self, key: &Q, cost: u64) -> Result<Decision>
     where
         K: Borrow<Q>,
@@ -75,7 +78,7 @@ impl<K: Hash + Eq + Clone, C: Clock> KeyedBucket<K, C> {
     }
 
     /// Decides `req` for `key` now.
-    #[inline]
+    #[inline(always)]
     pub fn decide<Q>(&self, key: &Q, req: Request) -> Result<Decision>
     where
         K: Borrow<Q>,

@@ -147,7 +147,8 @@ impl<C: Clock> MemoryStore<C> {
                         policy.clone(),
                         self.clock.clone(),
                         self.budget.clone(),
-                    );
+                    )
+                    .with_counters();
                     buckets.insert(name.to_owned(), Arc::new(b));
                     None
                 }
