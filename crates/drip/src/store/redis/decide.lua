@@ -19,12 +19,15 @@
 --
 -- KEYS[1] policy hash (version; hist, read only after a change: see
 -- configure.lua), KEYS[2..n+1] the requests' keys (one bucket: one slot).
--- ARGV: version, now_us ('' : Redis TIME), mode (police|shape), a, p,
---   capacity, window count, then per window: limit, period_ns,
---   granularity_ns; then the requests: per request cost, max_wait_ns (-1:
---   check, -2: peek, which reports and writes nothing), as doubles in one
---   argument; or, for tools that cannot send binary arguments
---   (redis-benchmark), '' followed by each number as an argument.
+-- ARGV[1] version, ARGV[2] now_us ('' : Redis TIME), then either
+--   ARGV[3] the policy: mode (0 police, 1 shape), a, p, capacity, window
+--     count, then per window limit, period_ns, granularity_ns, and
+--   ARGV[4] per request: cost, max_wait_ns (-1: check, -2: peek, which
+--     reports and writes nothing), all as doubles (RedisStore);
+-- or, for tools that cannot send binary arguments (redis-benchmark), the
+--   same numbers as text: ARGV[3] '', then mode (police|shape), a, p,
+--   capacity, window count, the windows' numbers, and per request cost,
+--   max_wait_ns.
 -- Returns per request six doubles: outcome (1 admitted, 2 limited,
 -- 3 exceeds), wait_ns, queue_position, remaining, retry_after_ns,
 -- reset_after_ns; a peek adds water_ticks, allowed, rejected. Or the
@@ -44,19 +47,34 @@ else
   local t = redis.call('TIME')
   now = tonumber(t[1]) * 1000000 + tonumber(t[2])
 end
-local now_ms = math.floor(now / 1000)
-local pack, unpack, ceil, max, min = struct.pack, struct.unpack, math.ceil, math.max, math.min
-local shape = ARGV[3] == 'shape'
-local a, p, cap = tonumber(ARGV[4]), tonumber(ARGV[5]), tonumber(ARGV[6])
-local nwin = tonumber(ARGV[7])
+local pack, unpack, table_unpack, ceil, floor, max, min =
+  struct.pack, struct.unpack, unpack, math.ceil, math.floor, math.max, math.min
+local now_ms = floor(now / 1000)
+local text = ARGV[3] == ''
+local shape, a, p, cap, nwin, reqs, rpos
 local windows = {}
-local max_cost = cap
-for i = 1, nwin do
-  local b = 7 + (i - 1) * 3
-  local limit = tonumber(ARGV[b + 1])
-  windows[i] = {limit = limit, period = tonumber(ARGV[b + 2]), gran = tonumber(ARGV[b + 3])}
-  max_cost = min(max_cost, limit)
+if not text then
+  local mode, pos
+  mode, a, p, cap, nwin, pos = unpack('<ddddd', ARGV[3])
+  shape = mode == 1
+  for i = 1, nwin do
+    local limit, period, gran
+    limit, period, gran, pos = unpack('<ddd', ARGV[3], pos)
+    windows[i] = {limit = limit, period = period, gran = gran}
+  end
+  reqs, rpos = ARGV[4], 1
+else
+  shape = ARGV[4] == 'shape'
+  a, p, cap, nwin = tonumber(ARGV[5]), tonumber(ARGV[6]), tonumber(ARGV[7]), tonumber(ARGV[8])
+  for i = 1, nwin do
+    local b = 8 + (i - 1) * 3
+    windows[i] = {limit = tonumber(ARGV[b + 1]), period = tonumber(ARGV[b + 2]),
+                  gran = tonumber(ARGV[b + 3])}
+  end
+  rpos = 9 + nwin * 3
 end
+local max_cost = cap
+for _, w in ipairs(windows) do max_cost = min(max_cost, w.limit) end
 local cap_t = cap * p
 local hist -- the change history, read at the first key that needs it
 
@@ -89,14 +107,11 @@ local function leak(excess, dt_us, rate_a)
   return excess - leaked
 end
 
-local out = {}
-local reqs, rpos = ARGV[8 + nwin * 3], 1
-local text_reqs = reqs == ''
-if text_reqs then rpos = 9 + nwin * 3 end
+local out, o = {}, 0
 for k = 2, #KEYS do
   local key = KEYS[k]
   local cost, max_wait
-  if text_reqs then
+  if text then
     cost, max_wait, rpos = tonumber(ARGV[rpos]), tonumber(ARGV[rpos + 1]), rpos + 2
   else
     cost, max_wait, rpos = unpack('<dd', reqs, rpos)
@@ -122,7 +137,7 @@ for k = 2, #KEYS do
           local switch = max(at, tonumber(ct))
           excess = leak(excess, switch - at, sa)
           local na, np = tonumber(ca), tonumber(cp)
-          local q = math.floor(excess / sp)
+          local q = floor(excess / sp)
           excess = q * np + mul_div_ceil(excess - q * sp, np, sp)
           at, sa, sp = switch, na, np
         end
@@ -131,7 +146,11 @@ for k = 2, #KEYS do
     end
   end
   local before = excess -- as written, for a refusal under the same policy
-  excess = leak(excess, now - at, a)
+  if excess > 0 and now > at then
+    -- Inexact only when larger than 2^53, and then surely more than excess.
+    local leaked = (now - at) * 1000 * a
+    if leaked >= excess then excess = 0 else excess = excess - leaked end
+  end
 
   -- Window logs, pruned: an entry stays while rel + period > 0.
   local logs
@@ -245,7 +264,7 @@ for k = 2, #KEYS do
   -- Remaining units now, and when every limit is back to full.
   local room = cap_t - excess
   local rem = 0
-  if room > 0 then rem = math.floor(room / p) end
+  if room > 0 then rem = floor(room / p) end
   local reset = 0
   if excess > 0 then reset = ceil(excess / a) end
   for i, w in ipairs(windows) do
@@ -295,11 +314,12 @@ for k = 2, #KEYS do
     end
   end
 
+  out[o + 1], out[o + 2], out[o + 3], out[o + 4], out[o + 5], out[o + 6] =
+    outcome, wait, qpos, rem, retry, reset
+  o = o + 6
   if peek then
-    out[#out + 1] = pack('<ddddddddd', outcome, wait, qpos, rem, retry, reset, excess, allowed,
-                         rejected)
-  else
-    out[#out + 1] = pack('<dddddd', outcome, wait, qpos, rem, retry, reset)
+    out[o + 1], out[o + 2], out[o + 3] = excess, allowed, rejected
+    o = o + 3
   end
 end
-return table.concat(out)
+return pack('<' .. string.rep('d', o), table_unpack(out, 1, o))

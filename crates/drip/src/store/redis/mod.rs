@@ -47,7 +47,7 @@ use tokio::sync::oneshot;
 
 use super::{Counters, KeyStatus, Store};
 use crate::clock::Clock;
-use crate::core::{Decision, Level, MAX_EXACT, Nanos, Outcome, Policy, Request};
+use crate::core::{Decision, Level, MAX_EXACT, Mode, Nanos, Outcome, Policy, Request};
 use crate::error::ConfigError;
 use crate::{Error, Result};
 
@@ -69,7 +69,7 @@ pub struct RedisOptions {
     /// together in its next call. Default 2: one call pipelined behind
     /// another, so Redis is not idle while the client reads an answer.
     pub in_flight: usize,
-    /// Most requests decided in one script call (at least 1). Default 64.
+    /// Most requests decided in one script call (1..=256). Default 64.
     pub max_batch: usize,
 }
 
@@ -130,8 +130,8 @@ struct Cached {
     policy_key: String,
     /// `PREFIX:{b:BUCKET}:gGEN:s:`, followed by the key.
     state_prefix: String,
-    /// The policy's part of the decide script's arguments.
-    args: Vec<String>,
+    /// The policy's argument of the decide script (packed doubles).
+    args: Vec<u8>,
 }
 
 impl Cached {
@@ -229,7 +229,7 @@ impl RedisStore {
                 test_clock: None,
                 queues: DashMap::new(),
                 in_flight: options.in_flight.max(1),
-                max_batch: options.max_batch.max(1),
+                max_batch: options.max_batch.clamp(1, 256),
                 runtime: tokio::runtime::Handle::current(),
             }),
         }
@@ -339,8 +339,8 @@ impl Inner {
             .map(|i| cached.state_prefix.len() + i.key.len())
             .sum();
         let mut cmd = Cmd::with_capacity(
-            8 + cached.args.len() + items.len(),
-            128 + cached.policy_key.len() + keys_len + 16 * items.len(),
+            8 + items.len(),
+            96 + cached.policy_key.len() + cached.args.len() + keys_len + 16 * items.len(),
         );
         cmd.arg("EVALSHA")
             .arg(self.decide.get_hash())
@@ -501,24 +501,30 @@ impl fmt::Display for StateKey<'_> {
     }
 }
 
-/// The decide script's policy arguments: mode, a, p, capacity, windows.
-fn script_args(policy: &Policy) -> Vec<String> {
+/// The decide script's policy argument: mode (0 police, 1 shape), a, p,
+/// capacity, window count, then per window limit, period_ns and
+/// granularity_ns, as little-endian doubles (exact: `configure` refuses
+/// what would pass 2^53).
+fn script_args(policy: &Policy) -> Vec<u8> {
     let rate = policy.limit().rate();
-    let mut args = vec![
-        policy.mode().as_str().to_owned(),
-        rate.amount().to_string(),
-        rate.period_ns().to_string(),
-        policy.limit().capacity().to_string(),
-        policy.windows().len().to_string(),
+    let mode = match policy.mode() {
+        Mode::Police => 0,
+        Mode::Shape => 1,
+    };
+    let mut numbers = vec![
+        mode,
+        rate.amount(),
+        rate.period_ns(),
+        policy.limit().capacity(),
+        policy.windows().len() as u64,
     ];
     for w in policy.windows() {
-        args.extend([
-            w.limit().to_string(),
-            w.period_ns().to_string(),
-            w.granularity_ns().to_string(),
-        ]);
+        numbers.extend([w.limit(), w.period_ns(), w.granularity_ns()]);
     }
-    args
+    numbers
+        .into_iter()
+        .flat_map(|n| (n as f64).to_le_bytes())
+        .collect()
 }
 
 /// Refuses policies whose numbers would not stay exact in the script.
