@@ -169,10 +169,15 @@ fn string_key(buf: &mut String, i: u64) -> &str {
     buf
 }
 
-fn drip_u64() -> Report {
+/// drip with `u64` keys; `counted`: with per-key counters, as the memory
+/// store keeps them.
+fn drip_u64(counted: bool) -> Report {
     let clock = ManualClock::new(0);
     let base = Heap::now();
-    let bucket: KeyedBucket<u64, ManualClock> = KeyedBucket::new(drip_policy(), clock.clone());
+    let mut bucket: KeyedBucket<u64, ManualClock> = KeyedBucket::new(drip_policy(), clock.clone());
+    if counted {
+        bucket = bucket.with_counters();
+    }
     let empty = Heap::now().since(base);
     for i in 0..N {
         assert!(bucket.check(&i, 1).unwrap().allowed());
@@ -189,7 +194,11 @@ fn drip_u64() -> Report {
     let refilled = Heap::now().since(base);
     drop(bucket);
     Report {
-        name: "drip KeyedBucket<u64>",
+        name: if counted {
+            "drip KeyedBucket<u64>, with_counters()"
+        } else {
+            "drip KeyedBucket<u64>"
+        },
         empty,
         full,
         held_after_check,
@@ -318,7 +327,8 @@ fn main() {
          the limiter is swept"
     );
     let reports = [
-        drip_u64(),
+        drip_u64(false),
+        drip_u64(true),
         drip_string(&mut buf),
         governor_u64(),
         governor_string(&mut buf),
