@@ -40,9 +40,7 @@ use std::time::Duration;
 use dashmap::DashMap;
 use redis::aio::{ConnectionLike, ConnectionManager, ConnectionManagerConfig};
 use redis::cluster_async::ClusterConnection;
-use redis::{
-    Cmd, ErrorKind, Pipeline, RedisFuture, RedisWrite, Script, ServerErrorKind, Value,
-};
+use redis::{Cmd, ErrorKind, Pipeline, RedisFuture, RedisWrite, Script, ServerErrorKind, Value};
 use tokio::sync::oneshot;
 
 use super::{Counters, KeyStatus, Store};
