@@ -221,6 +221,11 @@ echo
 echo "== server-side time per call (INFO commandstats, all rounds)"
 cli INFO commandstats | grep -E 'cmdstat_(evalsha|cl\.throttle|get|set|hget|time):' |
     tr -d '\r'
+# drip's script decides several requests per call (one GET each): its time
+# per decision is its total time over the GETs.
+cli INFO commandstats | tr -d '\r' | awk -F'[:,=]' '
+    /^cmdstat_evalsha:/ { us = $5 } /^cmdstat_get:/ { n = $3 }
+    END { if (n) printf "drip script: %.2f us per decision (%d decisions)\n", us / n, n }'
 
 echo
 echo "== summary: decisions/s, median of $ROUNDS rounds (each round's figure in brackets); p99 in µs (median)"
