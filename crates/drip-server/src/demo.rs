@@ -36,7 +36,8 @@ fn parse_mode(s: &str) -> Result<Mode, String> {
 pub fn run(args: &Args, out: &mut impl Write) -> Result<()> {
     let limit = Limit::new(Rate::per_second_f64(args.rate)?, args.capacity)?;
     let clock = ManualClock::new(0);
-    let bucket = KeyedBucket::<String, _>::new(Policy::new(args.mode, limit), clock.clone());
+    let bucket =
+        KeyedBucket::<String, _>::new(Policy::new(args.mode, limit), clock.clone()).with_counters();
     writeln!(
         out,
         "{} bucket: capacity {}, leaking {}/s; {} requests of cost {} at t=0",
