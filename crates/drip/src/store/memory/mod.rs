@@ -135,8 +135,8 @@ impl<C: Clock> MemoryStore<C> {
     }
 
     fn configure_now(&self, name: &str, policy: Policy, reset: bool) {
-        // Reconfiguring passes over the bucket's keys: do it without holding
-        // the map, so decisions on every bucket go on meanwhile.
+        // Create the bucket under the map's write lock if it is new;
+        // otherwise reconfigure it (constant time) without holding the map.
         let existing = self.buckets.read().get(name).cloned();
         let bucket = existing.or_else(|| {
             let mut buckets = self.buckets.write();
