@@ -6,8 +6,8 @@
 //! rules, with time from Redis `TIME` so every node shares one clock. One
 //! script call decides a batch of requests of one bucket: while a bucket
 //! has [`RedisOptions::in_flight`] calls under way, the requests that arrive
-//! wait and go together in its next call, in arrival order, each decided
-//! exactly as if alone. Keys:
+//! wait and go together in its next calls (each slot taking its share),
+//! in arrival order, each decided exactly as if alone. Keys:
 //!
 //! - `PREFIX:{b:BUCKET}:policy` — hash: `text` (the [`Policy::encode`] form),
 //!   `version`, `gen` (generation), `hist` (the last changes, see
@@ -64,8 +64,10 @@ pub struct RedisOptions {
     pub prefix: String,
     /// Script calls one bucket may have under way at once (at least 1).
     /// Requests for the bucket that arrive while all are busy wait and go
-    /// together in its next call. Default 2: one call pipelined behind
-    /// another, so Redis is not idle while the client reads an answer.
+    /// together in its next calls, each call taking at most its share of
+    /// the bucket's requests (waiting and under way) over the slots.
+    /// Default 2: one call pipelined behind another, so Redis is not idle
+    /// while the client reads an answer and sends the next.
     pub in_flight: usize,
     /// Most requests decided in one script call (1..=256). Default 64.
     pub max_batch: usize,
@@ -166,6 +168,8 @@ struct Job {
 #[derive(Default)]
 struct Queue {
     in_flight: usize,
+    /// Requests in the calls under way.
+    sending: usize,
     waiting: Vec<Job>,
 }
 
@@ -253,7 +257,7 @@ struct Slot<'a> {
 
 impl Drop for Slot<'_> {
     fn drop(&mut self) {
-        if let Some(batch) = self.inner.next_batch(self.bucket) {
+        if let Some(batch) = self.inner.next_batch(self.bucket, 1) {
             let inner = self.inner.clone();
             let bucket = self.bucket.to_owned();
             self.inner
@@ -406,6 +410,7 @@ impl Inner {
             };
             if queue.in_flight < self.in_flight && queue.waiting.is_empty() {
                 queue.in_flight += 1;
+                queue.sending += 1;
                 None
             } else {
                 let (tx, rx) = oneshot::channel();
@@ -439,23 +444,34 @@ impl Inner {
         }
     }
 
-    /// When a call slot of `bucket` comes free: the requests waiting for it
-    /// (the slot passes to them), or `None` (the slot is freed).
-    fn next_batch(&self, bucket: &str) -> Option<Vec<Job>> {
+    /// When a call slot of `bucket` comes free (its call decided `done`
+    /// requests): the requests waiting for it (the slot passes to them), or
+    /// `None` (the slot is freed).
+    ///
+    /// A batch takes the oldest waiting requests, at most `max_batch` and at
+    /// most its share of the bucket's requests (waiting and under way)
+    /// spread over its call slots: with 16 callers and 2 slots, two calls
+    /// of 8 alternate, one in Redis while the other's callers come back,
+    /// rather than one of 15 and one of 1.
+    fn next_batch(&self, bucket: &str, done: usize) -> Option<Vec<Job>> {
         let mut queue = self.queues.get_mut(bucket)?;
+        queue.sending = queue.sending.saturating_sub(done);
         // Callers that gave up before their call was sent are not decided.
         queue.waiting.retain(|j| !j.reply.is_closed());
         if queue.waiting.is_empty() {
             queue.in_flight -= 1;
             return None;
         }
-        let n = queue.waiting.len().min(self.max_batch);
+        let share = (queue.waiting.len() + queue.sending).div_ceil(self.in_flight);
+        let n = queue.waiting.len().min(self.max_batch).min(share);
+        queue.sending += n;
         let rest = queue.waiting.split_off(n);
         Some(std::mem::replace(&mut queue.waiting, rest))
     }
 
     /// Sends `batch` in one script call and answers each of its callers,
-    /// then the requests that waited meanwhile, until none wait.
+    /// then the requests that waited meanwhile (after a yield), until none
+    /// wait.
     async fn send_batches(self: Arc<Self>, bucket: String, mut batch: Vec<Job>) {
         loop {
             let items: Vec<Item<'_>> = batch
@@ -466,6 +482,7 @@ impl Inner {
                     peek: false,
                 })
                 .collect();
+            let n = items.len();
             let result = self.run(&bucket, &items).await;
             drop(items);
             match result {
@@ -480,7 +497,11 @@ impl Inner {
                     }
                 }
             }
-            match self.next_batch(&bucket) {
+            // The callers just answered often ask again at once: let them
+            // (runnable now) join the next batch rather than find the slot
+            // free and go alone, one call each.
+            tokio::task::yield_now().await;
+            match self.next_batch(&bucket, n) {
                 Some(next) => batch = next,
                 None => return,
             }
