@@ -73,12 +73,15 @@ for dirpath, _, files in os.walk(root):
         e["point_estimate"], ci["lower_bound"], ci["upper_bound"])
 
 def baseline(fns, name):
-    """The governor function a drip function is compared with."""
+    """The governor function a drip function is compared with: its twin by
+    name, else governor's one keyed function on the same clock (frozen or
+    not)."""
     twin = "governor_" + name[len("drip_"):]
     if twin in fns:
         return twin
+    frozen = name.endswith("_frozen")
     gov = [f for f in fns if f.startswith("governor_")
-           and not f.endswith("_frozen") and f != "governor_direct"]
+           and f.endswith("_frozen") == frozen and f != "governor_direct"]
     return gov[0] if len(gov) == 1 else None
 
 for group in sorted(groups):

@@ -6,14 +6,22 @@
 //! - `admit`: 1e9 units/s with a capacity of `u32::MAX` (governor: the same
 //!   quota and burst). Real time moves far faster than the checks fill the
 //!   bucket, so every check is admitted and writes the state (one CAS).
+//! - `admit_3_per_s`: 3 units/s with a capacity of `u32::MAX`: every check
+//!   is admitted too, but at an everyday rate whose numbers are not 1
+//!   (drip's tick is 1/3 ns, a unit 1e9 ticks), so drip's `remaining` and
+//!   `reset_after` take real divisions, which `admit` skips.
 //! - `reject`: 1 per hour, capacity 1, each key primed with one check, so
 //!   every measured check is rejected and writes no state.
 //!
 //! Before timing, every setup asserts that both limiters give the expected
 //! verdict, so the two sides are known to do the same kind of work.
 //!
-//! Clocks: drip's default `MonotonicClock` (std `Instant`) and governor's
-//! default `QuantaClock` (TSC), as users get them; the `clock` group measures
+//! drip is measured twice on each load: `check` (a whole `Decision`:
+//! remaining, reset_after, wait, queue position) and `verdict` (only the
+//! answer and its time: what governor's `check_key` returns).
+//!
+//! Clocks: drip's default `MonotonicClock` and governor's
+//! default `QuantaClock` (both the TSC through quanta), as users get them; the `clock` group measures
 //! the two clocks alone, and the `*_frozen` functions use a manual clock on
 //! both sides to take the clock out of the comparison.
 
@@ -36,15 +44,17 @@ const OWN_KEYS: usize = 4096;
 #[derive(Clone, Copy, Debug)]
 enum Load {
     Admit,
+    Admit3PerS,
     Reject,
 }
 
-const LOADS: [Load; 2] = [Load::Admit, Load::Reject];
+const LOADS: [Load; 3] = [Load::Admit, Load::Admit3PerS, Load::Reject];
 
 impl Load {
     fn name(self) -> &'static str {
         match self {
             Load::Admit => "admit",
+            Load::Admit3PerS => "admit_3_per_s",
             Load::Reject => "reject",
         }
     }
@@ -55,6 +65,7 @@ impl Load {
                 Rate::per_second(1_000_000_000).unwrap(),
                 u64::from(u32::MAX),
             ),
+            Load::Admit3PerS => Limit::new(Rate::per_second(3).unwrap(), u64::from(u32::MAX)),
             Load::Reject => Limit::new(Rate::per_hour(1).unwrap(), 1),
         };
         Policy::police(limit.unwrap())
@@ -63,12 +74,13 @@ impl Load {
     fn quota(self) -> Quota {
         match self {
             Load::Admit => Quota::per_second(nz(1_000_000_000)).allow_burst(nz(u32::MAX)),
+            Load::Admit3PerS => Quota::per_second(nz(3)).allow_burst(nz(u32::MAX)),
             Load::Reject => Quota::per_hour(nz(1)),
         }
     }
 
     fn admits(self) -> bool {
-        matches!(self, Load::Admit)
+        !matches!(self, Load::Reject)
     }
 }
 
@@ -167,6 +179,9 @@ fn single_key(c: &mut Criterion) {
         g.bench_function("drip_keyed_u64", |b| {
             b.iter(|| black_box(drip.check(black_box(&42u64), 1)))
         });
+        g.bench_function("drip_verdict_u64", |b| {
+            b.iter(|| black_box(drip.verdict(black_box(&42u64), 1)))
+        });
 
         let gov = RateLimiter::keyed(load.quota());
         prime(load, &key, |k| gov.check_key(k).is_ok());
@@ -185,6 +200,9 @@ fn single_key(c: &mut Criterion) {
         prime(load, &key, |k| drip.check(k, 1).unwrap().allowed());
         g.bench_function("drip_keyed_u64_frozen", |b| {
             b.iter(|| black_box(drip.check(black_box(&42u64), 1)))
+        });
+        g.bench_function("drip_verdict_u64_frozen", |b| {
+            b.iter(|| black_box(drip.verdict(black_box(&42u64), 1)))
         });
 
         let gov = RateLimiter::dashmap_with_clock(load.quota(), FakeRelativeClock::default());
@@ -213,6 +231,10 @@ fn many_u64_keys(c: &mut Criterion) {
         g.bench_function("drip_keyed", |b| {
             let mut cycle = Cycle::new(&keys);
             b.iter(|| black_box(drip.check(cycle.next_key(), 1)))
+        });
+        g.bench_function("drip_verdict", |b| {
+            let mut cycle = Cycle::new(&keys);
+            b.iter(|| black_box(drip.verdict(cycle.next_key(), 1)))
         });
 
         let gov = RateLimiter::keyed(load.quota());
@@ -247,6 +269,10 @@ fn many_string_keys(c: &mut Criterion) {
         g.bench_function("drip_keyed_string", |b| {
             let mut cycle = Cycle::new(&keys);
             b.iter(|| black_box(drip.check(cycle.next_key().as_str(), 1)))
+        });
+        g.bench_function("drip_verdict_string", |b| {
+            let mut cycle = Cycle::new(&keys);
+            b.iter(|| black_box(drip.verdict(cycle.next_key().as_str(), 1)))
         });
 
         let gov = RateLimiter::keyed(load.quota());
@@ -306,6 +332,13 @@ fn contended(c: &mut Criterion) {
                 })
             })
         });
+        g.bench_function("drip_verdict_u64", |b| {
+            b.iter_custom(|iters| {
+                two_threads(iters, |_, _| {
+                    black_box(drip.verdict(&7u64, 1)).ok();
+                })
+            })
+        });
 
         let gov = RateLimiter::keyed(load.quota());
         prime(load, &key, |k| gov.check_key(k).is_ok());
@@ -358,6 +391,13 @@ fn contended(c: &mut Criterion) {
         b.iter_custom(|iters| {
             two_threads(iters, |t, j| {
                 black_box(drip.check(key(t, j), 1)).ok();
+            })
+        })
+    });
+    g.bench_function("drip_verdict_u64", |b| {
+        b.iter_custom(|iters| {
+            two_threads(iters, |t, j| {
+                black_box(drip.verdict(key(t, j), 1)).ok();
             })
         })
     });

@@ -94,6 +94,7 @@ impl ManualClock {
 }
 
 impl Clock for ManualClock {
+    #[inline]
     fn now(&self) -> Nanos {
         self.now.load(Ordering::SeqCst)
     }

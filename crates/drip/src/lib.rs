@@ -30,7 +30,7 @@ pub mod throttle;
 pub mod tower;
 
 pub use clock::{Clock, ManualClock, MonotonicClock, SystemClock, TokioClock};
-pub use core::{Decision, Limit, Mode, Outcome, Policy, Rate, Request, Window};
+pub use core::{Decision, Limit, Mode, Outcome, Policy, Rate, Request, Verdict, Window};
 pub use error::{ConfigError, Error, Result};
 pub use limiter::Limiter;
 pub use store::{KeyStatus, KeyedBucket, MemoryStore, Store};

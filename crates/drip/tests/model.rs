@@ -252,6 +252,8 @@ proptest! {
     fn memory_store_matches_the_reference_model(policy in arb_policy(), ops in arb_ops()) {
         let clock = ManualClock::new(0);
         let bucket: KeyedBucket<String, ManualClock> = KeyedBucket::new(policy.clone(), clock.clone());
+        // A twin asked only for verdicts, which it builds on its own path.
+        let short: KeyedBucket<String, ManualClock> = KeyedBucket::new(policy.clone(), clock.clone());
         let mut model = Model::new(policy);
         let mut now = 0;
         for (step, op) in ops.into_iter().enumerate() {
@@ -270,11 +272,13 @@ proptest! {
                         reset_after: d.reset_after,
                     };
                     prop_assert_eq!(got, want, "step {} at {} ns, cost {}", step, now, cost);
+                    prop_assert_eq!(short.verdict("key", cost).unwrap(), d.verdict(), "verdict at step {}", step);
                     let s = bucket.status("key");
                     prop_assert_eq!(s.level.queue_size, ceil_u64(&model.water), "queue at step {}", step);
                 }
                 Op::Reconfigure { policy, reset } => {
                     bucket.reconfigure(policy.clone(), reset);
+                    short.reconfigure(policy.clone(), reset);
                     model.reconfigure(now, policy, reset);
                 }
             }

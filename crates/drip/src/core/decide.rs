@@ -73,6 +73,47 @@ impl Decision {
     pub fn allowed(&self) -> bool {
         self.outcome == Outcome::Allowed
     }
+
+    /// The short answer: the outcome with its one time.
+    #[inline]
+    pub fn verdict(&self) -> Verdict {
+        match self.outcome {
+            Outcome::Allowed => Verdict::Allowed { wait: self.wait },
+            Outcome::Limited => Verdict::Limited {
+                retry_after: self.retry_after,
+            },
+            Outcome::Exceeds => Verdict::Exceeds,
+        }
+    }
+}
+
+/// The short answer to one request: go (after `wait`), not yet (retry
+/// after `retry_after`), or never. A [`Decision`] adds the bucket's figures
+/// (remaining, reset_after, queue position); callers that need only the
+/// answer can ask for this alone, which is cheaper to compute.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub enum Verdict {
+    /// Admitted: it may go after `wait` ns (0 for an admitted police check;
+    /// its turn in shape mode).
+    Allowed {
+        /// Time from now until the request may go.
+        wait: Nanos,
+    },
+    /// Not now: the same request would be admitted after `retry_after` ns.
+    Limited {
+        /// Time until this same request would be admitted.
+        retry_after: Nanos,
+    },
+    /// Never: the cost is larger than the policy can ever admit.
+    Exceeds,
+}
+
+impl Verdict {
+    /// True when admitted.
+    #[inline]
+    pub fn allowed(&self) -> bool {
+        matches!(self, Verdict::Allowed { .. })
+    }
 }
 
 /// A bucket's state for one key.

@@ -8,9 +8,11 @@ mod window;
 mod word;
 
 pub use decide::{
-    Decision, Level, Outcome, Request, State, carry_over, decide, decide_tat, is_idle, level,
+    Decision, Level, Outcome, Request, State, Verdict, carry_over, decide, decide_tat, is_idle,
+    level,
 };
 pub use policy::{Limit, MAX_CAPACITY, MAX_SPAN_NS, MAX_WINDOWS, Mode, Policy, Window};
 pub use rate::{MAX_EXACT, MAX_RATE_PER_SEC, MIN_RATE_PER_SEC, NANOS_PER_SEC, Nanos, Rate};
 pub use window::WindowLog;
+pub(crate) use word::Answer;
 pub use word::WordPolicy;

@@ -5,19 +5,22 @@
 //! `decide_tat`, so it never decides differently, only faster (tests:
 //! `word_matches_decide_tat` below and tests/model.rs).
 
-use super::decide::{Decision, Outcome, Request};
+use std::num::NonZeroU64;
+
+use super::decide::{Decision, Outcome, Request, Verdict};
 use super::policy::{Mode, Policy};
 use super::rate::Nanos;
 
 /// A policy without windows whose full bucket fits 64 bits of ticks, with
 /// the numbers a decision needs.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[derive(Clone, Copy, Debug)]
 pub struct WordPolicy {
     mode: Mode,
-    /// Ticks per ns (the rate's reduced `amount`).
-    amount: u64,
-    /// Ticks per unit (the rate's reduced `period_ns`).
-    period: u64,
+    /// Ticks per ns (the rate's reduced `amount`). Non-zero, so a division
+    /// by it needs no check.
+    amount: NonZeroU64,
+    /// Ticks per unit (the rate's reduced `period_ns`), non-zero likewise.
+    period: NonZeroU64,
     capacity: u64,
     /// `capacity * period`: the full bucket.
     cap_t: u64,
@@ -34,8 +37,9 @@ impl WordPolicy {
         let capacity = policy.limit().capacity();
         Some(WordPolicy {
             mode: policy.mode(),
-            amount: rate.amount(),
-            period: rate.period_ns(),
+            // A rate's reduced numbers are at least 1.
+            amount: NonZeroU64::new(rate.amount())?,
+            period: NonZeroU64::new(rate.period_ns())?,
             capacity,
             cap_t: capacity.checked_mul(rate.period_ns())?,
         })
@@ -46,15 +50,40 @@ impl WordPolicy {
     /// 64 bits (then ask `decide_tat`).
     #[inline(always)]
     pub fn decide(&self, tat: u64, now: Nanos, req: Request) -> Option<(Decision, Option<u64>)> {
-        let now_t = now.checked_mul(self.amount)?;
+        self.answer(tat, now, req)
+    }
+
+    /// [`decide`](Self::decide), answering `A`: a whole [`Decision`], or
+    /// only a [`Verdict`], for which the figures it lacks are not computed.
+    #[inline(always)]
+    pub(crate) fn answer<A: Answer>(
+        &self,
+        tat: u64,
+        now: Nanos,
+        req: Request,
+    ) -> Option<(A, Option<u64>)> {
+        let now_t = now.checked_mul(self.amount.get())?;
         let excess = tat.saturating_sub(now_t);
         if req.cost > self.capacity {
-            let d = self.decision(Outcome::Exceeds, excess, 0, 0, 0);
-            return Some((d, None));
+            let a = A::build(self, Outcome::Exceeds, excess, 0, 0, None);
+            return Some((a, None));
         }
         // cost <= capacity, so this fits as cap_t does.
-        let cost_t = req.cost * self.period;
-        let (admit, after, wait, retry, queue_position) = match self.mode {
+        let cost_t = req.cost * self.period.get();
+        if self.mode == Mode::Police && req.max_wait.is_none() {
+            // The commonest request, in the fewest steps: a police check is
+            // admitted when its cost fits on top of the water.
+            let after = excess.checked_add(cost_t)?;
+            if after > self.cap_t {
+                let retry = self.ceil_ns(after - self.cap_t);
+                let a = A::build(self, Outcome::Limited, excess, 0, retry, None);
+                return Some((a, None));
+            }
+            let next = now_t.checked_add(after)?;
+            let a = A::build(self, Outcome::Allowed, after, 0, 0, None);
+            return Some((a, (next != tat).then_some(next)));
+        }
+        let (admit, after, wait, retry, ahead) = match self.mode {
             Mode::Police => {
                 let go_t = excess.checked_add(cost_t)?.saturating_sub(self.cap_t);
                 let go = self.ceil_ns(go_t);
@@ -63,7 +92,7 @@ impl WordPolicy {
                     Some(w) => (go <= w, go.saturating_sub(w)),
                 };
                 let after = excess.max(go_t).checked_add(cost_t)?;
-                (admit, after, go, retry, 0)
+                (admit, after, go, retry, None)
             }
             Mode::Shape => {
                 let after = excess.checked_add(cost_t)?;
@@ -73,62 +102,128 @@ impl WordPolicy {
                     None => (enter_t == 0, self.ceil_ns(enter_t)),
                     Some(w) => (depart <= w, depart.saturating_sub(w)),
                 };
-                let queue_position = excess.div_ceil(self.period).saturating_add(1);
-                (admit, after, depart, retry, queue_position)
+                (admit, after, depart, retry, Some(excess))
             }
         };
         if !admit {
-            let d = self.decision(Outcome::Limited, excess, 0, queue_position, retry);
-            return Some((d, None));
+            let a = A::build(self, Outcome::Limited, excess, 0, retry, ahead);
+            return Some((a, None));
         }
         let next = now_t.checked_add(after)?;
-        let d = self.decision(Outcome::Allowed, after, wait, queue_position, 0);
-        Some((d, (next != tat).then_some(next)))
-    }
-
-    /// The decision, with `remaining` and `reset_after` from the water
-    /// (`excess` ticks) the bucket holds after it.
-    #[inline(always)]
-    fn decision(
-        &self,
-        outcome: Outcome,
-        excess: u64,
-        wait: Nanos,
-        queue_position: u64,
-        retry_after: Nanos,
-    ) -> Decision {
-        Decision {
-            outcome,
-            wait,
-            queue_position,
-            remaining: div_floor(self.cap_t.saturating_sub(excess), self.period),
-            retry_after,
-            reset_after: self.ceil_ns(excess),
-        }
+        let a = A::build(self, Outcome::Allowed, after, wait, 0, ahead);
+        Some((a, (next != tat).then_some(next)))
     }
 
     /// Ticks rounded up to whole nanoseconds.
     #[inline(always)]
     fn ceil_ns(&self, ticks: u64) -> Nanos {
-        if self.amount == 1 {
+        if self.amount.get() == 1 {
             ticks
         } else {
-            ticks.div_ceil(self.amount)
+            div_ceil(ticks, self.amount)
         }
+    }
+}
+
+/// What the 64-bit path answers: a whole [`Decision`] or only a
+/// [`Verdict`]. Each builds itself from the outcome and the water, taking
+/// only the figures it needs.
+pub(crate) trait Answer: Copy {
+    /// `excess`: the water (ticks) the bucket holds after the request;
+    /// `ahead`: in shape mode, the water ahead of the request (its place).
+    fn build(
+        word: &WordPolicy,
+        outcome: Outcome,
+        excess: u64,
+        wait: Nanos,
+        retry_after: Nanos,
+        ahead: Option<u64>,
+    ) -> Self;
+
+    /// The answer from a decision made on another path.
+    fn from_decision(d: Decision) -> Self;
+
+    /// True when admitted.
+    fn allowed(&self) -> bool;
+}
+
+impl Answer for Decision {
+    #[inline(always)]
+    fn build(
+        word: &WordPolicy,
+        outcome: Outcome,
+        excess: u64,
+        wait: Nanos,
+        retry_after: Nanos,
+        ahead: Option<u64>,
+    ) -> Decision {
+        Decision {
+            outcome,
+            wait,
+            queue_position: ahead.map_or(0, |e| div_ceil(e, word.period).saturating_add(1)),
+            remaining: div_floor(word.cap_t.saturating_sub(excess), word.period),
+            retry_after,
+            reset_after: word.ceil_ns(excess),
+        }
+    }
+
+    #[inline(always)]
+    fn from_decision(d: Decision) -> Decision {
+        d
+    }
+
+    #[inline(always)]
+    fn allowed(&self) -> bool {
+        Decision::allowed(self)
+    }
+}
+
+impl Answer for Verdict {
+    #[inline(always)]
+    fn build(
+        _: &WordPolicy,
+        outcome: Outcome,
+        _: u64,
+        wait: Nanos,
+        retry_after: Nanos,
+        _: Option<u64>,
+    ) -> Verdict {
+        match outcome {
+            Outcome::Allowed => Verdict::Allowed { wait },
+            Outcome::Limited => Verdict::Limited { retry_after },
+            Outcome::Exceeds => Verdict::Exceeds,
+        }
+    }
+
+    #[inline(always)]
+    fn from_decision(d: Decision) -> Verdict {
+        d.verdict()
+    }
+
+    #[inline(always)]
+    fn allowed(&self) -> bool {
+        Verdict::allowed(self)
     }
 }
 
 /// `x / d`, skipping the division where the answer is plain: a rejected
 /// check of one unit leaves less than one unit of room, for example.
 #[inline(always)]
-fn div_floor(x: u64, d: u64) -> u64 {
-    if d == 1 {
+fn div_floor(x: u64, d: NonZeroU64) -> u64 {
+    if d.get() == 1 {
         x
-    } else if x < d {
+    } else if x < d.get() {
         0
     } else {
         x / d
     }
+}
+
+/// `x / d` rounded up.
+#[inline(always)]
+fn div_ceil(x: u64, d: NonZeroU64) -> u64 {
+    let (q, r) = (x / d, x % d);
+    q + u64::from(r != 0)
 }
 
 #[cfg(test)]
@@ -184,6 +279,10 @@ mod tests {
                 let (want, want_next) = decide_tat(&policy, u128::from(tat), now, req);
                 prop_assert_eq!(d, want);
                 prop_assert_eq!(next.map(u128::from), want_next);
+                // The verdict alone, built on its own, says the same.
+                let (v, v_next) = word.answer::<Verdict>(tat, now, req).unwrap();
+                prop_assert_eq!(v, want.verdict());
+                prop_assert_eq!(v_next, next);
             }
         }
     }

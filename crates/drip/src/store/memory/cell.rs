@@ -13,7 +13,7 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use parking_lot::Mutex;
 
 use super::epoch::Epoch;
-use crate::core::{self, Decision, Nanos, Request, State};
+use crate::core::{self, Answer, Decision, Nanos, Request, State};
 use crate::store::Counters;
 
 /// What a decision on a slot came to.
@@ -117,9 +117,39 @@ impl Slot {
         }
     }
 
-    /// Decides `req` at `now` under the key's epoch, if it is current, and
-    /// counts it.
+    /// The common case, small enough to inline into every caller: a word
+    /// key, current, whose numbers fit 64 bits. Decides and counts it, or
+    /// answers `None` (nothing done) for [`decide`](Self::decide).
     #[inline(always)]
+    pub(super) fn decide_fast<A: Answer>(&self, now: Nanos, req: Request) -> Option<A> {
+        let Slot::Word { epoch, tat, counts } = self else {
+            return None;
+        };
+        let word = epoch.word.as_ref()?;
+        if !epoch.is_current() {
+            return None;
+        }
+        let mut cur = tat.load(Ordering::Acquire);
+        loop {
+            let (answer, next) = word.answer::<A>(cur, now, req)?;
+            if let Some(next) = next {
+                if let Err(seen) =
+                    tat.compare_exchange_weak(cur, next, Ordering::AcqRel, Ordering::Acquire)
+                {
+                    cur = seen;
+                    continue;
+                }
+            }
+            if let Some(c) = counts {
+                c.add(answer.allowed());
+            }
+            return Some(answer);
+        }
+    }
+
+    /// Decides `req` at `now` under the key's epoch, if it is current, and
+    /// counts it. Out of line: the common case is `decide_fast`.
+    #[inline(never)]
     pub(super) fn decide(&self, now: Nanos, req: Request) -> Step {
         match self {
             Slot::Word { epoch, tat, counts } => {

@@ -13,7 +13,7 @@ use super::cell::{Slot, Step};
 use super::epoch::Epoch;
 use crate::Result;
 use crate::clock::{Clock, MonotonicClock};
-use crate::core::{self, Decision, Nanos, Policy, Request, State};
+use crate::core::{self, Answer, Decision, Nanos, Policy, Request, State, Verdict};
 use crate::store::{Counters, KeyStatus};
 
 /// One policy applied to many keys of type `K`, in memory.
@@ -77,6 +77,19 @@ impl<K: Hash + Eq + Clone, C: Clock> KeyedBucket<K, C> {
         self.decide(key, Request::check(cost))
     }
 
+    /// Checks `cost` units for `key` now, as [`check`](Self::check) does,
+    /// answering only the [`Verdict`]: the figures a [`Decision`] adds are
+    /// then never computed (the cheapest check; governor's `check_key` gives
+    /// the same answer).
+    #[inline(always)]
+    pub fn verdict<Q>(&self, key: &Q, cost: u64) -> Result<Verdict>
+    where
+        K: Borrow<Q>,
+        Q: Hash + Eq + ToOwned<Owned = K> + ?Sized,
+    {
+        self.answer(key, Request::check(cost))
+    }
+
     /// Decides `req` for `key` now.
     #[inline(always)]
     pub fn decide<Q>(&self, key: &Q, req: Request) -> Result<Decision>
@@ -84,14 +97,27 @@ impl<K: Hash + Eq + Clone, C: Clock> KeyedBucket<K, C> {
         K: Borrow<Q>,
         Q: Hash + Eq + ToOwned<Owned = K> + ?Sized,
     {
+        self.answer(key, req)
+    }
+
+    /// Decides `req` for `key` now, answering `A` (a decision or a verdict).
+    #[inline(always)]
+    fn answer<Q, A: Answer>(&self, key: &Q, req: Request) -> Result<A>
+    where
+        K: Borrow<Q>,
+        Q: Hash + Eq + ToOwned<Owned = K> + ?Sized,
+    {
         let now = self.clock.now();
         // The common case, kept small so it inlines: a known key, settled.
         if let Some(slot) = self.keys.get(key) {
+            if let Some(answer) = slot.decide_fast(now, req) {
+                return Ok(answer);
+            }
             if let Step::Done(decision) = slot.decide(now, req) {
-                return Ok(decision);
+                return Ok(A::from_decision(decision));
             }
         }
-        self.decide_slow(key, now, req)
+        self.decide_slow(key, now, req).map(A::from_decision)
     }
 
     /// A new key, or one that must be settled first (see `Step::Settle`).
