@@ -6,9 +6,9 @@
 //! - `admit`: 1e9 units/s with a capacity of `u32::MAX` (governor: the same
 //!   quota and burst). Real time moves far faster than the checks fill the
 //!   bucket, so every check is admitted and writes the state (one CAS).
-//! - `admit_3_per_s`: 3 units/s with a capacity of `u32::MAX`: every check
-//!   is admitted too, but at an everyday rate whose numbers are not 1
-//!   (drip's tick is 1/3 ns, a unit 1e9 ticks), so drip's `remaining` and
+//! - `admit_3000_per_s`: 3000 units/s with a capacity of `u32::MAX`: every
+//!   check is admitted too, but at an everyday rate whose numbers are not 1
+//!   (drip's tick is 1/3 ns, a unit 1e6 ticks), so drip's `remaining` and
 //!   `reset_after` take real divisions, which `admit` skips.
 //! - `reject`: 1 per hour, capacity 1, each key primed with one check, so
 //!   every measured check is rejected and writes no state.
@@ -26,129 +26,16 @@
 //! both sides to take the clock out of the comparison.
 
 use std::hint::black_box;
-use std::num::NonZeroU32;
 use std::sync::Barrier;
 use std::time::{Duration, Instant};
 
 use criterion::{Criterion, criterion_group, criterion_main};
-use drip::{Clock as _, KeyedBucket, Limit, Limiter, ManualClock, MonotonicClock, Policy, Rate};
+use drip::{Clock as _, KeyedBucket, Limiter, ManualClock, MonotonicClock};
+use governor::RateLimiter;
 use governor::clock::{Clock as _, FakeRelativeClock, QuantaClock};
-use governor::{Quota, RateLimiter};
 
-/// Keys in the many-keys groups.
-const KEYS: usize = 10_000;
-
-/// Keys of each thread in `two_threads_own_keys` (a power of two).
-const OWN_KEYS: usize = 4096;
-
-#[derive(Clone, Copy, Debug)]
-enum Load {
-    Admit,
-    Admit3PerS,
-    Reject,
-}
-
-const LOADS: [Load; 3] = [Load::Admit, Load::Admit3PerS, Load::Reject];
-
-impl Load {
-    fn name(self) -> &'static str {
-        match self {
-            Load::Admit => "admit",
-            Load::Admit3PerS => "admit_3_per_s",
-            Load::Reject => "reject",
-        }
-    }
-
-    fn policy(self) -> Policy {
-        let limit = match self {
-            Load::Admit => Limit::new(
-                Rate::per_second(1_000_000_000).unwrap(),
-                u64::from(u32::MAX),
-            ),
-            Load::Admit3PerS => Limit::new(Rate::per_second(3).unwrap(), u64::from(u32::MAX)),
-            Load::Reject => Limit::new(Rate::per_hour(1).unwrap(), 1),
-        };
-        Policy::police(limit.unwrap())
-    }
-
-    fn quota(self) -> Quota {
-        match self {
-            Load::Admit => Quota::per_second(nz(1_000_000_000)).allow_burst(nz(u32::MAX)),
-            Load::Admit3PerS => Quota::per_second(nz(3)).allow_burst(nz(u32::MAX)),
-            Load::Reject => Quota::per_hour(nz(1)),
-        }
-    }
-
-    fn admits(self) -> bool {
-        !matches!(self, Load::Reject)
-    }
-}
-
-fn nz(n: u32) -> NonZeroU32 {
-    NonZeroU32::new(n).unwrap()
-}
-
-/// Checks every key once (this primes the `reject` load: the one unit of
-/// each key is used), then asserts that a second check of every key gives
-/// the load's verdict.
-fn prime<K>(load: Load, keys: &[K], check: impl Fn(&K) -> bool) {
-    for k in keys {
-        check(k);
-    }
-    for k in keys {
-        assert_eq!(check(k), load.admits(), "{load:?}: unexpected verdict");
-    }
-}
-
-/// `KEYS` u64 keys in a fixed shuffled order (the same order for both).
-fn u64_keys() -> Vec<u64> {
-    let mut keys: Vec<u64> = (0..KEYS as u64)
-        .map(|i| i.wrapping_mul(0x9E37_79B9_7F4A_7C15))
-        .collect();
-    shuffle(&mut keys);
-    keys
-}
-
-/// `KEYS` string keys of 21 bytes (`user:` and 16 hex digits), shuffled.
-fn string_keys() -> Vec<String> {
-    u64_keys()
-        .iter()
-        .map(|k| format!("user:{k:016x}"))
-        .collect()
-}
-
-/// Fisher-Yates with a fixed xorshift seed.
-fn shuffle<T>(v: &mut [T]) {
-    let mut s: u64 = 0x2545_F491_4F6C_DD1D;
-    for i in (1..v.len()).rev() {
-        s ^= s << 13;
-        s ^= s >> 7;
-        s ^= s << 17;
-        v.swap(i, (s % (i as u64 + 1)) as usize);
-    }
-}
-
-/// Cycles through `keys`, one per call.
-struct Cycle<'a, K> {
-    keys: &'a [K],
-    i: usize,
-}
-
-impl<'a, K> Cycle<'a, K> {
-    fn new(keys: &'a [K]) -> Self {
-        Cycle { keys, i: 0 }
-    }
-
-    #[inline]
-    fn next_key(&mut self) -> &'a K {
-        let k = &self.keys[self.i];
-        self.i += 1;
-        if self.i == self.keys.len() {
-            self.i = 0;
-        }
-        k
-    }
-}
+mod support;
+use support::{Cycle, LOADS, Load, OWN_KEYS, prime, string_keys, u64_keys};
 
 fn clocks(c: &mut Criterion) {
     let mut g = c.benchmark_group("clock_now");

@@ -1,0 +1,342 @@
+//! drip against governor in paired rounds: the ratio of their times per
+//! check, measured so that the machine's drifting load falls on both alike.
+//!
+//! criterion (`benches/check.rs`) measures one function for seconds, then
+//! the next; on a shared 2-vCPU VM the load moves between them and a figure
+//! moves by up to 1.5x from one run to the next. Here each case runs its
+//! contenders in turn, a block of `BLOCK` checks each, for `ROUNDS` rounds
+//! (the order rotating every round), so the contenders of one round ran
+//! within milliseconds of each other. Reported per contender: the median
+//! time per check over the rounds, and the median over the rounds of
+//! (its block's time / governor's block's time in the same round), with
+//! the quartiles of that ratio. The first round is a warm-up and dropped.
+//!
+//! Contenders: `drip check` (a whole `Decision`), `drip counted` (the same
+//! with per-key counters, as the memory store behind `Limiter` runs it),
+//! `drip verdict` (only the answer and its time: what governor's
+//! `check_key` returns) and governor's keyed limiter; the loads and keys
+//! of `benches/check.rs` (see `support/mod.rs`), on each side's default
+//! clock (both read the TSC through quanta).
+//!
+//! Run: `cargo bench -p drip --bench paired` (about a minute).
+//! `PAIRED_ROUNDS` and `PAIRED_BLOCK` change the rounds and block size.
+
+use std::hint::black_box;
+use std::sync::Barrier;
+use std::time::{Duration, Instant};
+
+use drip::{KeyedBucket, MonotonicClock};
+use governor::RateLimiter;
+
+mod support;
+use support::{Cycle, LOADS, Load, OWN_KEYS, prime, string_keys, u64_keys};
+
+/// Runs a block of `n` checks and returns how long it took.
+type Block<'a> = Box<dyn FnMut(u64) -> Duration + 'a>;
+
+fn env(name: &str, default: u64) -> u64 {
+    std::env::var(name)
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(default)
+}
+
+/// Runs the contenders of one case in rotating order, round after round,
+/// and prints each one's median time and its median ratio to the last
+/// contender (governor).
+fn paired(case: &str, mut sides: Vec<(&str, Block<'_>)>) {
+    let rounds = env("PAIRED_ROUNDS", 31).max(2) as usize;
+    let block = env("PAIRED_BLOCK", 100_000).max(1);
+    let n = sides.len();
+    let mut ns = vec![Vec::with_capacity(rounds); n];
+    for round in 0..=rounds {
+        let mut this = vec![0.0; n];
+        for i in 0..n {
+            let side = (round + i) % n;
+            this[side] = (sides[side].1)(block).as_nanos() as f64 / block as f64;
+        }
+        if round > 0 {
+            for (all, t) in ns.iter_mut().zip(this) {
+                all.push(t);
+            }
+        }
+    }
+    let base = &ns[n - 1];
+    println!("\n{case}");
+    println!(
+        "  {:<16} {:>10}   {:>10}   {:<17}",
+        "contender", "ns/check", "/governor", "quartiles"
+    );
+    for (i, (name, _)) in sides.iter().enumerate() {
+        let ratios: Vec<f64> = ns[i].iter().zip(base).map(|(t, b)| t / b).collect();
+        let (q1, med, q3) = quartiles(ratios);
+        println!(
+            "  {:<16} {:>10.2}   {:>9.2}x   [{:.2}, {:.2}]",
+            name,
+            quartiles(ns[i].clone()).1,
+            med,
+            q1,
+            q3
+        );
+    }
+}
+
+fn quartiles(mut v: Vec<f64>) -> (f64, f64, f64) {
+    v.sort_by(f64::total_cmp);
+    let at = |q: f64| v[((v.len() - 1) as f64 * q).round() as usize];
+    (at(0.25), at(0.5), at(0.75))
+}
+
+/// A block of one thread's checks.
+fn timed(n: u64, mut check: impl FnMut()) -> Duration {
+    let start = Instant::now();
+    for _ in 0..n {
+        check();
+    }
+    start.elapsed()
+}
+
+/// A block of `n` checks made by two threads, half each (`check(thread,
+/// i)`): the wall time of both.
+fn two_threads(n: u64, check: &(impl Fn(usize, u64) + Sync)) -> Duration {
+    let per_thread = n.div_ceil(2);
+    let barrier = Barrier::new(3);
+    let start = std::thread::scope(|s| {
+        for t in 0..2 {
+            let barrier = &barrier;
+            s.spawn(move || {
+                barrier.wait();
+                for i in 0..per_thread {
+                    check(t, i);
+                }
+            });
+        }
+        barrier.wait();
+        Instant::now()
+    });
+    start.elapsed()
+}
+
+/// drip's three contenders, each its own bucket on `load`.
+struct Drips<K: std::hash::Hash + Eq> {
+    check: KeyedBucket<K>,
+    counted: KeyedBucket<K>,
+    verdict: KeyedBucket<K>,
+}
+
+fn drips<K: std::hash::Hash + Eq + Clone>(load: Load) -> Drips<K> {
+    let bucket = || KeyedBucket::new(load.policy(), MonotonicClock::new());
+    Drips {
+        check: bucket(),
+        counted: bucket().with_counters(),
+        verdict: bucket(),
+    }
+}
+
+impl Drips<u64> {
+    fn prime(&self, load: Load, keys: &[u64]) {
+        for b in [&self.check, &self.counted, &self.verdict] {
+            prime(load, keys, |k| b.check(k, 1).unwrap().allowed());
+        }
+    }
+}
+
+fn single_key(load: Load) {
+    let d = drips::<u64>(load);
+    let gov = RateLimiter::keyed(load.quota());
+    d.prime(load, &[42u64]);
+    prime(load, &[42u64], |k| gov.check_key(k).is_ok());
+    let key = &42u64;
+    paired(
+        &format!("single_key/{}", load.name()),
+        vec![
+            (
+                "drip check",
+                Box::new(|n| timed(n, || drop(black_box(d.check.check(black_box(key), 1))))),
+            ),
+            (
+                "drip counted",
+                Box::new(|n| timed(n, || drop(black_box(d.counted.check(black_box(key), 1))))),
+            ),
+            (
+                "drip verdict",
+                Box::new(|n| timed(n, || drop(black_box(d.verdict.verdict(black_box(key), 1))))),
+            ),
+            (
+                "governor",
+                Box::new(|n| timed(n, || drop(black_box(gov.check_key(black_box(key)))))),
+            ),
+        ],
+    );
+}
+
+fn many_u64_keys(load: Load, keys: &[u64]) {
+    let Drips {
+        check,
+        counted,
+        verdict,
+    } = drips::<u64>(load);
+    let gov = RateLimiter::keyed(load.quota());
+    for b in [&check, &counted, &verdict] {
+        prime(load, keys, |k| b.check(k, 1).unwrap().allowed());
+    }
+    prime(load, keys, |k| gov.check_key(k).is_ok());
+    let (mut a, mut b, mut c, mut d) = (
+        Cycle::new(keys),
+        Cycle::new(keys),
+        Cycle::new(keys),
+        Cycle::new(keys),
+    );
+    paired(
+        &format!("keys_10k_u64/{}", load.name()),
+        vec![
+            (
+                "drip check",
+                Box::new(move |n| timed(n, || drop(black_box(check.check(a.next_key(), 1))))),
+            ),
+            (
+                "drip counted",
+                Box::new(move |n| timed(n, || drop(black_box(counted.check(b.next_key(), 1))))),
+            ),
+            (
+                "drip verdict",
+                Box::new(move |n| timed(n, || drop(black_box(verdict.verdict(c.next_key(), 1))))),
+            ),
+            (
+                "governor",
+                Box::new(move |n| timed(n, || drop(black_box(gov.check_key(d.next_key()))))),
+            ),
+        ],
+    );
+}
+
+fn many_string_keys(load: Load, keys: &[String]) {
+    let Drips {
+        check,
+        counted,
+        verdict,
+    } = drips::<String>(load);
+    let gov = RateLimiter::keyed(load.quota());
+    for bucket in [&check, &counted, &verdict] {
+        prime(load, keys, |k| {
+            bucket.check(k.as_str(), 1).unwrap().allowed()
+        });
+    }
+    prime(load, keys, |k: &String| gov.check_key(k).is_ok());
+    let (mut a, mut b, mut c, mut d) = (
+        Cycle::new(keys),
+        Cycle::new(keys),
+        Cycle::new(keys),
+        Cycle::new(keys),
+    );
+    paired(
+        &format!("keys_10k_string/{}", load.name()),
+        vec![
+            (
+                "drip check",
+                Box::new(move |n| {
+                    timed(n, || {
+                        drop(black_box(check.check(a.next_key().as_str(), 1)));
+                    })
+                }),
+            ),
+            (
+                "drip counted",
+                Box::new(move |n| {
+                    timed(n, || {
+                        drop(black_box(counted.check(b.next_key().as_str(), 1)));
+                    })
+                }),
+            ),
+            (
+                "drip verdict",
+                Box::new(move |n| {
+                    timed(n, || {
+                        drop(black_box(verdict.verdict(c.next_key().as_str(), 1)));
+                    })
+                }),
+            ),
+            (
+                "governor",
+                Box::new(move |n| timed(n, || drop(black_box(gov.check_key(d.next_key()))))),
+            ),
+        ],
+    );
+}
+
+fn two_threads_one_key(load: Load) {
+    let d = drips::<u64>(load);
+    let gov = RateLimiter::keyed(load.quota());
+    d.prime(load, &[7u64]);
+    prime(load, &[7u64], |k| gov.check_key(k).is_ok());
+    paired(
+        &format!("two_threads_one_key/{}", load.name()),
+        vec![
+            (
+                "drip check",
+                Box::new(|n| two_threads(n, &|_, _| drop(black_box(d.check.check(&7u64, 1))))),
+            ),
+            (
+                "drip counted",
+                Box::new(|n| two_threads(n, &|_, _| drop(black_box(d.counted.check(&7u64, 1))))),
+            ),
+            (
+                "drip verdict",
+                Box::new(|n| two_threads(n, &|_, _| drop(black_box(d.verdict.verdict(&7u64, 1))))),
+            ),
+            (
+                "governor",
+                Box::new(|n| two_threads(n, &|_, _| drop(black_box(gov.check_key(&7u64))))),
+            ),
+        ],
+    );
+}
+
+/// Two threads, each cycling through its own 4096 keys of one limiter.
+fn two_threads_own_keys(keys: &[u64]) {
+    let load = Load::Admit;
+    let own: [&[u64]; 2] = [&keys[..OWN_KEYS], &keys[OWN_KEYS..2 * OWN_KEYS]];
+    let key = |t: usize, j: u64| &own[t][j as usize & (OWN_KEYS - 1)];
+    let d = drips::<u64>(load);
+    let gov = RateLimiter::keyed(load.quota());
+    let held = &keys[..2 * OWN_KEYS];
+    d.prime(load, held);
+    prime(load, held, |k| gov.check_key(k).is_ok());
+    paired(
+        "two_threads_own_keys/admit",
+        vec![
+            (
+                "drip check",
+                Box::new(|n| two_threads(n, &|t, j| drop(black_box(d.check.check(key(t, j), 1))))),
+            ),
+            (
+                "drip counted",
+                Box::new(|n| {
+                    two_threads(n, &|t, j| drop(black_box(d.counted.check(key(t, j), 1))))
+                }),
+            ),
+            (
+                "drip verdict",
+                Box::new(|n| {
+                    two_threads(n, &|t, j| drop(black_box(d.verdict.verdict(key(t, j), 1))))
+                }),
+            ),
+            (
+                "governor",
+                Box::new(|n| two_threads(n, &|t, j| drop(black_box(gov.check_key(key(t, j)))))),
+            ),
+        ],
+    );
+}
+
+fn main() {
+    // `cargo bench` passes `--bench`; nothing else is read from the command line.
+    let (u64s, strings) = (u64_keys(), string_keys());
+    for load in LOADS {
+        single_key(load);
+        many_u64_keys(load, &u64s);
+        many_string_keys(load, &strings);
+        two_threads_one_key(load);
+    }
+    two_threads_own_keys(&u64s);
+}
