@@ -90,3 +90,43 @@ fn keys_behind_many_reconfigurations_catch_up_on_their_next_decision() {
     assert_eq!(bucket.sweep(), 1);
     assert!(bucket.is_empty());
 }
+
+#[test]
+fn idle_inline_keys_behind_hundreds_of_changes_carry_over_exactly() {
+    // Uncounted keys of a policy without windows are inline words that name
+    // their epoch by a 7-bit tag: 300 changes reuse every tag twice over
+    // while key 1 sits idle and key 2 keeps deciding. Both must end as the
+    // core's state carried change by change.
+    let clock = ManualClock::new(1_000);
+    let rate = |i: u64| Rate::per_second(5 + i % 7).unwrap();
+    let policy = |i: u64| Policy::police(Limit::new(rate(i), 10).unwrap());
+    let bucket = KeyedBucket::new(policy(0), clock.clone());
+    let (mut idle, mut busy) = (State::default(), State::default());
+    let mut now = 1_000;
+    let p0 = policy(0);
+    assert_eq!(
+        bucket.check(&1u64, 9).unwrap(),
+        core::decide(&p0, &mut idle, now, Request::check(9))
+    );
+    let mut current = p0;
+    for i in 1..=300u64 {
+        now += 1_000_000 + i;
+        clock.set(now);
+        let next = policy(i);
+        bucket.reconfigure(next.clone(), false);
+        core::carry_over(&current, &next, &mut idle, now);
+        core::carry_over(&current, &next, &mut busy, now);
+        current = next;
+        if i % 3 == 0 {
+            let got = bucket.check(&2u64, 1 + i % 4).unwrap();
+            let want = core::decide(&current, &mut busy, now, Request::check(1 + i % 4));
+            assert_eq!(got, want, "key 2 at change {i}");
+        }
+    }
+    for (key, state) in [(1u64, &mut idle), (2u64, &mut busy)] {
+        let level = bucket.status(&key).level;
+        assert_eq!(level, core::level(&current, state, now), "key {key}");
+        let got = bucket.check(&key, 2).unwrap();
+        assert_eq!(got, core::decide(&current, state, now, Request::check(2)));
+    }
+}

@@ -45,9 +45,47 @@ impl WordPolicy {
         })
     }
 
+    /// The full bucket, in ticks.
+    pub fn full_ticks(&self) -> u64 {
+        self.cap_t
+    }
+
+    /// The policy as four words (for a lock-free copy; see
+    /// [`from_words`](Self::from_words)).
+    pub(crate) fn to_words(self) -> [u64; 4] {
+        // A capacity fits 32 bits: the mode rides in the top bit.
+        let shape = u64::from(self.mode == Mode::Shape) << 63;
+        [
+            self.amount.get(),
+            self.period.get(),
+            self.capacity | shape,
+            self.cap_t,
+        ]
+    }
+
+    /// The policy [`to_words`](Self::to_words) gave (zeros, which it never
+    /// gives, read as ones).
+    #[inline(always)]
+    pub(crate) fn from_words([amount, period, capacity, cap_t]: [u64; 4]) -> WordPolicy {
+        WordPolicy {
+            mode: if capacity >> 63 == 1 {
+                Mode::Shape
+            } else {
+                Mode::Police
+            },
+            amount: NonZeroU64::new(amount).unwrap_or(NonZeroU64::MIN),
+            period: NonZeroU64::new(period).unwrap_or(NonZeroU64::MIN),
+            capacity: capacity & !(1 << 63),
+            cap_t,
+        }
+    }
+
     /// Decides `req` at `now` for a key whose `tat` is `tat`: the decision
     /// and the new `tat` if it changed, or `None` if some value does not fit
-    /// 64 bits (then ask `decide_tat`).
+    /// 64 bits (then ask `decide_tat`). Only differences of times count, so
+    /// `tat` and `now` may both be taken from any origin (the memory store
+    /// counts from a moment near the policy's start): the answer is the
+    /// same, and the new `tat` is from that origin too.
     #[inline(always)]
     pub fn decide(&self, tat: u64, now: Nanos, req: Request) -> Option<(Decision, Option<u64>)> {
         self.answer(tat, now, req)

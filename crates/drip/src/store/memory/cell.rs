@@ -1,18 +1,33 @@
-//! One key: the epoch its state was written in, the state, and counters.
+//! One key: its state, the epoch that state was written in, and counters.
 //!
-//! A decision reads the policy through the key's own epoch, so the fast path
-//! takes no lock and touches no reference count: one load of the key's
-//! word, the arithmetic, one compare-and-swap (as in governor), and one
-//! counter unless counting is off.
-//! Anything else (the key's epoch was replaced, or its word cannot hold the
-//! next `tat`) needs exclusive access to the entry: `Step::Settle`.
+//! A key is one 64-bit word in the map, as in governor, so a map entry of a
+//! `u64` key is 16 bytes (entry size is what deciding over many keys pays
+//! for most: cache lines fetched and written back). The word is either
+//!
+//! - **inline**: `tag:7 | state:56 | 1`, the state being the key's `tat`
+//!   in ticks since its epoch's base and the tag naming the epoch (see
+//!   `epoch.rs`). Uncounted keys of policies without windows whose full
+//!   bucket fits `INLINE_CAP_TICKS`. A decision reads the current epoch's
+//!   numbers from the bucket's lock-free copy, checks the tag, decides in
+//!   64-bit arithmetic and writes the word back by compare-and-swap; or
+//! - **boxed**: a pointer (its low bit clear), a [`Boxed`] key holding its
+//!   epoch: a word
+//!   with counters (the memory store's keys) or a full bucket too large to
+//!   be inline, still decided by compare-and-swap; or a state behind a lock
+//!   (windows, or a `tat` beyond 64 bits).
+//!
+//! Anything else (the key's epoch was replaced, it needs another form, or
+//! the bucket needs a rebase) is `Step::Settle` / `Step::Rebase`, done with
+//! exclusive access to the entry, which is also the only time a box is
+//! replaced or freed: readers hold the map's shard lock, so a box they see
+//! stays alive while they use it.
 
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 
 use parking_lot::Mutex;
 
-use super::epoch::Epoch;
+use super::epoch::{Epoch, Epochs, FastEpoch, TAGS};
 use crate::core::{self, Answer, Decision, Nanos, Request, State};
 use crate::store::Counters;
 
@@ -24,30 +39,46 @@ pub(super) enum Step {
     Settle {
         grow: bool,
     },
+    /// The bucket's epoch is too far from now: rebase, then decide again.
+    Rebase,
 }
 
-/// One key. The common form is two words (the epoch and `tat`) plus an
-/// optional pointer to the counters, so a map entry stays small: entry size
-/// is what a decision over many keys pays for most (cache lines fetched and
-/// written back).
-pub(super) enum Slot {
-    /// `tat` in one atomic word, decided by a compare-and-swap loop. Used
-    /// for policies without windows while `tat` fits 64 bits: about 584
-    /// years of nanoseconds for whole-nanosecond rates (amount 1), less for
-    /// rates whose ticks are finer.
+/// Bits of an inline state.
+const STATE_BITS: u32 = 56;
+const STATE_MASK: u64 = (1 << STATE_BITS) - 1;
+/// Where an inline word keeps its tag.
+const TAG_SHIFT: u32 = STATE_BITS + 1;
+const _: () = assert!(TAGS <= 1 << (64 - TAG_SHIFT));
+
+/// One key: an inline word (low bit set) or a pointer to a [`Boxed`] key.
+/// It owns the box (freed on drop), which holds only `Send + Sync` parts.
+pub(super) struct Slot(AtomicU64);
+
+const _: () = {
+    const fn send_sync<T: Send + Sync>() {}
+    send_sync::<Boxed>()
+};
+
+/// A key too rich for an inline word.
+pub(super) enum Boxed {
+    /// `tat` in ticks since its epoch's base, decided by compare-and-swap.
     Word {
         epoch: Arc<Epoch>,
         tat: AtomicU64,
-        counts: Option<Box<Counts>>,
+        counts: Option<Counts>,
     },
-    /// Windows, or a `tat` beyond 64 bits: a state behind a lock.
-    Locked(Box<Locked>),
+    /// Windows, or a `tat` beyond 64 bits: a whole state behind a lock.
+    Locked {
+        epoch: Arc<Epoch>,
+        state: Mutex<State>,
+        counts: Option<Counts>,
+    },
 }
 
-pub(super) struct Locked {
-    epoch: Arc<Epoch>,
-    state: Mutex<State>,
-    counts: Option<Counts>,
+/// What a slot's word holds.
+enum Form<'a> {
+    Inline { tag: u64, state: u64 },
+    Boxed(&'a Boxed),
 }
 
 /// A key's allowed and rejected requests (absent when not counting).
@@ -83,55 +114,287 @@ impl Counts {
     }
 }
 
+/// The bits an inline word of `tag` has whatever its state: its tag and
+/// the mark. A word `w` is an inline word of `tag` iff `w & HEAD == head(tag)`.
+const HEAD: u64 = !(STATE_MASK << 1);
+
+#[inline(always)]
+pub(super) fn head(tag: u64) -> u64 {
+    (tag << TAG_SHIFT) | 1
+}
+
+#[inline(always)]
+fn inline_word(tag: u64, state: u64) -> u64 {
+    debug_assert!(tag < TAGS && state <= STATE_MASK);
+    head(tag) | (state << 1)
+}
+
 impl Slot {
-    /// An empty key, counting its requests if `counting`.
-    pub(super) fn new(epoch: Arc<Epoch>, counting: bool) -> Slot {
+    /// An empty key of the current epoch, counting its requests if
+    /// `counting`.
+    pub(super) fn new(epochs: &Epochs, counting: bool) -> Slot {
+        let epoch = epochs.current();
         let counters = counting.then(Counters::default);
-        Slot::with_state(epoch, State::default(), counters, false)
+        Slot::with_state(epoch, State::default(), counters, 0)
     }
 
+    /// The slot for `state` under `epoch`, in the narrowest form allowed
+    /// and at least as wide as `min_width` (0 inline, 1 boxed word, 2
+    /// locked).
     fn with_state(
         epoch: Arc<Epoch>,
         state: State,
         counters: Option<Counters>,
-        locked: bool,
+        min_width: u8,
     ) -> Slot {
-        match u64::try_from(state.tat) {
-            Ok(tat) if !locked && epoch.policy.windows().is_empty() => Slot::Word {
+        let word = (min_width < 2 && epoch.word.is_some())
+            .then(|| epoch.word_of_state(&state))
+            .flatten();
+        match word {
+            Some(w) if min_width == 0 && counters.is_none() && epoch.inline && w <= STATE_MASK => {
+                Slot(AtomicU64::new(inline_word(epoch.tag(), w)))
+            }
+            Some(w) => Slot::boxed(Boxed::Word {
                 epoch,
-                tat: AtomicU64::new(tat),
-                counts: counters.map(|c| Box::new(Counts::new(c))),
-            },
-            _ => Slot::Locked(Box::new(Locked {
+                tat: AtomicU64::new(w),
+                counts: counters.map(Counts::new),
+            }),
+            None => Slot::boxed(Boxed::Locked {
                 epoch,
                 state: Mutex::new(state),
                 counts: counters.map(Counts::new),
-            })),
+            }),
         }
     }
 
-    fn epoch(&self) -> &Arc<Epoch> {
-        match self {
-            Slot::Word { epoch, .. } => epoch,
-            Slot::Locked(l) => &l.epoch,
-        }
+    fn boxed(b: Boxed) -> Slot {
+        // A `Boxed` is aligned to 8, so its address's low bit is clear.
+        Slot(AtomicU64::new(Box::into_raw(Box::new(b)) as usize as u64))
     }
 
-    /// The common case, small enough to inline into every caller: a word
-    /// key, current, whose numbers fit 64 bits. Decides and counts it, or
-    /// answers `None` (nothing done) for [`decide`](Self::decide).
     #[inline(always)]
-    pub(super) fn decide_fast<A: Answer>(&self, now: Nanos, req: Request) -> Option<A> {
-        let Slot::Word { epoch, tat, counts } = self else {
+    fn form(&self) -> Form<'_> {
+        self.form_of(self.0.load(Ordering::Acquire))
+    }
+
+    /// What `w`, a value of this slot's word, holds.
+    #[inline(always)]
+    fn form_of(&self, w: u64) -> Form<'_> {
+        if w & 1 == 0 {
+            // SAFETY: an unmarked word is a pointer from `Slot::boxed`, freed
+            // only by `Drop` or `settle`, which take `&mut self`; the `&self`
+            // this borrow comes from keeps it alive.
+            Form::Boxed(unsafe { &*(w as usize as *const Boxed) })
+        } else {
+            Form::Inline {
+                tag: w >> TAG_SHIFT,
+                state: (w >> 1) & STATE_MASK,
+            }
+        }
+    }
+
+    /// The tag of an inline key (`None` if boxed).
+    #[cfg(test)]
+    pub(super) fn inline_tag(&self) -> Option<u64> {
+        match self.form() {
+            Form::Inline { tag, .. } => Some(tag),
+            Form::Boxed(_) => None,
+        }
+    }
+
+    /// The common cases, small enough to inline into every caller: a key
+    /// of the current epoch in 64-bit reach (inline, or a boxed word).
+    /// Decides and counts it, or answers `None` (nothing done) for
+    /// [`decide`](Self::decide).
+    #[inline(always)]
+    pub(super) fn decide_fast<A: Answer>(
+        &self,
+        epochs: &Epochs,
+        now: Nanos,
+        req: Request,
+    ) -> Option<A> {
+        let mut cur = self.0.load(Ordering::Acquire);
+        if cur & 1 == 0 {
+            return match self.form() {
+                Form::Boxed(b) => b.decide_fast(now, req),
+                Form::Inline { .. } => None,
+            };
+        }
+        let FastEpoch {
+            head,
+            base,
+            max_since_base,
+            word,
+        } = epochs.fast();
+        let since = now.checked_sub(base).filter(|&s| s <= max_since_base)?;
+        loop {
+            // Another tag, or a box now (its low bit is clear).
+            if cur & HEAD != head {
+                return None;
+            }
+            let (answer, next) = word.answer::<A>((cur >> 1) & STATE_MASK, since, req)?;
+            if let Some(next) = next {
+                if next > STATE_MASK {
+                    return None;
+                }
+                let new = head | (next << 1);
+                if let Err(seen) =
+                    self.0
+                        .compare_exchange_weak(cur, new, Ordering::AcqRel, Ordering::Acquire)
+                {
+                    cur = seen;
+                    continue;
+                }
+            }
+            return Some(answer);
+        }
+    }
+
+    /// Decides `req` at `now` if the key's epoch is current, and counts it.
+    /// Out of line: the common cases are `decide_fast`.
+    #[inline(never)]
+    pub(super) fn decide(&self, epochs: &Epochs, now: Nanos, req: Request) -> Step {
+        match self.form() {
+            Form::Inline { tag, state } => {
+                let epoch = epochs.current();
+                if epoch.tag() != tag || !epoch.inline {
+                    return Step::Settle { grow: false };
+                }
+                if epoch.needs_rebase(now) {
+                    return Step::Rebase;
+                }
+                match decide_word(&epoch, state, now, req) {
+                    Some((d, None)) => Step::Done(d),
+                    Some((d, Some(next))) if next <= STATE_MASK => {
+                        let (old, new) = (inline_word(tag, state), inline_word(tag, next));
+                        match self
+                            .0
+                            .compare_exchange(old, new, Ordering::AcqRel, Ordering::Acquire)
+                        {
+                            Ok(_) => Step::Done(d),
+                            // Raced: begin again (the caller settles and retries).
+                            Err(_) => Step::Settle { grow: false },
+                        }
+                    }
+                    // The next state needs more bits than an inline word has.
+                    _ => Step::Settle { grow: true },
+                }
+            }
+            Form::Boxed(b) => b.decide(now, req),
+        }
+    }
+
+    /// With exclusive access: carries the key over to the latest epoch (the
+    /// form follows the policy), and moves it to a wider form if `grow`.
+    pub(super) fn settle(&mut self, epochs: &Epochs, grow: bool) {
+        let (width, counting, current) = match self.form() {
+            Form::Inline { tag, .. } => (0, false, epochs.by_tag(tag).is_current()),
+            Form::Boxed(Boxed::Word { epoch, counts, .. }) => {
+                (1, counts.is_some(), epoch.is_current())
+            }
+            Form::Boxed(Boxed::Locked { epoch, counts, .. }) => {
+                (2, counts.is_some(), epoch.is_current())
+            }
+        };
+        if current && !grow {
+            return;
+        }
+        let (epoch, state, counters) = self.view(epochs);
+        let min_width = if grow { (width + 1).min(2) } else { 0 };
+        *self = Slot::with_state(epoch, state, counting.then_some(counters), min_width);
+    }
+
+    /// Carries an inline key of an earlier epoch over to the latest, in
+    /// place, with only shared access: the pass before a tag is reused.
+    /// (Its next form may be a box: publishing one by compare-and-swap is
+    /// safe under shared access; only freeing one is not, and an inline key
+    /// owns none.)
+    pub(super) fn carry_inline(&self, epochs: &Epochs) {
+        loop {
+            let cur = self.0.load(Ordering::Acquire);
+            let Form::Inline { tag, state } = self.form_of(cur) else {
+                return;
+            };
+            let epoch = epochs.by_tag(tag);
+            if epoch.is_current() {
+                return;
+            }
+            let state = epoch.state_of_word(state);
+            let (latest, state, _) = Epoch::carry(&epoch, state, Counters::default());
+            let next = Slot::with_state(latest, state, None, 0);
+            let word = next.0.load(Ordering::Relaxed);
+            if self
+                .0
+                .compare_exchange(cur, word, Ordering::AcqRel, Ordering::Acquire)
+                .is_ok()
+            {
+                // The slot owns the new form now.
+                std::mem::forget(next);
+                return;
+            }
+        }
+    }
+
+    /// True when the key, settled, holds nothing worth keeping at `now`.
+    pub(super) fn is_idle(&self, epochs: &Epochs, now: Nanos) -> bool {
+        let (epoch, state, _) = self.view(epochs);
+        core::is_idle(&epoch.policy, &state, now)
+    }
+
+    /// The key as of the latest epoch (carried over in a copy if need be),
+    /// with that epoch.
+    pub(super) fn view(&self, epochs: &Epochs) -> (Arc<Epoch>, State, Counters) {
+        let (epoch, state, counts) = match self.form() {
+            Form::Inline { tag, state } => {
+                let epoch = epochs.by_tag(tag);
+                let state = epoch.state_of_word(state);
+                (epoch, state, None)
+            }
+            Form::Boxed(Boxed::Word { epoch, tat, counts }) => (
+                epoch.clone(),
+                epoch.state_of_word(tat.load(Ordering::Acquire)),
+                counts.as_ref(),
+            ),
+            Form::Boxed(Boxed::Locked {
+                epoch,
+                state,
+                counts,
+            }) => (epoch.clone(), state.lock().clone(), counts.as_ref()),
+        };
+        let counters = counts.map(Counts::get).unwrap_or_default();
+        Epoch::carry(&epoch, state, counters)
+    }
+}
+
+impl Drop for Slot {
+    fn drop(&mut self) {
+        let w = *self.0.get_mut();
+        if w & 1 == 0 {
+            // SAFETY: an unmarked word is a pointer from `Slot::boxed`, owned
+            // by this slot alone; `&mut self` means no reader holds it.
+            drop(unsafe { Box::from_raw(w as usize as *mut Boxed) });
+        }
+    }
+}
+
+impl Boxed {
+    /// A boxed word of the current epoch in 64-bit reach, decided and
+    /// counted; `None` otherwise.
+    #[inline(always)]
+    fn decide_fast<A: Answer>(&self, now: Nanos, req: Request) -> Option<A> {
+        let Boxed::Word { epoch, tat, counts } = self else {
             return None;
         };
         let word = epoch.word.as_ref()?;
         if !epoch.is_current() {
             return None;
         }
+        let since = now
+            .checked_sub(epoch.base)
+            .filter(|&s| s <= epoch.max_since_base)?;
         let mut cur = tat.load(Ordering::Acquire);
         loop {
-            let (answer, next) = word.answer::<A>(cur, now, req)?;
+            let (answer, next) = word.answer::<A>(cur, since, req)?;
             if let Some(next) = next {
                 if let Err(seen) =
                     tat.compare_exchange_weak(cur, next, Ordering::AcqRel, Ordering::Acquire)
@@ -147,14 +410,14 @@ impl Slot {
         }
     }
 
-    /// Decides `req` at `now` under the key's epoch, if it is current, and
-    /// counts it. Out of line: the common case is `decide_fast`.
-    #[inline(never)]
-    pub(super) fn decide(&self, now: Nanos, req: Request) -> Step {
+    fn decide(&self, now: Nanos, req: Request) -> Step {
         match self {
-            Slot::Word { epoch, tat, counts } => {
+            Boxed::Word { epoch, tat, counts } => {
                 if !epoch.is_current() {
                     return Step::Settle { grow: false };
+                }
+                if epoch.needs_rebase(now) {
+                    return Step::Rebase;
                 }
                 let mut cur = tat.load(Ordering::Acquire);
                 let decision = loop {
@@ -173,77 +436,43 @@ impl Slot {
                 }
                 Step::Done(decision)
             }
-            Slot::Locked(l) => {
-                if !l.epoch.is_current() {
+            Boxed::Locked {
+                epoch,
+                state,
+                counts,
+            } => {
+                if !epoch.is_current() {
                     return Step::Settle { grow: false };
                 }
-                let decision = core::decide(&l.epoch.policy, &mut l.state.lock(), now, req);
-                if let Some(c) = &l.counts {
+                let decision = core::decide(&epoch.policy, &mut state.lock(), now, req);
+                if let Some(c) = counts {
                     c.add(decision.allowed());
                 }
                 Step::Done(decision)
             }
         }
     }
-
-    /// With exclusive access: carries the key over to the latest epoch (the
-    /// kind of slot follows the policy), and moves it to a locked slot if
-    /// `grow`.
-    pub(super) fn settle(&mut self, grow: bool) {
-        if self.epoch().is_current() && !grow {
-            return;
-        }
-        let counting = match self {
-            Slot::Word { counts, .. } => counts.is_some(),
-            Slot::Locked(l) => l.counts.is_some(),
-        };
-        let (epoch, state, counters) = self.view();
-        *self = Slot::with_state(epoch, state, counting.then_some(counters), grow);
-    }
-
-    /// True when the key, settled, holds nothing worth keeping at `now`.
-    pub(super) fn is_idle(&self, now: Nanos) -> bool {
-        match self {
-            Slot::Word { epoch, tat, .. } => core::is_idle(&epoch.policy, &word_state(tat), now),
-            Slot::Locked(l) => core::is_idle(&l.epoch.policy, &l.state.lock(), now),
-        }
-    }
-
-    /// The key as of the latest epoch (carried over in a copy if need be),
-    /// with that epoch.
-    pub(super) fn view(&self) -> (Arc<Epoch>, State, Counters) {
-        let (state, counts) = match self {
-            Slot::Word { tat, counts, .. } => (word_state(tat), counts.as_deref()),
-            Slot::Locked(l) => (l.state.lock().clone(), l.counts.as_ref()),
-        };
-        let counters = counts.map(Counts::get).unwrap_or_default();
-        Epoch::carry(self.epoch(), state, counters)
-    }
 }
 
-/// Decides for a key kept in a word: in 64-bit arithmetic where it fits,
-/// else by the general path; `None` if the next `tat` needs more than 64
-/// bits.
-#[inline(always)]
+/// Decides for a word state (ticks since `epoch`'s base) by the general
+/// path: the decision and the next word state if it changed; `None` if that
+/// needs more than 64 bits. `epoch` has no windows.
 fn decide_word(
     epoch: &Epoch,
-    tat: u64,
+    word: u64,
     now: Nanos,
     req: Request,
 ) -> Option<(Decision, Option<u64>)> {
-    if let Some(fast) = epoch.word.as_ref().and_then(|w| w.decide(tat, now, req)) {
-        return Some(fast);
-    }
-    let (decision, next) = core::decide_tat(&epoch.policy, u128::from(tat), now, req);
+    let state = epoch.state_of_word(word);
+    let (decision, next) = core::decide_tat(&epoch.policy, state.tat, now, req);
     match next {
-        Some(next) => Some((decision, Some(u64::try_from(next).ok()?))),
+        Some(tat) => {
+            let next = epoch.word_of_state(&State {
+                tat,
+                windows: Vec::new(),
+            })?;
+            Some((decision, Some(next)))
+        }
         None => Some((decision, None)),
-    }
-}
-
-fn word_state(tat: &AtomicU64) -> State {
-    State {
-        tat: u128::from(tat.load(Ordering::Acquire)),
-        windows: Vec::new(),
     }
 }

@@ -1,45 +1,94 @@
 //! Policy epochs. A bucket's policy changes by appending a new epoch to a
-//! chain; each key holds the epoch its state was written in, so a decision
-//! reads its policy through the key itself, with no lock or reference count
-//! on the policy. A key whose epoch has a successor is carried over, change
-//! by change, when next touched (or swept).
+//! chain; each key's state is kept in the epoch it was written in and is
+//! carried over, change by change, when next touched (or swept), so a
+//! reconfiguration never waits for decisions nor they for it.
 //!
-//! An epoch stays alive while a key written in it (or in an earlier one)
-//! does, so a key untouched across many changes keeps those changes alive
-//! until its next decision or the next sweep.
+//! A key names its epoch in one of two ways (see `cell.rs`): an inline key
+//! (one 64-bit word) by a 7-bit tag, looked up in [`Epochs`]' ring of the
+//! last 128 epochs; a boxed key by holding the epoch itself. So that a tag
+//! is never reused while a key still bears it, every 64th epoch is
+//! preceded by a pass that carries every key to the current epoch
+//! (`KeyedBucket::push_epoch`): live keys then span at most 66 epochs.
+//!
+//! Word states are kept relative to their epoch's `base`, a moment a little
+//! before the epoch began, so they stay small however long the process
+//! runs: ticks since `base`, not since the clock's origin. When `now` has
+//! moved 2^55 ticks past `base` (about 13 s for a 1 GiB/s byte rate, 400
+//! days at whole-nanosecond rates) the bucket appends an epoch with the same
+//! policy and a fresh base (a rebase), and keys carry over to it as to any
+//! other change.
 
+use std::sync::atomic::{AtomicU64, Ordering, fence};
 use std::sync::{Arc, OnceLock};
 
+use arc_swap::ArcSwap;
+use parking_lot::RwLock;
+
+use super::cell::head;
 use crate::core::{self, Nanos, Policy, State, WordPolicy};
 use crate::store::Counters;
+
+/// Tags: a key's epoch id modulo this (fits the 7 bits an inline word has).
+pub(super) const TAGS: u64 = 128;
+
+/// Every epoch whose id is a multiple of this is preceded by a pass that
+/// carries every key over, so live keys span fewer than `TAGS` ids.
+pub(super) const PASS_EVERY: u64 = 64;
+
+/// A bucket rebases when `now` is this many ticks past its epoch's base.
+const REBASE_TICKS: u64 = 1 << 55;
+
+/// A new epoch's base lies this many ticks before its start, so that a
+/// clock stepping back by up to that much still finds the base behind it.
+const LAG_TICKS: u64 = 1 << 53;
+
+/// The largest full bucket (in ticks) an inline word serves: with `now`
+/// below `REBASE_TICKS` past the base, a word's state stays below 2^56.
+pub(super) const INLINE_CAP_TICKS: u64 = 1 << 54;
 
 /// One policy of a bucket, from `at` until its successor's `at`.
 pub(super) struct Epoch {
     pub(super) policy: Policy,
     /// The policy precomputed for the 64-bit path, when it allows one.
     pub(super) word: Option<WordPolicy>,
+    /// Whether keys of this epoch may be inline words (a 64-bit path whose
+    /// full bucket is at most `INLINE_CAP_TICKS`).
+    pub(super) inline: bool,
+    /// Position in the bucket's chain of epochs (the first is 0).
+    pub(super) id: u64,
+    /// Word states of this epoch count ticks from this moment.
+    pub(super) base: Nanos,
+    /// `now - base` up to which the 64-bit path serves this epoch.
+    pub(super) max_since_base: Nanos,
     /// When this policy took effect: where state is carried over to it.
     at: Nanos,
     /// State written before this epoch is dropped (counters too).
     reset: bool,
-    /// The epoch that replaced this one; set once, by the reconfiguration.
-    /// Its absence is what makes an epoch current.
+    /// The epoch that replaced this one; set once. Its absence is what
+    /// makes an epoch current.
     next: OnceLock<Arc<Epoch>>,
 }
 
 impl Epoch {
-    pub(super) fn first(policy: Policy) -> Arc<Epoch> {
-        Arc::new(Epoch::new(policy, 0, false))
-    }
-
-    fn new(policy: Policy, at: Nanos, reset: bool) -> Epoch {
+    fn new(policy: Policy, id: u64, at: Nanos, reset: bool) -> Epoch {
+        let word = WordPolicy::new(&policy);
+        let amount = policy.limit().rate().amount();
         Epoch {
-            word: WordPolicy::new(&policy),
-            policy,
+            inline: word.is_some_and(|w| w.full_ticks() <= INLINE_CAP_TICKS),
+            word,
+            id,
+            base: at.saturating_sub(LAG_TICKS / amount),
+            max_since_base: (REBASE_TICKS - 1) / amount,
             at,
             reset,
             next: OnceLock::new(),
+            policy,
         }
+    }
+
+    /// The tag an inline key of this epoch bears.
+    pub(super) fn tag(&self) -> u64 {
+        self.id % TAGS
     }
 
     /// True while no later policy exists.
@@ -48,19 +97,38 @@ impl Epoch {
         self.next.get().is_none()
     }
 
-    /// Installs `policy` from `at` on as the successor of the latest epoch
-    /// (this one, when the caller holds the current epoch and reconfigures
-    /// one at a time) and returns it.
-    pub(super) fn follow(&self, policy: Policy, at: Nanos, reset: bool) -> Arc<Epoch> {
-        let next = Arc::new(Epoch::new(policy, at, reset));
-        let mut tail = self;
-        loop {
-            match tail.next.get() {
-                Some(later) => tail = later,
-                None if tail.next.set(next.clone()).is_ok() => return next,
-                None => {}
-            }
+    /// True when `now` is too far past the base for the 64-bit path.
+    pub(super) fn needs_rebase(&self, now: Nanos) -> bool {
+        self.word.is_some() && now.saturating_sub(self.base) > self.max_since_base
+    }
+
+    /// The base in this epoch's ticks.
+    fn base_ticks(&self) -> u128 {
+        self.policy.limit().rate().ticks(self.base)
+    }
+
+    /// A word state of this epoch (ticks since the base) as a whole state.
+    pub(super) fn state_of_word(&self, word: u64) -> State {
+        State {
+            tat: self.base_ticks() + u128::from(word),
+            windows: Vec::new(),
         }
+    }
+
+    /// `state`'s `tat` as a word of this epoch: ticks since the base (none
+    /// before it, where the bucket is empty anyway), if that fits 64 bits.
+    pub(super) fn word_of_state(&self, state: &State) -> Option<u64> {
+        u64::try_from(state.tat.saturating_sub(self.base_ticks())).ok()
+    }
+
+    /// Installs `policy` from `at` on as the successor of this epoch, which
+    /// must be the latest (the caller holds the bucket's reconfiguration
+    /// lock), and returns it.
+    pub(super) fn follow(&self, policy: Policy, at: Nanos, reset: bool) -> Arc<Epoch> {
+        let next = Arc::new(Epoch::new(policy, self.id + 1, at, reset));
+        let installed = self.next.set(next.clone()).is_ok();
+        debug_assert!(installed, "only the latest epoch is followed");
+        next
     }
 
     /// `state` and `counters`, written in `from`, carried over change by
@@ -98,6 +166,133 @@ impl Drop for Epoch {
     }
 }
 
+/// The current epoch's numbers for inline keys, readable without a lock or
+/// a reference count: a sequence lock over eight words in one cache line.
+#[repr(align(64))]
+struct Fast {
+    /// Odd while being written.
+    seq: AtomicU64,
+    /// The tag and mark bits an inline key of the epoch has (`cell::head`),
+    /// or 0, which no inline key has, when the policy has no inline keys.
+    head: AtomicU64,
+    base: AtomicU64,
+    max_since_base: AtomicU64,
+    word: [AtomicU64; 4],
+}
+
+/// A consistent copy of [`Fast`]. With `head` 0, which no key has, the
+/// other numbers are meaningless.
+#[derive(Clone, Copy)]
+pub(super) struct FastEpoch {
+    pub(super) head: u64,
+    pub(super) base: Nanos,
+    pub(super) max_since_base: Nanos,
+    pub(super) word: WordPolicy,
+}
+
+impl Fast {
+    fn new() -> Fast {
+        Fast {
+            seq: AtomicU64::new(0),
+            head: AtomicU64::new(0),
+            base: AtomicU64::new(0),
+            max_since_base: AtomicU64::new(0),
+            word: Default::default(),
+        }
+    }
+
+    #[inline(always)]
+    fn read(&self) -> FastEpoch {
+        loop {
+            let seq = self.seq.load(Ordering::Acquire);
+            let head = self.head.load(Ordering::Relaxed);
+            let base = self.base.load(Ordering::Relaxed);
+            let max_since_base = self.max_since_base.load(Ordering::Relaxed);
+            let word = self.word.each_ref().map(|w| w.load(Ordering::Relaxed));
+            fence(Ordering::Acquire);
+            if seq & 1 == 0 && self.seq.load(Ordering::Relaxed) == seq {
+                return FastEpoch {
+                    head,
+                    base,
+                    max_since_base,
+                    word: WordPolicy::from_words(word),
+                };
+            }
+            std::hint::spin_loop();
+        }
+    }
+
+    /// Publishes `e` (one writer at a time: the caller holds the bucket's
+    /// reconfiguration lock).
+    fn publish(&self, e: &Epoch) {
+        let seq = self.seq.load(Ordering::Relaxed);
+        self.seq.store(seq + 1, Ordering::Relaxed);
+        fence(Ordering::Release);
+        let word = e.word.filter(|_| e.inline);
+        let head = word.map_or(0, |_| head(e.tag()));
+        self.head.store(head, Ordering::Relaxed);
+        self.base.store(e.base, Ordering::Relaxed);
+        self.max_since_base
+            .store(e.max_since_base, Ordering::Relaxed);
+        if let Some(word) = word {
+            for (slot, w) in self.word.iter().zip(word.to_words()) {
+                slot.store(w, Ordering::Relaxed);
+            }
+        }
+        self.seq.store(seq + 2, Ordering::Release);
+    }
+}
+
+/// A bucket's epochs: the current one (for inline keys also as [`Fast`]),
+/// and the last `TAGS` by tag.
+pub(super) struct Epochs {
+    fast: Fast,
+    current: ArcSwap<Epoch>,
+    by_tag: RwLock<Vec<Option<Arc<Epoch>>>>,
+}
+
+impl Epochs {
+    pub(super) fn new(policy: Policy, now: Nanos) -> Epochs {
+        let first = Arc::new(Epoch::new(policy, 0, now, false));
+        let epochs = Epochs {
+            fast: Fast::new(),
+            current: ArcSwap::new(first.clone()),
+            by_tag: RwLock::new(vec![None; TAGS as usize]),
+        };
+        epochs.install(first);
+        epochs
+    }
+
+    /// The current epoch's numbers for inline keys (`head` 0 if its keys
+    /// are not inline).
+    #[inline(always)]
+    pub(super) fn fast(&self) -> FastEpoch {
+        self.fast.read()
+    }
+
+    pub(super) fn current(&self) -> Arc<Epoch> {
+        self.current.load_full()
+    }
+
+    /// The epoch an inline key tagged `tag` was written in.
+    pub(super) fn by_tag(&self, tag: u64) -> Arc<Epoch> {
+        self.by_tag.read()[tag as usize]
+            .clone()
+            .expect("a key's tag names a live epoch")
+    }
+
+    /// Makes `next` (the successor of the current epoch) current. The
+    /// caller holds the bucket's reconfiguration lock and, if `next.id` is a
+    /// multiple of `PASS_EVERY`, has carried every key over first.
+    pub(super) fn install(&self, next: Arc<Epoch>) {
+        // By tag first: a key bearing the new tag can only be written once
+        // the fast copy below names it.
+        self.by_tag.write()[next.tag() as usize] = Some(next.clone());
+        self.current.store(next.clone());
+        self.fast.publish(&next);
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -109,7 +304,7 @@ mod tests {
 
     #[test]
     fn carry_replays_every_change_and_drops_across_a_reset() {
-        let e0 = Epoch::first(police(10));
+        let e0 = Arc::new(Epoch::new(police(10), 0, 0, false));
         // 5 units at t=0 under 10/s; at 100 ms, 4 remain: 1/s from then on.
         let e1 = e0.follow(police(1), 100_000_000, false);
         let e2 = e1.follow(police(2), 1_100_000_000, false);
@@ -126,17 +321,53 @@ mod tests {
         let (to, carried, kept) = Epoch::carry(&e0, state.clone(), counters);
         assert!(Arc::ptr_eq(&to, &e2));
         assert_eq!((carried.tat, kept), (2_600_000_000, counters));
-        // Following a stale epoch appends to the latest.
-        let e3 = e0.follow(police(2), 2_000_000_000, true);
-        assert!(Arc::ptr_eq(e2.next.get().unwrap(), &e3));
+        let e3 = e2.follow(police(2), 2_000_000_000, true);
         let (to, carried, kept) = Epoch::carry(&e1, state, counters);
         assert!(Arc::ptr_eq(&to, &e3));
         assert_eq!((carried, kept), Default::default());
     }
 
     #[test]
+    fn word_states_count_from_the_base_and_rebase_when_far() {
+        // 1 GiB/s of bytes: 2^21 ticks per ns.
+        let rate = Rate::per_second(1 << 30).unwrap();
+        let policy = Policy::police(Limit::new(rate, 1 << 20).unwrap());
+        let at = 10_000_000_000_000; // ~2.8 h after the clock's origin
+        let e = Epoch::new(policy, 0, at, false);
+        assert!(e.inline && e.base < at);
+        let state = State {
+            tat: rate.ticks(at) + 77,
+            windows: Vec::new(),
+        };
+        let word = e.word_of_state(&state).unwrap();
+        assert!(word < 1 << 56, "small, however late the clock");
+        assert_eq!(e.state_of_word(word), state);
+        assert!(!e.needs_rebase(at + 4_000_000_000));
+        assert!(e.needs_rebase(at + 20_000_000_000));
+    }
+
+    #[test]
+    fn fast_copy_follows_the_current_epoch() {
+        let epochs = Epochs::new(police(10), 5);
+        let f = epochs.fast();
+        assert_eq!((f.head, f.base), (head(0), 0));
+        let next = epochs.current().follow(police(20), 7, false);
+        epochs.install(next);
+        assert_eq!(epochs.fast().head, head(1));
+        assert!(epochs.current().is_current());
+        assert_eq!(epochs.by_tag(1).id, 1);
+        // A policy with windows has no inline keys.
+        let windowed = police(20)
+            .with_window(crate::Window::new(5, std::time::Duration::from_secs(1)).unwrap())
+            .unwrap();
+        let next = epochs.current().follow(windowed, 9, false);
+        epochs.install(next);
+        assert_eq!(epochs.fast().head, 0);
+    }
+
+    #[test]
     fn a_long_chain_drops_without_recursion() {
-        let first = Epoch::first(police(1));
+        let first = Arc::new(Epoch::new(police(1), 0, 0, false));
         let mut last = first.clone();
         for i in 0..200_000 {
             last = last.follow(police(1 + i % 7), i, false);
