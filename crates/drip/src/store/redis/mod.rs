@@ -130,16 +130,17 @@ struct Cached {
     policy_key: String,
     /// `PREFIX:{b:BUCKET}:gGEN:s:`, followed by the key.
     state_prefix: String,
-    /// The policy's argument of the decide script (packed doubles).
+    /// The version and the policy as the decide script reads them after
+    /// `now` (packed doubles).
     args: Vec<u8>,
 }
 
 impl Cached {
-    fn new(tag: &str, policy: Policy, version: String, generation: &str) -> Arc<Cached> {
+    fn new(tag: &str, policy: Policy, version: u64, generation: &str) -> Arc<Cached> {
         Arc::new(Cached {
-            args: script_args(&policy),
+            args: script_args(&policy, version),
             policy,
-            version,
+            version: version.to_string(),
             policy_key: format!("{tag}:policy"),
             state_prefix: format!("{tag}:g{generation}:s:"),
         })
@@ -303,6 +304,9 @@ impl Inner {
             return Ok(None);
         };
         let policy = Policy::decode(&text)?;
+        let version = version
+            .parse()
+            .map_err(|_| Error::Store(format!("bucket {bucket:?} has version {version:?}")))?;
         let cached = Cached::new(&tag, policy, version, &generation);
         self.cache.insert(bucket.to_owned(), cached.clone());
         Ok(Some(cached))
@@ -342,7 +346,7 @@ impl Inner {
             .sum();
         let mut cmd = Cmd::with_capacity(
             8 + items.len(),
-            96 + cached.policy_key.len() + cached.args.len() + keys_len + 16 * items.len(),
+            104 + cached.policy_key.len() + cached.args.len() + keys_len + 16 * items.len(),
         );
         cmd.arg("EVALSHA")
             .arg(self.decide.get_hash())
@@ -352,20 +356,22 @@ impl Inner {
             cmd.write_arg_fmt(StateKey(&cached.state_prefix, item.key));
         }
         cmd.arg(&cached.version);
-        match &self.test_clock {
-            None => cmd.arg(""),
-            Some(_) => cmd.arg(self.now_arg()),
-        };
-        cmd.arg(cached.args.as_slice());
         {
+            // One argument: now, the version and policy, the requests.
             let mut reqs = cmd.writer_for_next_arg();
+            let now = match &self.test_clock {
+                None => -1.0,
+                Some(c) => (c() / 1000) as f64,
+            };
+            // Writing to a Cmd's buffer cannot fail.
+            let _ = reqs.write_all(&now.to_le_bytes());
+            let _ = reqs.write_all(&cached.args);
             for item in items {
                 let max_wait = match (item.peek, item.req.max_wait) {
                     (true, _) => -2.0,
                     (false, None) => -1.0,
                     (false, Some(w)) => w.min(MAX_EXACT) as f64,
                 };
-                // Writing to a Cmd's buffer cannot fail.
                 let _ = reqs.write_all(&(item.req.cost.min(MAX_EXACT) as f64).to_le_bytes());
                 let _ = reqs.write_all(&max_wait.to_le_bytes());
             }
@@ -520,17 +526,19 @@ impl fmt::Display for StateKey<'_> {
     }
 }
 
-/// The decide script's policy argument: mode (0 police, 1 shape), a, p,
-/// capacity, window count, then per window limit, period_ns and
-/// granularity_ns, as little-endian doubles (exact: `configure` refuses
-/// what would pass 2^53).
-fn script_args(policy: &Policy) -> Vec<u8> {
+/// What the decide script reads after `now`: the version, then the policy:
+/// mode (0 police, 1 shape), a, p, capacity, window count, then per window
+/// limit, period_ns and granularity_ns, as little-endian doubles (exact:
+/// versions count configurations, and `configure` refuses what would pass
+/// 2^53).
+fn script_args(policy: &Policy, version: u64) -> Vec<u8> {
     let rate = policy.limit().rate();
     let mode = match policy.mode() {
         Mode::Police => 0,
         Mode::Shape => 1,
     };
     let mut numbers = vec![
+        version,
         mode,
         rate.amount(),
         rate.period_ns(),
@@ -718,7 +726,7 @@ impl Store for RedisStore {
             .map_err(store_error)?;
         inner.cache.insert(
             bucket.to_owned(),
-            Cached::new(&tag, policy, version.to_string(), &generation.to_string()),
+            Cached::new(&tag, policy, version, &generation.to_string()),
         );
         Ok(())
     }
