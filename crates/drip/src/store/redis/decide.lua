@@ -11,7 +11,8 @@
 --          (T = p/a ns)
 --     e    water as ticks of 1/a ns ahead of time t (the core's tat - now)
 --     t    when e was written, in microseconds (Redis TIME)
---     x    when the key expires (ms, Redis clock; 0 on a test clock)
+--     x    when the key expires at the earliest (ms, Redis clock; 0 on a
+--          test clock)
 --     al rj  counters (allowed, rejected)
 --   then per window with a non-empty log: period_ns, n, and n pairs
 --     rel cost (rel in ns from t, oldest first).
@@ -19,15 +20,14 @@
 --
 -- KEYS[1] policy hash (version; hist, read only after a change: see
 -- configure.lua), KEYS[2..n+1] the requests' keys (one bucket: one slot).
--- ARGV[1] version, then either
---   ARGV[2] little-endian doubles (RedisStore): now_us (-1: Redis TIME),
---     the version, the policy: mode (0 police, 1 shape), a, p, capacity,
---     window count, then per window limit, period_ns, granularity_ns; then
---     per request cost, max_wait_ns (-1: check, -2: peek, which reports
---     and writes nothing);
--- or, for tools that cannot send binary arguments (redis-benchmark),
---   ARGV[2] '' and the same numbers as text from ARGV[3] (now_us '': Redis
---   TIME; no version; mode police|shape).
+-- ARGV[1], little-endian doubles (RedisStore): now_us (-1: Redis TIME),
+--   the version, the policy: mode (0 police, 1 shape), a, p, capacity,
+--   window count, then per window limit, period_ns, granularity_ns; then
+--   per request cost, max_wait_ns (-1: check, -2: peek, which reports and
+--   writes nothing).
+-- Or, for tools that cannot send binary arguments (redis-benchmark),
+--   ARGV[1] '' and the same numbers as text from ARGV[2] (now_us '': Redis
+--   TIME; mode police|shape).
 -- Few arguments and few tables: Redis builds KEYS and ARGV afresh on every
 -- call, and a lone request (the common case) builds no result table.
 -- Returns per request six doubles: outcome (1 admitted, 2 limited,
@@ -39,28 +39,32 @@
 local call = redis.call
 local version = call('HGET', KEYS[1], 'version')
 if not version then return redis.status_reply('nobucket') end
-if version ~= ARGV[1] then return redis.status_reply('stale') end
 
 local pack, unpack, ceil, floor, max, min, format =
   struct.pack, struct.unpack, math.ceil, math.floor, math.max, math.min, string.format
-local text = ARGV[2] == ''
+local text = ARGV[1] == ''
 local now, vn, shape, a, p, cap, nwin, reqs, rpos
-local windows = {}
+local windows -- only when there are windows
 if not text then
   local mode, pos
-  now, vn, mode, a, p, cap, nwin, pos = unpack('<ddddddd', ARGV[2])
+  now, vn, mode, a, p, cap, nwin, pos = unpack('<ddddddd', ARGV[1])
+  -- Arithmetic converts the text as tonumber would, without its call.
+  if version + 0 ~= vn then return redis.status_reply('stale') end
   shape = mode == 1
+  if nwin > 0 then windows = {} end
   for i = 1, nwin do
     local limit, period, gran
-    limit, period, gran, pos = unpack('<ddd', ARGV[2], pos)
+    limit, period, gran, pos = unpack('<ddd', ARGV[1], pos)
     windows[i] = {limit = limit, period = period, gran = gran}
   end
-  reqs, rpos = ARGV[2], pos
+  reqs, rpos = ARGV[1], pos
 else
+  if version ~= ARGV[2] then return redis.status_reply('stale') end
   vn = tonumber(version)
   now = ARGV[3] == '' and -1 or tonumber(ARGV[3])
   shape = ARGV[4] == 'shape'
   a, p, cap, nwin = tonumber(ARGV[5]), tonumber(ARGV[6]), tonumber(ARGV[7]), tonumber(ARGV[8])
+  windows = {}
   for i = 1, nwin do
     local b = 8 + (i - 1) * 3
     windows[i] = {limit = tonumber(ARGV[b + 1]), period = tonumber(ARGV[b + 2]),
@@ -71,7 +75,8 @@ end
 local test_clock = now >= 0
 if not test_clock then
   local t = call('TIME')
-  now = tonumber(t[1]) * 1000000 + tonumber(t[2])
+  -- Arithmetic converts the texts as tonumber would, without its call.
+  now = t[1] * 1000000 + t[2]
 end
 local now_ms = floor(now / 1000)
 local max_cost = cap
@@ -317,9 +322,11 @@ for k = 2, nkeys + 1 do
     elseif keep then
       call('SET', key, value, 'KEEPTTL')
     else
-      -- As text: Redis would print a number with '%.17g', several times
-      -- the cost of '%d'.
-      call('SET', key, value, 'PXAT', format('%d', expiry))
+      -- PX from Redis' clock at the SET, not before this call's TIME: the
+      -- key lives at least to `expiry`. As text: Redis would print a number
+      -- with '%.17g', several times the cost of '%d' (and short texts such
+      -- as '1' are already Lua strings, not made anew).
+      call('SET', key, value, 'PX', format('%d', expiry - now_ms))
     end
   end
 

@@ -125,7 +125,6 @@ impl ConnectionLike for Conn {
 /// sends precomputed (shared, not rebuilt, by every call).
 struct Cached {
     policy: Policy,
-    version: String,
     /// `PREFIX:{b:BUCKET}:policy`.
     policy_key: String,
     /// `PREFIX:{b:BUCKET}:gGEN:s:`, followed by the key.
@@ -140,7 +139,6 @@ impl Cached {
         Arc::new(Cached {
             args: script_args(&policy, version),
             policy,
-            version: version.to_string(),
             policy_key: format!("{tag}:policy"),
             state_prefix: format!("{tag}:g{generation}:s:"),
         })
@@ -345,8 +343,8 @@ impl Inner {
             .map(|i| cached.state_prefix.len() + i.key.len())
             .sum();
         let mut cmd = Cmd::with_capacity(
-            8 + items.len(),
-            104 + cached.policy_key.len() + cached.args.len() + keys_len + 16 * items.len(),
+            7 + items.len(),
+            96 + cached.policy_key.len() + cached.args.len() + keys_len + 16 * items.len(),
         );
         cmd.arg("EVALSHA")
             .arg(self.decide.get_hash())
@@ -355,7 +353,6 @@ impl Inner {
         for item in items {
             cmd.write_arg_fmt(StateKey(&cached.state_prefix, item.key));
         }
-        cmd.arg(&cached.version);
         {
             // One argument: now, the version and policy, the requests.
             let mut reqs = cmd.writer_for_next_arg();
