@@ -137,11 +137,11 @@ read -r VERSION GEN < <(cli HMGET "$POLICY_KEY" version gen | tr '\n' ' '; echo)
 SHA=$(cli -x SCRIPT LOAD <crates/drip/src/store/redis/decide.lua)
 [ "$SHA" = "$(sha1sum crates/drip/src/store/redis/decide.lua | cut -d' ' -f1)" ]
 STATE_KEY="drip:{b:bench}:g$GEN:s:"
-# ARGV: version, now_us ('': Redis TIME), '' (numbers as text follow: the
-# policy, then per request cost and max_wait_ns, -1: check). One request per
+# ARGV: '' (numbers as text follow), version, now_us ('': Redis TIME), the
+# policy, then per request cost and max_wait_ns (-1: check). One request per
 # call, as RedisStore sends when one caller is waiting; RedisStore sends the
-# same numbers packed as doubles in two arguments.
-EVAL=(EVALSHA "$SHA" 2 "$POLICY_KEY" "${STATE_KEY}__rand_int__" "$VERSION" '' ''
+# same numbers packed as doubles in one argument.
+EVAL=(EVALSHA "$SHA" 2 "$POLICY_KEY" "${STATE_KEY}__rand_int__" '' "$VERSION" ''
     "$MODE" "$A" "$P" "$CAP" "$NWIN" 1 -1)
 echo "EVALSHA: ${EVAL[*]}"
 # The reply is six little-endian doubles; the first is the outcome, 1.0

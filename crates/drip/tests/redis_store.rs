@@ -12,7 +12,9 @@ use std::time::{Duration, Instant};
 
 use conformance::Harness;
 use drip::store::{RedisOptions, RedisStore};
-use drip::{Error, Limit, Limiter, ManualClock, Mode, Outcome, Policy, Rate, Store};
+use drip::{
+    Clock, Error, Limit, Limiter, ManualClock, Mode, Outcome, Policy, Rate, Request, Store,
+};
 use redis_support::{RedisCluster, RedisServer};
 
 fn policy(mode: Mode, rate: Rate, capacity: u64) -> Policy {
@@ -288,4 +290,81 @@ fn blocking_limiter_over_redis() {
         .count();
     assert_eq!(admitted, 3);
     assert_eq!(limiter.status("b", "k").unwrap().counters.rejected, 2);
+}
+
+/// The decide script's text form (what `scripts/bench-redis.sh` runs with
+/// `redis-benchmark`, which cannot send binary arguments) decides as
+/// `RedisStore` does, and answers `stale` for an old version.
+#[tokio::test]
+async fn the_scripts_text_form_decides_as_the_store() {
+    if !redis_support::available() {
+        return;
+    }
+    let server = RedisServer::start();
+    let clock = ManualClock::new(1_700_000_000_000_000_000);
+    let store = store(&server).await.with_test_clock(clock.clone());
+    let p = policy(Mode::Shape, Rate::per_second(10).unwrap(), 3);
+    store.configure("t", p, false).await.unwrap();
+    let client = redis::Client::open(server.url()).unwrap();
+    let mut conn = client.get_multiplexed_async_connection().await.unwrap();
+    let script = redis::Script::new(include_str!("../src/store/redis/decide.lua"));
+    let (version, generation): (String, String) = redis::cmd("HMGET")
+        .arg("drip:{b:t}:policy")
+        .arg(&["version", "gen"])
+        .query_async(&mut conn)
+        .await
+        .unwrap();
+    let now_us = (clock.now() / 1000).to_string();
+    let mut outcomes = Vec::new();
+    for step in 0..5 {
+        let text: Vec<u8> = script
+            .key("drip:{b:t}:policy")
+            .key(format!("drip:{{b:t}}:g{generation}:s:text"))
+            .arg("")
+            .arg(&version)
+            .arg(&now_us)
+            .arg(&["shape", "10", "1000000000", "3", "0", "1", "-1"])
+            .invoke_async(&mut conn)
+            .await
+            .unwrap();
+        let d = store
+            .decide("t", "packed", Request::check(1))
+            .await
+            .unwrap();
+        let got: Vec<u64> = text
+            .chunks_exact(8)
+            .map(|c| f64::from_le_bytes(c.try_into().unwrap()) as u64)
+            .collect();
+        let outcome = match d.outcome {
+            Outcome::Allowed => 1,
+            Outcome::Limited => 2,
+            Outcome::Exceeds => 3,
+        };
+        let want = vec![
+            outcome,
+            d.wait,
+            d.queue_position,
+            d.remaining,
+            d.retry_after,
+            d.reset_after,
+        ];
+        assert_eq!(got, want, "step {step}");
+        outcomes.push(d.outcome);
+    }
+    // Queued with waits while the bucket holds them, then refused.
+    assert_eq!(
+        outcomes[2..],
+        [Outcome::Allowed, Outcome::Limited, Outcome::Limited]
+    );
+    let stale: redis::Value = script
+        .key("drip:{b:t}:policy")
+        .key("drip:{b:t}:g1:s:text")
+        .arg("")
+        .arg("0")
+        .arg(&now_us)
+        .arg(&["shape", "10", "1000000000", "3", "0", "1", "-1"])
+        .invoke_async(&mut conn)
+        .await
+        .unwrap();
+    assert_eq!(stale, redis::Value::SimpleString("stale".to_owned()));
 }

@@ -11,7 +11,8 @@
 --          (T = p/a ns)
 --     e    water as ticks of 1/a ns ahead of time t (the core's tat - now)
 --     t    when e was written, in microseconds (Redis TIME)
---     x    when the key expires (ms, Redis clock; 0 on a test clock)
+--     x    when the key expires at the earliest (ms, Redis clock; 0 on a
+--          test clock)
 --     al rj  counters (allowed, rejected)
 --   then per window with a non-empty log: period_ns, n, and n pairs
 --     rel cost (rel in ns from t, oldest first).
@@ -19,53 +20,51 @@
 --
 -- KEYS[1] policy hash (version; hist, read only after a change: see
 -- configure.lua), KEYS[2..n+1] the requests' keys (one bucket: one slot).
--- ARGV[1] version, ARGV[2] now_us ('' : Redis TIME), then either
---   ARGV[3] the policy: mode (0 police, 1 shape), a, p, capacity, window
---     count, then per window limit, period_ns, granularity_ns, and
---   ARGV[4] per request: cost, max_wait_ns (-1: check, -2: peek, which
---     reports and writes nothing), all as doubles (RedisStore);
--- or, for tools that cannot send binary arguments (redis-benchmark), the
---   same numbers as text: ARGV[3] '', then mode (police|shape), a, p,
---   capacity, window count, the windows' numbers, and per request cost,
---   max_wait_ns.
+-- ARGV[1], little-endian doubles (RedisStore): now_us (-1: Redis TIME),
+--   the version, the policy: mode (0 police, 1 shape), a, p, capacity,
+--   window count, then per window limit, period_ns, granularity_ns; then
+--   per request cost, max_wait_ns (-1: check, -2: peek, which reports and
+--   writes nothing).
+-- Or, for tools that cannot send binary arguments (redis-benchmark),
+--   ARGV[1] '' and the same numbers as text from ARGV[2] (now_us '': Redis
+--   TIME; mode police|shape).
+-- Few arguments and few tables: Redis builds KEYS and ARGV afresh on every
+-- call, and a lone request (the common case) builds no result table.
 -- Returns per request six doubles: outcome (1 admitted, 2 limited,
 -- 3 exceeds), wait_ns, queue_position, remaining, retry_after_ns,
 -- reset_after_ns; a peek adds water_ticks, allowed, rejected. Or the
 -- status 'nobucket' or 'stale' when the caller's policy is not the stored
 -- one (then nothing was decided).
 
-local version = redis.call('HGET', KEYS[1], 'version')
+local call = redis.call
+local version = call('HGET', KEYS[1], 'version')
 if not version then return redis.status_reply('nobucket') end
-if version ~= ARGV[1] then return redis.status_reply('stale') end
-local vn = tonumber(version)
 
-local test_clock = ARGV[2] ~= ''
-local now
-if test_clock then
-  now = tonumber(ARGV[2])
-else
-  local t = redis.call('TIME')
-  now = tonumber(t[1]) * 1000000 + tonumber(t[2])
-end
-local pack, unpack, table_unpack, ceil, floor, max, min =
-  struct.pack, struct.unpack, unpack, math.ceil, math.floor, math.max, math.min
-local now_ms = floor(now / 1000)
-local text = ARGV[3] == ''
-local shape, a, p, cap, nwin, reqs, rpos
-local windows = {}
+local pack, unpack, ceil, floor, max, min, format =
+  struct.pack, struct.unpack, math.ceil, math.floor, math.max, math.min, string.format
+local text = ARGV[1] == ''
+local now, vn, shape, a, p, cap, nwin, reqs, rpos
+local windows -- only when there are windows
 if not text then
   local mode, pos
-  mode, a, p, cap, nwin, pos = unpack('<ddddd', ARGV[3])
+  now, vn, mode, a, p, cap, nwin, pos = unpack('<ddddddd', ARGV[1])
+  -- Arithmetic converts the text as tonumber would, without its call.
+  if version + 0 ~= vn then return redis.status_reply('stale') end
   shape = mode == 1
+  if nwin > 0 then windows = {} end
   for i = 1, nwin do
     local limit, period, gran
-    limit, period, gran, pos = unpack('<ddd', ARGV[3], pos)
+    limit, period, gran, pos = unpack('<ddd', ARGV[1], pos)
     windows[i] = {limit = limit, period = period, gran = gran}
   end
-  reqs, rpos = ARGV[4], 1
+  reqs, rpos = ARGV[1], pos
 else
+  if version ~= ARGV[2] then return redis.status_reply('stale') end
+  vn = tonumber(version)
+  now = ARGV[3] == '' and -1 or tonumber(ARGV[3])
   shape = ARGV[4] == 'shape'
   a, p, cap, nwin = tonumber(ARGV[5]), tonumber(ARGV[6]), tonumber(ARGV[7]), tonumber(ARGV[8])
+  windows = {}
   for i = 1, nwin do
     local b = 8 + (i - 1) * 3
     windows[i] = {limit = tonumber(ARGV[b + 1]), period = tonumber(ARGV[b + 2]),
@@ -73,42 +72,21 @@ else
   end
   rpos = 9 + nwin * 3
 end
+local test_clock = now >= 0
+if not test_clock then
+  local t = call('TIME')
+  -- Arithmetic converts the texts as tonumber would, without its call.
+  now = t[1] * 1000000 + t[2]
+end
+local now_ms = floor(now / 1000)
 local max_cost = cap
-for _, w in ipairs(windows) do max_cost = min(max_cost, w.limit) end
+for i = 1, nwin do max_cost = min(max_cost, windows[i].limit) end
 local cap_t = cap * p
 local hist -- the change history, read at the first key that needs it
 
--- ceil(r * n / d) for integers r < d <= 2^53 and n <= 2^53, exactly: r * n
--- may pass 2^53, so it is built bit by bit of n, keeping the remainder
--- below d (every intermediate stays an exact double).
-local function mul_div_ceil(r, n, d)
-  local bit = 1
-  while bit * 2 <= n do bit = bit * 2 end
-  local q, rem = 0, 0
-  while bit >= 1 do
-    q, rem = q * 2, rem * 2
-    if rem >= d then q, rem = q + 1, rem - d end
-    if n >= bit then
-      n = n - bit
-      if rem >= d - r then q, rem = q + 1, rem - (d - r) else rem = rem + r end
-    end
-    bit = bit / 2
-  end
-  if rem > 0 then q = q + 1 end
-  return q
-end
-
-local function leak(excess, dt_us, rate_a)
-  if excess <= 0 then return 0 end
-  if dt_us <= 0 then return excess end
-  -- Inexact only when larger than 2^53, and then surely more than excess.
-  local leaked = dt_us * 1000 * rate_a
-  if leaked >= excess then return 0 end
-  return excess - leaked
-end
-
-local out, o = {}, 0
-for k = 2, #KEYS do
+local nkeys = #KEYS - 1
+local answers = nkeys > 1 and {} or nil -- each request's, for a batch
+for k = 2, nkeys + 1 do
   local key = KEYS[k]
   local cost, max_wait
   if text then
@@ -119,7 +97,7 @@ for k = 2, #KEYS do
   local peek = max_wait == -2
 
   -- Read the key, bring it to now, carrying it over if the policy changed.
-  local raw = redis.call('GET', key)
+  local raw = call('GET', key)
   local excess, at, x, allowed, rejected = 0, now, 0, 0, 0
   local fresh, changed = true, false
   if raw then
@@ -130,8 +108,37 @@ for k = 2, #KEYS do
       -- The policy changed since this key was written: replay each later
       -- change in turn. The water leaks at the rate it was kept in until
       -- the change, then carries over, rounded up to the new tick:
-      -- ceil(e * p / sp).
-      if not hist then hist = redis.call('HGET', KEYS[1], 'hist') or '' end
+      -- ceil(e * p / sp). (The helpers are made only here: a closure
+      -- costs an allocation on every call that makes it.)
+      --
+      -- ceil(r * n / d) for integers r < d <= 2^53 and n <= 2^53, exactly:
+      -- r * n may pass 2^53, so it is built bit by bit of n, keeping the
+      -- remainder below d (every intermediate stays an exact double).
+      local function mul_div_ceil(r, n, d)
+        local bit = 1
+        while bit * 2 <= n do bit = bit * 2 end
+        local q, rem = 0, 0
+        while bit >= 1 do
+          q, rem = q * 2, rem * 2
+          if rem >= d then q, rem = q + 1, rem - d end
+          if n >= bit then
+            n = n - bit
+            if rem >= d - r then q, rem = q + 1, rem - (d - r) else rem = rem + r end
+          end
+          bit = bit / 2
+        end
+        if rem > 0 then q = q + 1 end
+        return q
+      end
+      local function leak(excess, dt_us, rate_a)
+        if excess <= 0 then return 0 end
+        if dt_us <= 0 then return excess end
+        -- Inexact only when larger than 2^53, and then surely more than excess.
+        local leaked = dt_us * 1000 * rate_a
+        if leaked >= excess then return 0 end
+        return excess - leaked
+      end
+      if not hist then hist = call('HGET', KEYS[1], 'hist') or '' end
       for v, ca, cp, ct in string.gmatch(hist, '(%d+):(%d+):(%d+):(%d+)') do
         if tonumber(v) > sv then
           local switch = max(at, tonumber(ct))
@@ -172,7 +179,8 @@ for k = 2, #KEYS do
       end
     end
     local shift = (at - now) * 1000 -- ns to add to a stored rel to make it rel to now
-    for i, w in ipairs(windows) do
+    for i = 1, nwin do
+      local w = windows[i]
       local log = {used = 0}
       local s = stored[w.period]
       if s then
@@ -198,7 +206,8 @@ for k = 2, #KEYS do
     -- When the windows let the request leave (ns from now), not before
     -- the last logged departure.
     local ready = 0
-    for i, w in ipairs(windows) do
+    for i = 1, nwin do
+      local w = windows[i]
       local log = logs[i]
       local n = #log
       local last = 0
@@ -244,7 +253,8 @@ for k = 2, #KEYS do
     if admit then
       excess, wait, retry = new_excess, depart, 0
       if cost > 0 then
-        for i, w in ipairs(windows) do
+        for i = 1, nwin do
+          local w = windows[i]
           local log = logs[i]
           local n = #log
           if n > 0 and depart < log[n][1] + w.gran then
@@ -267,7 +277,8 @@ for k = 2, #KEYS do
   if room > 0 then rem = floor(room / p) end
   local reset = 0
   if excess > 0 then reset = ceil(excess / a) end
-  for i, w in ipairs(windows) do
+  for i = 1, nwin do
+    local w = windows[i]
     local log = logs[i]
     rem = min(rem, max(0, w.limit - log.used))
     local n = #log
@@ -290,7 +301,8 @@ for k = 2, #KEYS do
       value = pack('<dddddddd', vn, excess, now, expiry, allowed, rejected, a, p)
       if nwin > 0 then
         local parts = {value}
-        for i, w in ipairs(windows) do
+        for i = 1, nwin do
+          local w = windows[i]
           local log = logs[i]
           if #log > 0 then
             parts[#parts + 1] = pack('<dd', w.period, #log)
@@ -306,20 +318,25 @@ for k = 2, #KEYS do
       if nwin > 0 then value = value .. string.sub(raw, 65) end
     end
     if test_clock then
-      redis.call('SET', key, value)
+      call('SET', key, value)
     elseif keep then
-      redis.call('SET', key, value, 'KEEPTTL')
+      call('SET', key, value, 'KEEPTTL')
     else
-      redis.call('SET', key, value, 'PXAT', expiry)
+      -- PX from Redis' clock at the SET, not before this call's TIME: the
+      -- key lives at least to `expiry`. As text: Redis would print a number
+      -- with '%.17g', several times the cost of '%d' (and short texts such
+      -- as '1' are already Lua strings, not made anew).
+      call('SET', key, value, 'PX', format('%d', expiry - now_ms))
     end
   end
 
-  out[o + 1], out[o + 2], out[o + 3], out[o + 4], out[o + 5], out[o + 6] =
-    outcome, wait, qpos, rem, retry, reset
-  o = o + 6
+  local answer
   if peek then
-    out[o + 1], out[o + 2], out[o + 3] = excess, allowed, rejected
-    o = o + 3
+    answer = pack('<ddddddddd', outcome, wait, qpos, rem, retry, reset, excess, allowed, rejected)
+  else
+    answer = pack('<dddddd', outcome, wait, qpos, rem, retry, reset)
   end
+  if not answers then return answer end
+  answers[k - 1] = answer
 end
-return pack('<' .. string.rep('d', o), table_unpack(out, 1, o))
+return table.concat(answers)

@@ -32,12 +32,12 @@
 //! refused like a timeout. Times enter the script in microseconds; waits and
 //! retries come out in nanoseconds.
 
-use std::fmt;
 use std::io::Write;
 use std::sync::Arc;
 use std::time::Duration;
 
 use dashmap::DashMap;
+use parking_lot::Mutex;
 use redis::aio::{ConnectionLike, ConnectionManager, ConnectionManagerConfig};
 use redis::cluster_async::ClusterConnection;
 use redis::{Cmd, ErrorKind, Pipeline, RedisFuture, RedisWrite, Script, ServerErrorKind, Value};
@@ -125,21 +125,20 @@ impl ConnectionLike for Conn {
 /// sends precomputed (shared, not rebuilt, by every call).
 struct Cached {
     policy: Policy,
-    version: String,
     /// `PREFIX:{b:BUCKET}:policy`.
     policy_key: String,
     /// `PREFIX:{b:BUCKET}:gGEN:s:`, followed by the key.
     state_prefix: String,
-    /// The policy's argument of the decide script (packed doubles).
+    /// The version and the policy as the decide script reads them after
+    /// `now` (packed doubles).
     args: Vec<u8>,
 }
 
 impl Cached {
-    fn new(tag: &str, policy: Policy, version: String, generation: &str) -> Arc<Cached> {
+    fn new(tag: &str, policy: Policy, version: u64, generation: &str) -> Arc<Cached> {
         Arc::new(Cached {
-            args: script_args(&policy),
+            args: script_args(&policy, version),
             policy,
-            version,
             policy_key: format!("{tag}:policy"),
             state_prefix: format!("{tag}:g{generation}:s:"),
         })
@@ -164,9 +163,18 @@ struct Job {
     reply: oneshot::Sender<Result<Reply>>,
 }
 
-/// A bucket's script calls under way and the requests waiting for the next.
+/// What this node keeps of a bucket, under one lock: its policy as last
+/// read, its script calls under way and the requests waiting for the next.
+/// (A lone call looks the bucket up once and takes the lock twice.)
 #[derive(Default)]
-struct Queue {
+struct Bucket {
+    state: Mutex<BucketState>,
+}
+
+#[derive(Default)]
+struct BucketState {
+    /// The policy as this node last read it; `None`: read it again.
+    cached: Option<Arc<Cached>>,
     in_flight: usize,
     /// Requests in the calls under way.
     sending: usize,
@@ -183,9 +191,9 @@ struct Inner {
     decide: Script,
     configure: Script,
     prefix: String,
-    cache: DashMap<String, Arc<Cached>>,
+    /// Buckets this node has seen to exist (entries are kept).
+    buckets: DashMap<String, Arc<Bucket>>,
     test_clock: Option<TestClock>,
-    queues: DashMap<String, Queue>,
     in_flight: usize,
     max_batch: usize,
     /// Where batches whose callers wait are sent from (the runtime that
@@ -227,9 +235,8 @@ impl RedisStore {
                 decide: Script::new(DECIDE),
                 configure: Script::new(CONFIGURE),
                 prefix: options.prefix,
-                cache: DashMap::new(),
+                buckets: DashMap::new(),
                 test_clock: None,
-                queues: DashMap::new(),
                 in_flight: options.in_flight.max(1),
                 max_batch: options.max_batch.clamp(1, 256),
                 runtime: tokio::runtime::Handle::current(),
@@ -252,17 +259,18 @@ impl RedisStore {
 /// frees it.
 struct Slot<'a> {
     inner: &'a Arc<Inner>,
-    bucket: &'a str,
+    name: &'a str,
+    bucket: &'a Arc<Bucket>,
 }
 
 impl Drop for Slot<'_> {
     fn drop(&mut self) {
         if let Some(batch) = self.inner.next_batch(self.bucket, 1) {
-            let inner = self.inner.clone();
-            let bucket = self.bucket.to_owned();
+            let (inner, bucket) = (self.inner.clone(), self.bucket.clone());
+            let name = self.name.to_owned();
             self.inner
                 .runtime
-                .spawn(async move { inner.send_batches(bucket, batch).await });
+                .spawn(async move { inner.send_batches(name, bucket, batch).await });
         }
     }
 }
@@ -299,36 +307,81 @@ impl Inner {
                 .await
                 .map_err(store_error)?;
         let (Some(text), Some(version), Some(generation)) = (text, version, generation) else {
-            self.cache.remove(bucket);
+            self.forget(bucket);
             return Ok(None);
         };
         let policy = Policy::decode(&text)?;
+        let version = version
+            .parse()
+            .map_err(|_| Error::Store(format!("bucket {bucket:?} has version {version:?}")))?;
         let cached = Cached::new(&tag, policy, version, &generation);
-        self.cache.insert(bucket.to_owned(), cached.clone());
+        self.remember(bucket, cached.clone());
         Ok(Some(cached))
     }
 
-    async fn cached(&self, bucket: &str) -> Result<Arc<Cached>> {
-        if let Some(c) = self.cache.get(bucket) {
-            return Ok(c.clone());
+    /// The entry of a bucket this node has seen.
+    fn entry(&self, name: &str) -> Option<Arc<Bucket>> {
+        self.buckets.get(name).map(|b| b.clone())
+    }
+
+    /// Keeps `cached` as the bucket's policy.
+    fn remember(&self, name: &str, cached: Arc<Cached>) {
+        let bucket = match self.entry(name) {
+            Some(b) => b,
+            None => self.buckets.entry(name.to_owned()).or_default().clone(),
+        };
+        bucket.state.lock().cached = Some(cached);
+    }
+
+    /// Forgets the bucket's policy: its next call reads it again.
+    fn forget(&self, name: &str) {
+        if let Some(b) = self.entry(name) {
+            b.state.lock().cached = None;
         }
-        self.load(bucket)
-            .await?
-            .ok_or_else(|| Error::UnknownBucket(bucket.to_owned()))
+    }
+
+    /// The entry of a bucket that exists (read from Redis when this node
+    /// has not seen it: only buckets that exist get an entry).
+    async fn bucket(&self, name: &str) -> Result<Arc<Bucket>> {
+        if let Some(b) = self.entry(name) {
+            return Ok(b);
+        }
+        self.load(name).await?;
+        self.entry(name)
+            .ok_or_else(|| Error::UnknownBucket(name.to_owned()))
+    }
+
+    async fn cached(&self, name: &str, bucket: &Bucket) -> Result<Arc<Cached>> {
+        let cached = bucket.state.lock().cached.clone();
+        match cached {
+            Some(c) => Ok(c),
+            None => self
+                .load(name)
+                .await?
+                .ok_or_else(|| Error::UnknownBucket(name.to_owned())),
+        }
+    }
+
+    /// Sends `cmd` on the connection (on a single Redis straight to it,
+    /// without a boxed future per call).
+    async fn query(&self, cmd: &Cmd) -> redis::RedisResult<Value> {
+        match &self.conn {
+            Conn::Single(c) => c.clone().send_packed_command(cmd).await?.extract_error(),
+            Conn::Cluster(c) => cmd.query_async(&mut c.clone()).await,
+        }
     }
 
     /// Sends `cmd`, an `EVALSHA` of the decide script, loading the script
     /// first if Redis does not have it (`NOSCRIPT`: restarted, flushed, or
     /// a new cluster node).
     async fn eval_decide(&self, cmd: &Cmd) -> Result<Value> {
-        let mut conn = self.conn.clone();
-        match cmd.query_async(&mut conn).await {
+        match self.query(cmd).await {
             Err(e) if e.kind() == ErrorKind::Server(ServerErrorKind::NoScript) => {
                 self.decide
-                    .load_async(&mut conn)
+                    .load_async(&mut self.conn.clone())
                     .await
                     .map_err(store_error)?;
-                cmd.query_async(&mut conn).await.map_err(store_error)
+                self.query(cmd).await.map_err(store_error)
             }
             r => r.map_err(store_error),
         }
@@ -341,7 +394,7 @@ impl Inner {
             .map(|i| cached.state_prefix.len() + i.key.len())
             .sum();
         let mut cmd = Cmd::with_capacity(
-            8 + items.len(),
+            7 + items.len(),
             96 + cached.policy_key.len() + cached.args.len() + keys_len + 16 * items.len(),
         );
         cmd.arg("EVALSHA")
@@ -349,23 +402,26 @@ impl Inner {
             .arg(1 + items.len())
             .arg(&cached.policy_key);
         for item in items {
-            cmd.write_arg_fmt(StateKey(&cached.state_prefix, item.key));
+            let mut key = cmd.writer_for_next_arg();
+            // Writing to a Cmd's buffer cannot fail.
+            let _ = key.write_all(cached.state_prefix.as_bytes());
+            let _ = key.write_all(item.key.as_bytes());
         }
-        cmd.arg(&cached.version);
-        match &self.test_clock {
-            None => cmd.arg(""),
-            Some(_) => cmd.arg(self.now_arg()),
-        };
-        cmd.arg(cached.args.as_slice());
         {
+            // One argument: now, the version and policy, the requests.
             let mut reqs = cmd.writer_for_next_arg();
+            let now = match &self.test_clock {
+                None => -1.0,
+                Some(c) => (c() / 1000) as f64,
+            };
+            let _ = reqs.write_all(&now.to_le_bytes());
+            let _ = reqs.write_all(&cached.args);
             for item in items {
                 let max_wait = match (item.peek, item.req.max_wait) {
                     (true, _) => -2.0,
                     (false, None) => -1.0,
                     (false, Some(w)) => w.min(MAX_EXACT) as f64,
                 };
-                // Writing to a Cmd's buffer cannot fail.
                 let _ = reqs.write_all(&(item.req.cost.min(MAX_EXACT) as f64).to_le_bytes());
                 let _ = reqs.write_all(&max_wait.to_le_bytes());
             }
@@ -375,39 +431,46 @@ impl Inner {
 
     /// Decides `items` of `bucket` in one script call (reloading the policy
     /// when it changed): their answers in order, and the policy used.
-    async fn run(&self, bucket: &str, items: &[Item<'_>]) -> Result<(Vec<Reply>, Arc<Cached>)> {
+    async fn run(
+        &self,
+        name: &str,
+        bucket: &Bucket,
+        items: &[Item<'_>],
+    ) -> Result<(Vec<Reply>, Arc<Cached>)> {
         for _ in 0..3 {
-            let cached = self.cached(bucket).await?;
+            let cached = self.cached(name, bucket).await?;
             let cmd = self.decide_cmd(&cached, items);
             let reply = self.eval_decide(&cmd).await?;
-            match parse_reply(&reply, items)? {
-                Parsed::Replies(r) => return Ok((r, cached)),
-                Parsed::Stale => {
-                    self.cache.remove(bucket);
+            let parsed = parse_reply(&reply, items)?;
+            if let Parsed::Replies(r) = parsed {
+                return Ok((r, cached));
+            }
+            {
+                // Unless another call has read the policy again since.
+                let mut state = bucket.state.lock();
+                if state
+                    .cached
+                    .as_ref()
+                    .is_some_and(|c| Arc::ptr_eq(c, &cached))
+                {
+                    state.cached = None;
                 }
-                Parsed::NoBucket => {
-                    self.cache.remove(bucket);
-                    return Err(Error::UnknownBucket(bucket.to_owned()));
-                }
+            }
+            if let Parsed::NoBucket = parsed {
+                return Err(Error::UnknownBucket(name.to_owned()));
             }
         }
         Err(Error::Store(format!(
-            "the policy of bucket {bucket:?} kept changing while deciding"
+            "the policy of bucket {name:?} kept changing while deciding"
         )))
     }
 
     /// Decides one request: at once in a call of its own when the bucket
     /// has a call slot free, otherwise in the bucket's next batch.
-    async fn decide(self: &Arc<Self>, bucket: &str, key: &str, req: Request) -> Result<Reply> {
+    async fn decide(self: &Arc<Self>, name: &str, key: &str, req: Request) -> Result<Reply> {
+        let bucket = self.bucket(name).await?;
         let waiting = {
-            let mut queue = match self.queues.get_mut(bucket) {
-                Some(q) => q,
-                None => {
-                    // Only buckets that exist get a queue.
-                    self.cached(bucket).await?;
-                    self.queues.entry(bucket.to_owned()).or_default()
-                }
-            };
+            let mut queue = bucket.state.lock();
             if queue.in_flight < self.in_flight && queue.waiting.is_empty() {
                 queue.in_flight += 1;
                 queue.sending += 1;
@@ -426,14 +489,15 @@ impl Inner {
             None => {
                 let _slot = Slot {
                     inner: self,
-                    bucket,
+                    name,
+                    bucket: &bucket,
                 };
                 let item = Item {
                     key,
                     req,
                     peek: false,
                 };
-                let (mut replies, _) = self.run(bucket, &[item]).await?;
+                let (mut replies, _) = self.run(name, &bucket, &[item]).await?;
                 replies.pop().ok_or_else(|| bad_reply(&Value::Nil))
             }
             Some(rx) => rx.await.unwrap_or_else(|_| {
@@ -453,8 +517,8 @@ impl Inner {
     /// spread over its call slots: with 16 callers and 2 slots, two calls
     /// of 8 alternate, one in Redis while the other's callers come back,
     /// rather than one of 15 and one of 1.
-    fn next_batch(&self, bucket: &str, done: usize) -> Option<Vec<Job>> {
-        let mut queue = self.queues.get_mut(bucket)?;
+    fn next_batch(&self, bucket: &Bucket, done: usize) -> Option<Vec<Job>> {
+        let mut queue = bucket.state.lock();
         queue.sending = queue.sending.saturating_sub(done);
         // Callers that gave up before their call was sent are not decided.
         queue.waiting.retain(|j| !j.reply.is_closed());
@@ -472,7 +536,7 @@ impl Inner {
     /// Sends `batch` in one script call and answers each of its callers,
     /// then the requests that waited meanwhile (after a yield), until none
     /// wait.
-    async fn send_batches(self: Arc<Self>, bucket: String, mut batch: Vec<Job>) {
+    async fn send_batches(self: Arc<Self>, name: String, bucket: Arc<Bucket>, mut batch: Vec<Job>) {
         loop {
             let items: Vec<Item<'_>> = batch
                 .iter()
@@ -483,7 +547,7 @@ impl Inner {
                 })
                 .collect();
             let n = items.len();
-            let result = self.run(&bucket, &items).await;
+            let result = self.run(&name, &bucket, &items).await;
             drop(items);
             match result {
                 Ok((replies, _)) => {
@@ -509,28 +573,19 @@ impl Inner {
     }
 }
 
-/// A state key, `PREFIX:{b:BUCKET}:gGEN:s:` then the key, written straight
-/// into the command.
-struct StateKey<'a>(&'a str, &'a str);
-
-impl fmt::Display for StateKey<'_> {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str(self.0)?;
-        f.write_str(self.1)
-    }
-}
-
-/// The decide script's policy argument: mode (0 police, 1 shape), a, p,
-/// capacity, window count, then per window limit, period_ns and
-/// granularity_ns, as little-endian doubles (exact: `configure` refuses
-/// what would pass 2^53).
-fn script_args(policy: &Policy) -> Vec<u8> {
+/// What the decide script reads after `now`: the version, then the policy:
+/// mode (0 police, 1 shape), a, p, capacity, window count, then per window
+/// limit, period_ns and granularity_ns, as little-endian doubles (exact:
+/// versions count configurations, and `configure` refuses what would pass
+/// 2^53).
+fn script_args(policy: &Policy, version: u64) -> Vec<u8> {
     let rate = policy.limit().rate();
     let mode = match policy.mode() {
         Mode::Police => 0,
         Mode::Shape => 1,
     };
     let mut numbers = vec![
+        version,
         mode,
         rate.amount(),
         rate.period_ns(),
@@ -716,9 +771,9 @@ impl Store for RedisStore {
             .query_async(&mut inner.conn.clone())
             .await
             .map_err(store_error)?;
-        inner.cache.insert(
-            bucket.to_owned(),
-            Cached::new(&tag, policy, version.to_string(), &generation.to_string()),
+        inner.remember(
+            bucket,
+            Cached::new(&tag, policy, version, &generation.to_string()),
         );
         Ok(())
     }
@@ -737,7 +792,8 @@ impl Store for RedisStore {
             req: Request::check(0),
             peek: true,
         };
-        let (replies, cached) = self.inner.run(bucket, &[item]).await?;
+        let entry = self.inner.bucket(bucket).await?;
+        let (replies, cached) = self.inner.run(bucket, &entry, &[item]).await?;
         let r = replies.first().ok_or_else(|| bad_reply(&Value::Nil))?;
         let p = cached.policy.limit().rate().period_ns();
         Ok(KeyStatus {
@@ -766,7 +822,7 @@ impl Store for RedisStore {
             .query_async(&mut conn)
             .await
             .map_err(store_error)?;
-        inner.cache.remove(bucket);
+        inner.forget(bucket);
         Ok(removed > 0)
     }
 
