@@ -10,11 +10,11 @@
 //!   bucket fits `INLINE_CAP_TICKS`. A decision reads the current epoch's
 //!   numbers from the bucket's lock-free copy, checks the tag, decides in
 //!   64-bit arithmetic and writes the word back by compare-and-swap; or
-//! - **boxed**: a pointer (its low bit clear), a [`Boxed`] key holding its
-//!   epoch: a word
+//! - **boxed**: a pointer (its low bit clear; the next bit tells which
+//!   kind) to a key holding its epoch: a [`WordKey`]
 //!   with counters (the memory store's keys) or a full bucket too large to
-//!   be inline, still decided by compare-and-swap; or a state behind a lock
-//!   (windows, or a `tat` beyond 64 bits).
+//!   be inline, still decided by compare-and-swap; or a [`LockedKey`], a
+//!   state behind a lock (windows, or a `tat` beyond 64 bits).
 //!
 //! Anything else (the key's epoch was replaced, it needs another form, or
 //! the bucket needs a rebase) is `Step::Settle` / `Step::Rebase`, done with
@@ -50,35 +50,42 @@ const STATE_MASK: u64 = (1 << STATE_BITS) - 1;
 const TAG_SHIFT: u32 = STATE_BITS + 1;
 const _: () = assert!(TAGS <= 1 << (64 - TAG_SHIFT));
 
-/// One key: an inline word (low bit set) or a pointer to a [`Boxed`] key.
-/// It owns the box (freed on drop), which holds only `Send + Sync` parts.
+/// One key: an inline word (low bit set) or a pointer to a boxed key
+/// ([`WordKey`], or [`LockedKey`] with the second bit set). It owns the box
+/// (freed on drop), which holds only `Send + Sync` parts.
 pub(super) struct Slot(AtomicU64);
 
 const _: () = {
     const fn send_sync<T: Send + Sync>() {}
-    send_sync::<Boxed>()
+    send_sync::<WordKey>();
+    send_sync::<LockedKey>();
 };
 
-/// A key too rich for an inline word.
-pub(super) enum Boxed {
-    /// `tat` in ticks since its epoch's base, decided by compare-and-swap.
-    Word {
-        epoch: Arc<Epoch>,
-        tat: AtomicU64,
-        counts: Option<Counts>,
-    },
-    /// Windows, or a `tat` beyond 64 bits: a whole state behind a lock.
-    Locked {
-        epoch: Arc<Epoch>,
-        state: Mutex<State>,
-        counts: Option<Counts>,
-    },
+/// Marks a pointer to a [`LockedKey`]: both kinds are aligned to 4 or more,
+/// so a pointer's two low bits are free.
+const LOCKED: u64 = 0b10;
+const _: () = assert!(align_of::<WordKey>() >= 4 && align_of::<LockedKey>() >= 4);
+
+/// A boxed word: `tat` in ticks since its epoch's base, decided by
+/// compare-and-swap.
+pub(super) struct WordKey {
+    epoch: Arc<Epoch>,
+    tat: AtomicU64,
+    counts: Option<Counts>,
+}
+
+/// Windows, or a `tat` beyond 64 bits: a whole state behind a lock.
+pub(super) struct LockedKey {
+    epoch: Arc<Epoch>,
+    state: Mutex<State>,
+    counts: Option<Counts>,
 }
 
 /// What a slot's word holds.
 enum Form<'a> {
     Inline { tag: u64, state: u64 },
-    Boxed(&'a Boxed),
+    Word(&'a WordKey),
+    Locked(&'a LockedKey),
 }
 
 /// A key's allowed and rejected requests (absent when not counting).
@@ -154,22 +161,23 @@ impl Slot {
             Some(w) if min_width == 0 && counters.is_none() && epoch.inline && w <= STATE_MASK => {
                 Slot(AtomicU64::new(inline_word(epoch.tag(), w)))
             }
-            Some(w) => Slot::boxed(Boxed::Word {
-                epoch,
-                tat: AtomicU64::new(w),
-                counts: counters.map(Counts::new),
-            }),
-            None => Slot::boxed(Boxed::Locked {
-                epoch,
-                state: Mutex::new(state),
-                counts: counters.map(Counts::new),
-            }),
+            Some(w) => {
+                let key = Box::new(WordKey {
+                    epoch,
+                    tat: AtomicU64::new(w),
+                    counts: counters.map(Counts::new),
+                });
+                Slot(AtomicU64::new(Box::into_raw(key) as usize as u64))
+            }
+            None => {
+                let key = Box::new(LockedKey {
+                    epoch,
+                    state: Mutex::new(state),
+                    counts: counters.map(Counts::new),
+                });
+                Slot(AtomicU64::new(Box::into_raw(key) as usize as u64 | LOCKED))
+            }
         }
-    }
-
-    fn boxed(b: Boxed) -> Slot {
-        // A `Boxed` is aligned to 8, so its address's low bit is clear.
-        Slot(AtomicU64::new(Box::into_raw(Box::new(b)) as usize as u64))
     }
 
     #[inline(always)]
@@ -180,11 +188,13 @@ impl Slot {
     /// What `w`, a value of this slot's word, holds.
     #[inline(always)]
     fn form_of(&self, w: u64) -> Form<'_> {
-        if w & 1 == 0 {
-            // SAFETY: an unmarked word is a pointer from `Slot::boxed`, freed
-            // only by `Drop` or `settle`, which take `&mut self`; the `&self`
-            // this borrow comes from keeps it alive.
-            Form::Boxed(unsafe { &*(w as usize as *const Boxed) })
+        // SAFETY (both pointers): an unmarked word is a pointer from
+        // `with_state`, freed only by `Drop` or `settle`, which take
+        // `&mut self`; the `&self` this borrow comes from keeps it alive.
+        if w & 1 == 0 && w & LOCKED == 0 {
+            Form::Word(unsafe { &*(w as usize as *const WordKey) })
+        } else if w & 1 == 0 {
+            Form::Locked(unsafe { &*((w & !LOCKED) as usize as *const LockedKey) })
         } else {
             Form::Inline {
                 tag: w >> TAG_SHIFT,
@@ -198,7 +208,7 @@ impl Slot {
     pub(super) fn inline_tag(&self) -> Option<u64> {
         match self.form() {
             Form::Inline { tag, .. } => Some(tag),
-            Form::Boxed(_) => None,
+            Form::Word(_) | Form::Locked(_) => None,
         }
     }
 
@@ -215,9 +225,9 @@ impl Slot {
     ) -> Option<A> {
         let mut cur = self.0.load(Ordering::Acquire);
         if cur & 1 == 0 {
-            return match self.form() {
-                Form::Boxed(b) => b.decide_fast(now, req),
-                Form::Inline { .. } => None,
+            return match self.form_of(cur) {
+                Form::Word(key) => key.decide_fast(now, req),
+                _ => None,
             };
         }
         let FastEpoch {
@@ -280,7 +290,8 @@ impl Slot {
                     _ => Step::Settle { grow: true },
                 }
             }
-            Form::Boxed(b) => b.decide(now, req),
+            Form::Word(key) => key.decide(now, req),
+            Form::Locked(key) => key.decide(now, req),
         }
     }
 
@@ -289,12 +300,8 @@ impl Slot {
     pub(super) fn settle(&mut self, epochs: &Epochs, grow: bool) {
         let (width, counting, current) = match self.form() {
             Form::Inline { tag, .. } => (0, false, epochs.by_tag(tag).is_current()),
-            Form::Boxed(Boxed::Word { epoch, counts, .. }) => {
-                (1, counts.is_some(), epoch.is_current())
-            }
-            Form::Boxed(Boxed::Locked { epoch, counts, .. }) => {
-                (2, counts.is_some(), epoch.is_current())
-            }
+            Form::Word(key) => (1, key.counts.is_some(), key.epoch.is_current()),
+            Form::Locked(key) => (2, key.counts.is_some(), key.epoch.is_current()),
         };
         if current && !grow {
             return;
@@ -350,16 +357,16 @@ impl Slot {
                 let state = epoch.state_of_word(state);
                 (epoch, state, None)
             }
-            Form::Boxed(Boxed::Word { epoch, tat, counts }) => (
-                epoch.clone(),
-                epoch.state_of_word(tat.load(Ordering::Acquire)),
-                counts.as_ref(),
+            Form::Word(key) => (
+                key.epoch.clone(),
+                key.epoch.state_of_word(key.tat.load(Ordering::Acquire)),
+                key.counts.as_ref(),
             ),
-            Form::Boxed(Boxed::Locked {
-                epoch,
-                state,
-                counts,
-            }) => (epoch.clone(), state.lock().clone(), counts.as_ref()),
+            Form::Locked(key) => (
+                key.epoch.clone(),
+                key.state.lock().clone(),
+                key.counts.as_ref(),
+            ),
         };
         let counters = counts.map(Counts::get).unwrap_or_default();
         Epoch::carry(&epoch, state, counters)
@@ -369,22 +376,22 @@ impl Slot {
 impl Drop for Slot {
     fn drop(&mut self) {
         let w = *self.0.get_mut();
-        if w & 1 == 0 {
-            // SAFETY: an unmarked word is a pointer from `Slot::boxed`, owned
-            // by this slot alone; `&mut self` means no reader holds it.
-            drop(unsafe { Box::from_raw(w as usize as *mut Boxed) });
+        // SAFETY: an unmarked word is a pointer from `with_state`, owned by
+        // this slot alone; `&mut self` means no reader holds it.
+        if w & 1 == 0 && w & LOCKED == 0 {
+            drop(unsafe { Box::from_raw(w as usize as *mut WordKey) });
+        } else if w & 1 == 0 {
+            drop(unsafe { Box::from_raw((w & !LOCKED) as usize as *mut LockedKey) });
         }
     }
 }
 
-impl Boxed {
-    /// A boxed word of the current epoch in 64-bit reach, decided and
-    /// counted; `None` otherwise.
+impl WordKey {
+    /// Decided and counted if of the current epoch and in 64-bit reach;
+    /// `None` otherwise.
     #[inline(always)]
     fn decide_fast<A: Answer>(&self, now: Nanos, req: Request) -> Option<A> {
-        let Boxed::Word { epoch, tat, counts } = self else {
-            return None;
-        };
+        let WordKey { epoch, tat, counts } = self;
         let word = epoch.word.as_ref()?;
         if !epoch.is_current() {
             return None;
@@ -411,46 +418,41 @@ impl Boxed {
     }
 
     fn decide(&self, now: Nanos, req: Request) -> Step {
-        match self {
-            Boxed::Word { epoch, tat, counts } => {
-                if !epoch.is_current() {
-                    return Step::Settle { grow: false };
-                }
-                if epoch.needs_rebase(now) {
-                    return Step::Rebase;
-                }
-                let mut cur = tat.load(Ordering::Acquire);
-                let decision = loop {
-                    let Some((decision, next)) = decide_word(epoch, cur, now, req) else {
-                        return Step::Settle { grow: true };
-                    };
-                    let Some(next) = next else { break decision };
-                    match tat.compare_exchange_weak(cur, next, Ordering::AcqRel, Ordering::Acquire)
-                    {
-                        Ok(_) => break decision,
-                        Err(seen) => cur = seen,
-                    }
-                };
-                if let Some(c) = counts {
-                    c.add(decision.allowed());
-                }
-                Step::Done(decision)
-            }
-            Boxed::Locked {
-                epoch,
-                state,
-                counts,
-            } => {
-                if !epoch.is_current() {
-                    return Step::Settle { grow: false };
-                }
-                let decision = core::decide(&epoch.policy, &mut state.lock(), now, req);
-                if let Some(c) = counts {
-                    c.add(decision.allowed());
-                }
-                Step::Done(decision)
-            }
+        let WordKey { epoch, tat, counts } = self;
+        if !epoch.is_current() {
+            return Step::Settle { grow: false };
         }
+        if epoch.needs_rebase(now) {
+            return Step::Rebase;
+        }
+        let mut cur = tat.load(Ordering::Acquire);
+        let decision = loop {
+            let Some((decision, next)) = decide_word(epoch, cur, now, req) else {
+                return Step::Settle { grow: true };
+            };
+            let Some(next) = next else { break decision };
+            match tat.compare_exchange_weak(cur, next, Ordering::AcqRel, Ordering::Acquire) {
+                Ok(_) => break decision,
+                Err(seen) => cur = seen,
+            }
+        };
+        if let Some(c) = counts {
+            c.add(decision.allowed());
+        }
+        Step::Done(decision)
+    }
+}
+
+impl LockedKey {
+    fn decide(&self, now: Nanos, req: Request) -> Step {
+        if !self.epoch.is_current() {
+            return Step::Settle { grow: false };
+        }
+        let decision = core::decide(&self.epoch.policy, &mut self.state.lock(), now, req);
+        if let Some(c) = &self.counts {
+            c.add(decision.allowed());
+        }
+        Step::Done(decision)
     }
 }
 
