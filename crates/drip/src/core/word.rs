@@ -16,11 +16,10 @@ use super::rate::Nanos;
 #[derive(Clone, Copy, Debug)]
 pub struct WordPolicy {
     mode: Mode,
-    /// Ticks per ns (the rate's reduced `amount`). Non-zero, so a division
-    /// by it needs no check.
-    amount: NonZeroU64,
-    /// Ticks per unit (the rate's reduced `period_ns`), non-zero likewise.
-    period: NonZeroU64,
+    /// Ticks per ns (the rate's reduced `amount`, at least 1).
+    amount: u64,
+    /// Ticks per unit (the rate's reduced `period_ns`, at least 1).
+    period: u64,
     capacity: u64,
     /// `capacity * period`: the full bucket.
     cap_t: u64,
@@ -38,8 +37,8 @@ impl WordPolicy {
         Some(WordPolicy {
             mode: policy.mode(),
             // A rate's reduced numbers are at least 1.
-            amount: NonZeroU64::new(rate.amount())?,
-            period: NonZeroU64::new(rate.period_ns())?,
+            amount: NonZeroU64::new(rate.amount())?.get(),
+            period: NonZeroU64::new(rate.period_ns())?.get(),
             capacity,
             cap_t: capacity.checked_mul(rate.period_ns())?,
         })
@@ -55,16 +54,10 @@ impl WordPolicy {
     pub(crate) fn to_words(self) -> [u64; 4] {
         // A capacity fits 32 bits: the mode rides in the top bit.
         let shape = u64::from(self.mode == Mode::Shape) << 63;
-        [
-            self.amount.get(),
-            self.period.get(),
-            self.capacity | shape,
-            self.cap_t,
-        ]
+        [self.amount, self.period, self.capacity | shape, self.cap_t]
     }
 
-    /// The policy [`to_words`](Self::to_words) gave (zeros, which it never
-    /// gives, read as ones).
+    /// The policy [`to_words`](Self::to_words) gave.
     #[inline(always)]
     pub(crate) fn from_words([amount, period, capacity, cap_t]: [u64; 4]) -> WordPolicy {
         WordPolicy {
@@ -73,8 +66,8 @@ impl WordPolicy {
             } else {
                 Mode::Police
             },
-            amount: NonZeroU64::new(amount).unwrap_or(NonZeroU64::MIN),
-            period: NonZeroU64::new(period).unwrap_or(NonZeroU64::MIN),
+            amount,
+            period,
             capacity: capacity & !(1 << 63),
             cap_t,
         }
@@ -100,14 +93,14 @@ impl WordPolicy {
         now: Nanos,
         req: Request,
     ) -> Option<(A, Option<u64>)> {
-        let now_t = now.checked_mul(self.amount.get())?;
+        let now_t = now.checked_mul(self.amount)?;
         let excess = tat.saturating_sub(now_t);
         if req.cost > self.capacity {
             let a = A::build(self, Outcome::Exceeds, excess, 0, 0, None);
             return Some((a, None));
         }
         // cost <= capacity, so this fits as cap_t does.
-        let cost_t = req.cost * self.period.get();
+        let cost_t = req.cost * self.period;
         if self.mode == Mode::Police && req.max_wait.is_none() {
             // The commonest request, in the fewest steps: a police check is
             // admitted when its cost fits on top of the water.
@@ -155,7 +148,7 @@ impl WordPolicy {
     /// Ticks rounded up to whole nanoseconds.
     #[inline(always)]
     fn ceil_ns(&self, ticks: u64) -> Nanos {
-        if self.amount.get() == 1 {
+        if self.amount == 1 {
             ticks
         } else {
             div_ceil(ticks, self.amount)
@@ -245,23 +238,24 @@ impl Answer for Verdict {
 }
 
 /// `x / d`, skipping the division where the answer is plain: a rejected
-/// check of one unit leaves less than one unit of room, for example.
+/// check of one unit leaves less than one unit of room, for example. `d`
+/// is at least 1 (a zero, which `from_words` of zeros would give, divides
+/// as 1 rather than panic).
 #[inline(always)]
-fn div_floor(x: u64, d: NonZeroU64) -> u64 {
-    if d.get() == 1 {
+fn div_floor(x: u64, d: u64) -> u64 {
+    if d <= 1 {
         x
-    } else if x < d.get() {
+    } else if x < d {
         0
     } else {
         x / d
     }
 }
 
-/// `x / d` rounded up.
+/// `x / d` rounded up; `d` as in `div_floor`.
 #[inline(always)]
-fn div_ceil(x: u64, d: NonZeroU64) -> u64 {
-    let (q, r) = (x / d, x % d);
-    q + u64::from(r != 0)
+fn div_ceil(x: u64, d: u64) -> u64 {
+    x.div_ceil(d.max(1))
 }
 
 #[cfg(test)]
