@@ -25,7 +25,9 @@
 # Usage: scripts/bench-redis.sh
 #   DURATION=3 (seconds per measurement), ROUNDS=3, CONCURRENCY="1 16 64",
 #   PIPELINE=64 (an extra redis-benchmark row: one connection, -P PIPELINE;
-#   0 to skip), CACHE=target/bench-redis (where redis-cell is built).
+#   0 to skip), SPIN_US=100 (an extra drip row at concurrency 1 with
+#   RedisOptions::spin, which busy-polls a core; 0 to skip),
+#   CACHE=target/bench-redis (where redis-cell is built).
 # About 4 minutes after the builds. Rounds interleave the systems, so a
 # neighbour's burst of load hits one round of each rather than one system;
 # the summary gives the median round.
@@ -36,6 +38,7 @@ DURATION=${DURATION:-3}
 ROUNDS=${ROUNDS:-3}
 CONCURRENCY=${CONCURRENCY:-"1 16 64"}
 PIPELINE=${PIPELINE:-64}
+SPIN_US=${SPIN_US:-100}
 KEYS=1000
 CACHE=${CACHE:-target/bench-redis}
 TARGET_DIR=${CARGO_TARGET_DIR:-target}
@@ -202,6 +205,12 @@ for round in $(seq "$ROUNDS"); do
             --threads 2 | grep '^drip ')
         echo "$out"
         record drip_mt "$c" "$out"
+        if [ "$c" = 1 ] && [ "$SPIN_US" -gt 0 ]; then
+            out=$("$LOAD" "$URL" --concurrency 1 --seconds "$DURATION" --keys "$KEYS" \
+                --spin-us "$SPIN_US" | grep '^drip ')
+            echo "$out (spin $SPIN_US us)"
+            record drip_spin 1 "$out"
+        fi
         rb evalsha "$c" 1 "${EVAL[@]}"
         [ -z "$MODULE" ] || rb cell "$c" 1 "${CELL[@]}"
         out=$("$LOAD" "$URL" --bucket bench-readme --rate 30/60 --capacity 16 \
@@ -229,7 +238,7 @@ cli INFO commandstats | tr -d '\r' | awk -F'[:,=]' '
 
 echo
 echo "== summary: decisions/s, median of $ROUNDS rounds (each round's figure in brackets); p99 in µs (median)"
-python3 - "$RESULTS" "$PIPELINE" <<'EOF'
+python3 - "$RESULTS" "$PIPELINE" "$SPIN_US" <<'EOF'
 import sys
 from collections import defaultdict
 
@@ -266,6 +275,9 @@ for c in cs:
     print(f"| {c} | {cell('drip', c)} | {cell('drip_mt', c)} | {cell('evalsha', c)}"
           f" | {cell('cell', c)} | {ratio('drip', 'cell', c)} |")
 p = sys.argv[2]
+if ("drip_spin", 1) in runs:
+    print(f"| 1, RedisOptions::spin {sys.argv[3]} us (a busy client core) | {cell('drip_spin', 1)}"
+          f" | - | - | {cell('cell', 1)} | {ratio('drip_spin', 'cell', 1)} |")
 if ("evalsha_p", 1) in runs:
     print(f"| 1 conn, -P {p} | - | - | {cell('evalsha_p', 1)} | {cell('cell_p', 1)} | - |")
 print()

@@ -51,6 +51,8 @@ struct Args {
     /// Script calls under way per bucket, and requests per call (RedisOptions).
     in_flight: usize,
     max_batch: usize,
+    /// RedisOptions::spin, in microseconds.
+    spin_us: u64,
     configure_only: bool,
 }
 
@@ -58,7 +60,7 @@ fn usage() -> ! {
     eprintln!(
         "usage: redis_load URL [--bucket NAME] [--concurrency 1,16,64] [--seconds 5] \
          [--warmup 0.5] [--keys 1000] [--rate AMOUNT/SECONDS] [--capacity N] \
-         [--threads 1] [--in-flight 2] [--max-batch 64] [--configure-only]"
+         [--threads 1] [--in-flight 2] [--max-batch 64] [--spin-us 0] [--configure-only]"
     );
     std::process::exit(2)
 }
@@ -76,6 +78,7 @@ fn parse_args() -> Args {
         threads: 1,
         in_flight: RedisOptions::default().in_flight,
         max_batch: RedisOptions::default().max_batch,
+        spin_us: 0,
         configure_only: false,
     };
     let mut it = std::env::args().skip(1);
@@ -104,6 +107,7 @@ fn parse_args() -> Args {
             "--threads" => args.threads = value().parse().unwrap_or_else(|_| usage()),
             "--in-flight" => args.in_flight = value().parse().unwrap_or_else(|_| usage()),
             "--max-batch" => args.max_batch = value().parse().unwrap_or_else(|_| usage()),
+            "--spin-us" => args.spin_us = value().parse().unwrap_or_else(|_| usage()),
             "--configure-only" => args.configure_only = true,
             "-h" | "--help" => usage(),
             _ if a.starts_with("--") || !args.url.is_empty() => usage(),
@@ -223,6 +227,7 @@ async fn load(args: Args) {
     let options = RedisOptions {
         in_flight: args.in_flight,
         max_batch: args.max_batch,
+        spin: Duration::from_micros(args.spin_us),
         ..RedisOptions::default()
     };
     let store = RedisStore::connect(&args.url, options)

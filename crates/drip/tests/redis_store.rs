@@ -219,6 +219,35 @@ async fn redis_down_is_a_quick_error_and_recovery_needs_no_restart() {
     assert!(limiter.check("f", "k", 1).await.unwrap().allowed());
 }
 
+/// With `spin`, lone calls poll for their answers: they decide as any other
+/// call, and a Redis that stops is still a quick store error.
+#[tokio::test]
+async fn spinning_lone_calls_decide_alike_and_fail_quickly() {
+    if !redis_support::available() {
+        return;
+    }
+    let mut server = RedisServer::start();
+    let options = RedisOptions {
+        connection_timeout: Duration::from_millis(300),
+        response_timeout: Duration::from_millis(300),
+        spin: Duration::from_micros(200),
+        ..RedisOptions::default()
+    };
+    let limiter = Limiter::new(RedisStore::connect(&server.url(), options).await.unwrap());
+    let p = policy(Mode::Police, Rate::per_hour(1).unwrap(), 5);
+    limiter.configure("s", p).await.unwrap();
+    let mut admitted = 0;
+    for _ in 0..8 {
+        admitted += u32::from(limiter.check("s", "k", 1).await.unwrap().allowed());
+    }
+    assert_eq!(admitted, 5);
+    server.stop();
+    let started = Instant::now();
+    let r = limiter.check("s", "k", 1).await;
+    assert!(matches!(r, Err(Error::Store(_))), "{r:?}");
+    assert!(started.elapsed() < Duration::from_secs(3));
+}
+
 /// The conformance suite's cases on a 3-master Redis Cluster, each with its
 /// own key prefix, decisions on a manual clock.
 #[tokio::test]
