@@ -26,8 +26,7 @@
 //! both sides to take the clock out of the comparison.
 
 use std::hint::black_box;
-use std::sync::Barrier;
-use std::time::{Duration, Instant};
+use std::time::Instant;
 
 use criterion::{Criterion, criterion_group, criterion_main};
 use drip::{Clock as _, KeyedBucket, Limiter, ManualClock, MonotonicClock};
@@ -35,7 +34,7 @@ use governor::RateLimiter;
 use governor::clock::{Clock as _, FakeRelativeClock, QuantaClock};
 
 mod support;
-use support::{Cycle, LOADS, Load, OWN_KEYS, prime, string_keys, u64_keys};
+use support::{Cycle, LOADS, Load, OWN_KEYS, prime, string_keys, two_threads, u64_keys};
 
 fn clocks(c: &mut Criterion) {
     let mut g = c.benchmark_group("clock_now");
@@ -172,29 +171,6 @@ fn many_string_keys(c: &mut Criterion) {
     }
 }
 
-/// Two threads, each doing half of `iters` checks (`check(thread, i)` for
-/// the thread's `i`th check);
-/// returns the wall time of the whole, so criterion reports wall time per
-/// check (the inverse of the pair's throughput).
-fn two_threads(iters: u64, check: impl Fn(usize, u64) + Sync) -> Duration {
-    let per_thread = iters.div_ceil(2);
-    let barrier = Barrier::new(3);
-    let start = std::thread::scope(|s| {
-        for t in 0..2 {
-            let (barrier, check) = (&barrier, &check);
-            s.spawn(move || {
-                barrier.wait();
-                for i in 0..per_thread {
-                    check(t, i);
-                }
-            });
-        }
-        barrier.wait();
-        Instant::now()
-    });
-    start.elapsed()
-}
-
 fn contended(c: &mut Criterion) {
     for load in LOADS {
         let mut g = c.benchmark_group(format!("two_threads_one_key/{}", load.name()));
@@ -204,7 +180,7 @@ fn contended(c: &mut Criterion) {
         prime(load, &key, |k| drip.check(k, 1).unwrap().allowed());
         g.bench_function("drip_keyed_u64_counted", |b| {
             b.iter_custom(|iters| {
-                two_threads(iters, |_, _| {
+                two_threads(iters, &|_, _| {
                     black_box(drip.check(&7u64, 1)).ok();
                 })
             })
@@ -214,14 +190,14 @@ fn contended(c: &mut Criterion) {
         prime(load, &key, |k| drip.check(k, 1).unwrap().allowed());
         g.bench_function("drip_keyed_u64", |b| {
             b.iter_custom(|iters| {
-                two_threads(iters, |_, _| {
+                two_threads(iters, &|_, _| {
                     black_box(drip.check(&7u64, 1)).ok();
                 })
             })
         });
         g.bench_function("drip_verdict_u64", |b| {
             b.iter_custom(|iters| {
-                two_threads(iters, |_, _| {
+                two_threads(iters, &|_, _| {
                     black_box(drip.verdict(&7u64, 1)).ok();
                 })
             })
@@ -231,7 +207,7 @@ fn contended(c: &mut Criterion) {
         prime(load, &key, |k| gov.check_key(k).is_ok());
         g.bench_function("governor_keyed_u64", |b| {
             b.iter_custom(|iters| {
-                two_threads(iters, |_, _| {
+                two_threads(iters, &|_, _| {
                     black_box(gov.check_key(&7u64)).ok();
                 })
             })
@@ -241,7 +217,7 @@ fn contended(c: &mut Criterion) {
         prime(load, &[()], |_| gov_direct.check().is_ok());
         g.bench_function("governor_direct", |b| {
             b.iter_custom(|iters| {
-                two_threads(iters, |_, _| {
+                two_threads(iters, &|_, _| {
                     black_box(gov_direct.check()).ok();
                 })
             })
@@ -264,7 +240,7 @@ fn contended(c: &mut Criterion) {
     });
     g.bench_function("drip_keyed_u64_counted", |b| {
         b.iter_custom(|iters| {
-            two_threads(iters, |t, j| {
+            two_threads(iters, &|t, j| {
                 black_box(drip.check(key(t, j), 1)).ok();
             })
         })
@@ -276,14 +252,14 @@ fn contended(c: &mut Criterion) {
     });
     g.bench_function("drip_keyed_u64", |b| {
         b.iter_custom(|iters| {
-            two_threads(iters, |t, j| {
+            two_threads(iters, &|t, j| {
                 black_box(drip.check(key(t, j), 1)).ok();
             })
         })
     });
     g.bench_function("drip_verdict_u64", |b| {
         b.iter_custom(|iters| {
-            two_threads(iters, |t, j| {
+            two_threads(iters, &|t, j| {
                 black_box(drip.verdict(key(t, j), 1)).ok();
             })
         })
@@ -293,7 +269,7 @@ fn contended(c: &mut Criterion) {
     prime(load, &keys[..2 * OWN_KEYS], |k| gov.check_key(k).is_ok());
     g.bench_function("governor_keyed_u64", |b| {
         b.iter_custom(|iters| {
-            two_threads(iters, |t, j| {
+            two_threads(iters, &|t, j| {
                 black_box(gov.check_key(key(t, j))).ok();
             })
         })

@@ -22,7 +22,7 @@
 //! `PAIRED_ROUNDS` and `PAIRED_BLOCK` change the rounds and block size.
 
 use std::hint::black_box;
-use std::sync::Barrier;
+use std::sync::{Barrier, Mutex};
 use std::time::{Duration, Instant};
 
 use drip::{KeyedBucket, MonotonicClock};
@@ -30,6 +30,10 @@ use governor::RateLimiter;
 
 mod support;
 use support::{Cycle, LOADS, Load, OWN_KEYS, prime, string_keys, u64_keys};
+
+/// One check of a two-thread contender: `(thread, i)` for the thread's
+/// `i`th check.
+type TwoThreadCheck<'a> = dyn Fn(usize, u64) + Sync + 'a;
 
 /// Runs a block of `n` checks and returns how long it took.
 type Block<'a> = Box<dyn FnMut(u64) -> Duration + 'a>;
@@ -96,27 +100,6 @@ fn timed(n: u64, mut check: impl FnMut()) -> Duration {
     start.elapsed()
 }
 
-/// A block of `n` checks made by two threads, half each (`check(thread,
-/// i)`): the wall time of both.
-fn two_threads(n: u64, check: &(impl Fn(usize, u64) + Sync)) -> Duration {
-    let per_thread = n.div_ceil(2);
-    let barrier = Barrier::new(3);
-    let start = std::thread::scope(|s| {
-        for t in 0..2 {
-            let barrier = &barrier;
-            s.spawn(move || {
-                barrier.wait();
-                for i in 0..per_thread {
-                    check(t, i);
-                }
-            });
-        }
-        barrier.wait();
-        Instant::now()
-    });
-    start.elapsed()
-}
-
 /// drip's three contenders, each its own bucket on `load`.
 struct Drips<K: std::hash::Hash + Eq> {
     check: KeyedBucket<K>,
@@ -170,15 +153,21 @@ fn single_key(load: Load) {
     );
 }
 
-fn many_u64_keys(load: Load, keys: &[u64]) {
+/// Over many keys, each checked as `Q` (`u64` as itself, `String` as
+/// `&str`).
+fn many_keys<K, Q>(name: &str, load: Load, keys: &[K], borrow: fn(&K) -> &Q)
+where
+    K: std::hash::Hash + Eq + Clone + std::borrow::Borrow<Q>,
+    Q: std::hash::Hash + Eq + ToOwned<Owned = K> + ?Sized,
+{
     let Drips {
         check,
         counted,
         verdict,
-    } = drips::<u64>(load);
+    } = drips::<K>(load);
     let gov = RateLimiter::keyed(load.quota());
     for b in [&check, &counted, &verdict] {
-        prime(load, keys, |k| b.check(k, 1).unwrap().allowed());
+        prime(load, keys, |k| b.check(borrow(k), 1).unwrap().allowed());
     }
     prime(load, keys, |k| gov.check_key(k).is_ok());
     let (mut a, mut b, mut c, mut d) = (
@@ -188,19 +177,29 @@ fn many_u64_keys(load: Load, keys: &[u64]) {
         Cycle::new(keys),
     );
     paired(
-        &format!("keys_10k_u64/{}", load.name()),
+        &format!("{name}/{}", load.name()),
         vec![
             (
                 "drip check",
-                Box::new(move |n| timed(n, || drop(black_box(check.check(a.next_key(), 1))))),
+                Box::new(move |n| {
+                    timed(n, || drop(black_box(check.check(borrow(a.next_key()), 1))))
+                }),
             ),
             (
                 "drip counted",
-                Box::new(move |n| timed(n, || drop(black_box(counted.check(b.next_key(), 1))))),
+                Box::new(move |n| {
+                    timed(n, || {
+                        drop(black_box(counted.check(borrow(b.next_key()), 1)))
+                    })
+                }),
             ),
             (
                 "drip verdict",
-                Box::new(move |n| timed(n, || drop(black_box(verdict.verdict(c.next_key(), 1))))),
+                Box::new(move |n| {
+                    timed(n, || {
+                        drop(black_box(verdict.verdict(borrow(c.next_key()), 1)))
+                    })
+                }),
             ),
             (
                 "governor",
@@ -210,58 +209,50 @@ fn many_u64_keys(load: Load, keys: &[u64]) {
     );
 }
 
-fn many_string_keys(load: Load, keys: &[String]) {
-    let Drips {
-        check,
-        counted,
-        verdict,
-    } = drips::<String>(load);
-    let gov = RateLimiter::keyed(load.quota());
-    for bucket in [&check, &counted, &verdict] {
-        prime(load, keys, |k| {
-            bucket.check(k.as_str(), 1).unwrap().allowed()
-        });
-    }
-    prime(load, keys, |k: &String| gov.check_key(k).is_ok());
-    let (mut a, mut b, mut c, mut d) = (
-        Cycle::new(keys),
-        Cycle::new(keys),
-        Cycle::new(keys),
-        Cycle::new(keys),
-    );
-    paired(
-        &format!("keys_10k_string/{}", load.name()),
-        vec![
-            (
-                "drip check",
-                Box::new(move |n| {
-                    timed(n, || {
-                        drop(black_box(check.check(a.next_key().as_str(), 1)));
-                    })
-                }),
-            ),
-            (
-                "drip counted",
-                Box::new(move |n| {
-                    timed(n, || {
-                        drop(black_box(counted.check(b.next_key().as_str(), 1)));
-                    })
-                }),
-            ),
-            (
-                "drip verdict",
-                Box::new(move |n| {
-                    timed(n, || {
-                        drop(black_box(verdict.verdict(c.next_key().as_str(), 1)));
-                    })
-                }),
-            ),
-            (
-                "governor",
-                Box::new(move |n| timed(n, || drop(black_box(gov.check_key(d.next_key()))))),
-            ),
-        ],
-    );
+/// Two-thread contenders, run by one pair of worker threads kept for the
+/// whole case (threads started anew for each block land wherever the
+/// scheduler puts them, which moved a block's time by 2x): for each block
+/// both workers make half of its checks with the chosen contender.
+fn paired_two_threads(case: &str, sides: &[(&str, &TwoThreadCheck<'_>)]) {
+    let (start, end) = (Barrier::new(3), Barrier::new(3));
+    // The contender and block size of the next block; `None` stops.
+    let job = Mutex::new(None::<(usize, u64)>);
+    std::thread::scope(|s| {
+        for t in 0..2 {
+            let (start, end, job) = (&start, &end, &job);
+            s.spawn(move || {
+                loop {
+                    start.wait();
+                    let Some((i, n)) = *job.lock().unwrap() else {
+                        break;
+                    };
+                    let check = sides[i].1;
+                    for j in 0..n.div_ceil(2) {
+                        check(t, j);
+                    }
+                    end.wait();
+                }
+            });
+        }
+        let blocks: Vec<(&str, Block<'_>)> = sides
+            .iter()
+            .enumerate()
+            .map(|(i, (name, _))| {
+                let (start, end, job) = (&start, &end, &job);
+                let block: Block<'_> = Box::new(move |n| {
+                    *job.lock().unwrap() = Some((i, n));
+                    start.wait();
+                    let began = Instant::now();
+                    end.wait();
+                    began.elapsed()
+                });
+                (*name, block)
+            })
+            .collect();
+        paired(case, blocks);
+        *job.lock().unwrap() = None;
+        start.wait();
+    });
 }
 
 fn two_threads_one_key(load: Load) {
@@ -269,25 +260,19 @@ fn two_threads_one_key(load: Load) {
     let gov = RateLimiter::keyed(load.quota());
     d.prime(load, &[7u64]);
     prime(load, &[7u64], |k| gov.check_key(k).is_ok());
-    paired(
+    paired_two_threads(
         &format!("two_threads_one_key/{}", load.name()),
-        vec![
-            (
-                "drip check",
-                Box::new(|n| two_threads(n, &|_, _| drop(black_box(d.check.check(&7u64, 1))))),
-            ),
-            (
-                "drip counted",
-                Box::new(|n| two_threads(n, &|_, _| drop(black_box(d.counted.check(&7u64, 1))))),
-            ),
-            (
-                "drip verdict",
-                Box::new(|n| two_threads(n, &|_, _| drop(black_box(d.verdict.verdict(&7u64, 1))))),
-            ),
-            (
-                "governor",
-                Box::new(|n| two_threads(n, &|_, _| drop(black_box(gov.check_key(&7u64))))),
-            ),
+        &[
+            ("drip check", &|_, _| {
+                drop(black_box(d.check.check(&7u64, 1)))
+            }),
+            ("drip counted", &|_, _| {
+                drop(black_box(d.counted.check(&7u64, 1)))
+            }),
+            ("drip verdict", &|_, _| {
+                drop(black_box(d.verdict.verdict(&7u64, 1)))
+            }),
+            ("governor", &|_, _| drop(black_box(gov.check_key(&7u64)))),
         ],
     );
 }
@@ -302,29 +287,21 @@ fn two_threads_own_keys(keys: &[u64]) {
     let held = &keys[..2 * OWN_KEYS];
     d.prime(load, held);
     prime(load, held, |k| gov.check_key(k).is_ok());
-    paired(
+    paired_two_threads(
         "two_threads_own_keys/admit",
-        vec![
-            (
-                "drip check",
-                Box::new(|n| two_threads(n, &|t, j| drop(black_box(d.check.check(key(t, j), 1))))),
-            ),
-            (
-                "drip counted",
-                Box::new(|n| {
-                    two_threads(n, &|t, j| drop(black_box(d.counted.check(key(t, j), 1))))
-                }),
-            ),
-            (
-                "drip verdict",
-                Box::new(|n| {
-                    two_threads(n, &|t, j| drop(black_box(d.verdict.verdict(key(t, j), 1))))
-                }),
-            ),
-            (
-                "governor",
-                Box::new(|n| two_threads(n, &|t, j| drop(black_box(gov.check_key(key(t, j)))))),
-            ),
+        &[
+            ("drip check", &|t, j| {
+                drop(black_box(d.check.check(key(t, j), 1)))
+            }),
+            ("drip counted", &|t, j| {
+                drop(black_box(d.counted.check(key(t, j), 1)))
+            }),
+            ("drip verdict", &|t, j| {
+                drop(black_box(d.verdict.verdict(key(t, j), 1)))
+            }),
+            ("governor", &|t, j| {
+                drop(black_box(gov.check_key(key(t, j))))
+            }),
         ],
     );
 }
@@ -334,8 +311,8 @@ fn main() {
     let (u64s, strings) = (u64_keys(), string_keys());
     for load in LOADS {
         single_key(load);
-        many_u64_keys(load, &u64s);
-        many_string_keys(load, &strings);
+        many_keys("keys_10k_u64", load, &u64s, |k| k);
+        many_keys("keys_10k_string", load, &strings, String::as_str);
         two_threads_one_key(load);
     }
     two_threads_own_keys(&u64s);

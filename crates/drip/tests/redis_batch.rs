@@ -315,11 +315,7 @@ async fn a_failed_batch_fails_each_caller() {
         return;
     }
     let mut server = RedisServer::start();
-    let options = RedisOptions {
-        connection_timeout: Duration::from_millis(300),
-        response_timeout: Duration::from_millis(300),
-        ..options(1, 64)
-    };
+    let options = redis_support::short_timeouts(options(1, 64));
     let store = RedisStore::connect(&server.url(), options.clone())
         .await
         .unwrap();

@@ -181,11 +181,7 @@ async fn redis_down_is_a_quick_error_and_recovery_needs_no_restart() {
         return;
     }
     let mut server = RedisServer::start();
-    let options = RedisOptions {
-        connection_timeout: Duration::from_millis(300),
-        response_timeout: Duration::from_millis(300),
-        ..RedisOptions::default()
-    };
+    let options = redis_support::short_timeouts(RedisOptions::default());
     let limiter = Limiter::new(RedisStore::connect(&server.url(), options).await.unwrap());
     let p = policy(Mode::Police, Rate::per_second(10).unwrap(), 10);
     limiter.configure("f", p.clone()).await.unwrap();
@@ -227,12 +223,10 @@ async fn spinning_lone_calls_decide_alike_and_fail_quickly() {
         return;
     }
     let mut server = RedisServer::start();
-    let options = RedisOptions {
-        connection_timeout: Duration::from_millis(300),
-        response_timeout: Duration::from_millis(300),
+    let options = redis_support::short_timeouts(RedisOptions {
         spin: Duration::from_micros(200),
         ..RedisOptions::default()
-    };
+    });
     let limiter = Limiter::new(RedisStore::connect(&server.url(), options).await.unwrap());
     let p = policy(Mode::Police, Rate::per_hour(1).unwrap(), 5);
     limiter.configure("s", p).await.unwrap();

@@ -5,6 +5,8 @@
 #![allow(dead_code)]
 
 use std::num::NonZeroU32;
+use std::sync::Barrier;
+use std::time::{Duration, Instant};
 
 use drip::{Limit, Policy, Rate};
 use governor::Quota;
@@ -122,4 +124,26 @@ impl<'a, K> Cycle<'a, K> {
         }
         k
     }
+}
+
+/// `n` checks made by two threads, half each (`check(thread, i)` for the
+/// thread's `i`th check): the wall time of both, so a figure per check is
+/// the inverse of the pair's throughput.
+pub fn two_threads(n: u64, check: &(impl Fn(usize, u64) + Sync)) -> Duration {
+    let per_thread = n.div_ceil(2);
+    let barrier = Barrier::new(3);
+    let start = std::thread::scope(|s| {
+        for t in 0..2 {
+            let barrier = &barrier;
+            s.spawn(move || {
+                barrier.wait();
+                for i in 0..per_thread {
+                    check(t, i);
+                }
+            });
+        }
+        barrier.wait();
+        Instant::now()
+    });
+    start.elapsed()
 }

@@ -32,6 +32,16 @@ pub fn available() -> bool {
 }
 
 /// A loopback port nobody listens on now.
+/// `options` with 300 ms connection and response timeouts, for the tests
+/// that stop Redis and expect a quick store error.
+pub fn short_timeouts(options: drip::store::RedisOptions) -> drip::store::RedisOptions {
+    drip::store::RedisOptions {
+        connection_timeout: Duration::from_millis(300),
+        response_timeout: Duration::from_millis(300),
+        ..options
+    }
+}
+
 pub fn free_port() -> u16 {
     TcpListener::bind("127.0.0.1:0")
         .unwrap()
