@@ -236,7 +236,11 @@ impl Slot {
             max_since_base,
             word,
         } = epochs.fast();
-        let since = now.checked_sub(base).filter(|&s| s <= max_since_base)?;
+        // Before the base, `since` wraps past the bound too.
+        let since = now.wrapping_sub(base);
+        if since > max_since_base {
+            return None;
+        }
         loop {
             // Another tag, or a box now (its low bit is clear).
             if cur & HEAD != head {
@@ -396,9 +400,10 @@ impl WordKey {
         if !epoch.is_current() {
             return None;
         }
-        let since = now
-            .checked_sub(epoch.base)
-            .filter(|&s| s <= epoch.max_since_base)?;
+        let since = now.wrapping_sub(epoch.base);
+        if since > epoch.max_since_base {
+            return None;
+        }
         let mut cur = tat.load(Ordering::Acquire);
         loop {
             let (answer, next) = word.answer::<A>(cur, since, req)?;
