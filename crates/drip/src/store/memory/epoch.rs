@@ -121,13 +121,24 @@ impl Epoch {
         u64::try_from(state.tat.saturating_sub(self.base_ticks())).ok()
     }
 
-    /// Installs `policy` from `at` on as the successor of this epoch, which
-    /// must be the latest (the caller holds the bucket's reconfiguration
-    /// lock), and returns it.
-    pub(super) fn follow(&self, policy: Policy, at: Nanos, reset: bool) -> Arc<Epoch> {
-        let next = Arc::new(Epoch::new(policy, self.id + 1, at, reset));
-        let installed = self.next.set(next.clone()).is_ok();
-        debug_assert!(installed, "only the latest epoch is followed");
+    /// This epoch's successor, with `policy` from `at` on; not linked yet
+    /// ([`Epochs::push`] does that).
+    pub(super) fn successor(&self, policy: Policy, at: Nanos, reset: bool) -> Arc<Epoch> {
+        Arc::new(Epoch::new(policy, self.id + 1, at, reset))
+    }
+
+    /// Makes `next` this epoch's successor. Only the latest epoch is
+    /// followed, one change at a time.
+    fn link(&self, next: Arc<Epoch>) {
+        let linked = self.next.set(next).is_ok();
+        debug_assert!(linked, "only the latest epoch is followed");
+    }
+
+    /// The successor, linked: the chain alone, for tests.
+    #[cfg(test)]
+    fn follow(&self, policy: Policy, at: Nanos, reset: bool) -> Arc<Epoch> {
+        let next = self.successor(policy, at, reset);
+        self.link(next.clone());
         next
     }
 
@@ -259,7 +270,8 @@ impl Epochs {
             current: ArcSwap::new(first.clone()),
             by_tag: RwLock::new(vec![None; TAGS as usize]),
         };
-        epochs.install(first);
+        epochs.by_tag.write()[first.tag() as usize] = Some(first.clone());
+        epochs.fast.publish(&first);
         epochs
     }
 
@@ -281,13 +293,15 @@ impl Epochs {
             .expect("a key's tag names a live epoch")
     }
 
-    /// Makes `next` (the successor of the current epoch) current. The
-    /// caller holds the bucket's reconfiguration lock and, if `next.id` is a
+    /// Makes `next`, the current epoch's `successor`, current. The caller
+    /// holds the bucket's reconfiguration lock and, if `next.id` is a
     /// multiple of `PASS_EVERY`, has carried every key over first.
-    pub(super) fn install(&self, next: Arc<Epoch>) {
-        // By tag first: a key bearing the new tag can only be written once
-        // the fast copy below names it.
+    pub(super) fn push(&self, next: Arc<Epoch>) {
+        // By tag first, then linked: a key can bear the new tag only once it
+        // can reach the new epoch (through the chain, or as the current
+        // one), and by then its tag finds it.
         self.by_tag.write()[next.tag() as usize] = Some(next.clone());
+        self.current.load().link(next.clone());
         self.current.store(next.clone());
         self.fast.publish(&next);
     }
@@ -351,8 +365,7 @@ mod tests {
         let epochs = Epochs::new(police(10), 5);
         let f = epochs.fast();
         assert_eq!((f.head, f.base), (head(0), 0));
-        let next = epochs.current().follow(police(20), 7, false);
-        epochs.install(next);
+        epochs.push(epochs.current().successor(police(20), 7, false));
         assert_eq!(epochs.fast().head, head(1));
         assert!(epochs.current().is_current());
         assert_eq!(epochs.by_tag(1).id, 1);
@@ -360,8 +373,7 @@ mod tests {
         let windowed = police(20)
             .with_window(crate::Window::new(5, std::time::Duration::from_secs(1)).unwrap())
             .unwrap();
-        let next = epochs.current().follow(windowed, 9, false);
-        epochs.install(next);
+        epochs.push(epochs.current().successor(windowed, 9, false));
         assert_eq!(epochs.fast().head, 0);
     }
 

@@ -215,7 +215,7 @@ impl<K: Hash + Eq + Clone, C: Clock> KeyedBucket<K, C> {
                 entry.value().carry_inline(&self.epochs);
             }
         }
-        self.epochs.install(current.follow(policy, at, reset));
+        self.epochs.push(current.successor(policy, at, reset));
     }
 
     /// Forgets keys that are idle now (bucket empty, windows clear): they
