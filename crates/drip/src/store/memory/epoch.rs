@@ -7,16 +7,20 @@
 //! (one 64-bit word) by a 7-bit tag, looked up in [`Epochs`]' ring of the
 //! last 128 epochs; a boxed key by holding the epoch itself. So that a tag
 //! is never reused while a key still bears it, every 64th epoch is
-//! preceded by a pass that carries every key to the current epoch
-//! (`KeyedBucket::push_epoch`): live keys then span at most 66 epochs.
+//! preceded by a pass that carries every inline key to the current epoch
+//! (`KeyedBucket::push_epoch`, under shared locks): live inline keys then
+//! span at most 66 epochs.
 //!
-//! Word states are kept relative to their epoch's `base`, a moment a little
+//! Word states are kept relative to their epoch's `base`, 2^53 ticks
 //! before the epoch began, so they stay small however long the process
 //! runs: ticks since `base`, not since the clock's origin. When `now` has
-//! moved 2^55 ticks past `base` (about 13 s for a 1 GiB/s byte rate, 400
-//! days at whole-nanosecond rates) the bucket appends an epoch with the same
-//! policy and a fresh base (a rebase), and keys carry over to it as to any
-//! other change.
+//! moved 2^55 ticks past `base` (about 13 s into the epoch for a 1 GiB/s
+//! byte rate, 300 days at whole-nanosecond rates) the bucket appends an
+//! epoch with the same policy and a fresh base (a rebase), and keys carry
+//! over to it as to any other change. The lag keeps decisions exact for a
+//! clock that steps back by less than 2^53 ticks (4 s at 1 GiB/s, 104 days
+//! at whole-nanosecond rates); one stepping back further finds fresh keys
+//! as if filled up to the base.
 
 use std::sync::atomic::{AtomicU64, Ordering, fence};
 use std::sync::{Arc, OnceLock};

@@ -1,13 +1,14 @@
 //! The memory store: state in this process.
 //!
-//! [`KeyedBucket`] is one policy over many keys. A key of a policy without
-//! windows is one atomic 64-bit word (its `tat`), decided by a
-//! compare-and-swap loop as in governor, in 64-bit arithmetic where the
-//! numbers fit; a key of a policy with windows (or whose `tat` outgrows 64
-//! bits) is a small state behind a per-key lock. Each key holds the policy
-//! epoch it was written in, so decisions take no lock on the policy: a
-//! reconfiguration chains a new epoch and each key is carried over to it
-//! when next touched (see `epoch.rs`).
+//! [`KeyedBucket`] is one policy over many keys. A key is one 64-bit word
+//! in the map: for a policy without windows, its `tat` (counted from a
+//! recent base), decided by a compare-and-swap loop as in governor, in
+//! 64-bit arithmetic; with counters, windows or larger numbers, a pointer
+//! to a small box (a word, or a state behind a per-key lock). Each key names
+//! the policy epoch it was written in (by a tag, or the box holds it), so
+//! decisions take no lock on the policy: a reconfiguration chains a new
+//! epoch and each key is carried over to it when next touched (see
+//! `epoch.rs` and `cell.rs`).
 //!
 //! Layout: `epoch.rs` (policy changes), `cell.rs` (one key), `keyed.rs`
 //! ([`KeyedBucket`]), and here the key budget and [`MemoryStore`].
