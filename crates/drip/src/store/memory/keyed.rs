@@ -184,7 +184,8 @@ impl<K: Hash + Eq + Clone, C: Clock> KeyedBucket<K, C> {
     /// chained after the current one, and each key is carried over to it by
     /// its own next decision (or by the next [`sweep`](Self::sweep)), which
     /// sees its epoch has a successor. Every 64th change of epoch also
-    /// carries every key over at once (see `epoch.rs`).
+    /// carries every inline key over at once, under shared locks (see
+    /// `epoch.rs`).
     pub fn reconfigure(&self, policy: Policy, reset: bool) {
         let _one_at_a_time = self.reconfiguring.lock();
         let now = self.clock.now();
