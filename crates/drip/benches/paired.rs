@@ -116,10 +116,15 @@ fn drips<K: std::hash::Hash + Eq + Clone>(load: Load) -> Drips<K> {
     }
 }
 
-impl Drips<u64> {
-    fn prime(&self, load: Load, keys: &[u64]) {
+impl<K: std::hash::Hash + Eq + Clone> Drips<K> {
+    /// Primes all three on `keys`, each checked as `borrow` gives it.
+    fn prime<Q>(&self, load: Load, keys: &[K], borrow: fn(&K) -> &Q)
+    where
+        K: std::borrow::Borrow<Q>,
+        Q: std::hash::Hash + Eq + ToOwned<Owned = K> + ?Sized,
+    {
         for b in [&self.check, &self.counted, &self.verdict] {
-            prime(load, keys, |k| b.check(k, 1).unwrap().allowed());
+            prime(load, keys, |k| b.check(borrow(k), 1).unwrap().allowed());
         }
     }
 }
@@ -127,7 +132,7 @@ impl Drips<u64> {
 fn single_key(load: Load) {
     let d = drips::<u64>(load);
     let gov = RateLimiter::keyed(load.quota());
-    d.prime(load, &[42u64]);
+    d.prime(load, &[42u64], |k| k);
     prime(load, &[42u64], |k| gov.check_key(k).is_ok());
     let key = &42u64;
     paired(
@@ -160,15 +165,14 @@ where
     K: std::hash::Hash + Eq + Clone + std::borrow::Borrow<Q>,
     Q: std::hash::Hash + Eq + ToOwned<Owned = K> + ?Sized,
 {
+    let d = drips::<K>(load);
+    d.prime(load, keys, borrow);
     let Drips {
         check,
         counted,
         verdict,
-    } = drips::<K>(load);
+    } = d;
     let gov = RateLimiter::keyed(load.quota());
-    for b in [&check, &counted, &verdict] {
-        prime(load, keys, |k| b.check(borrow(k), 1).unwrap().allowed());
-    }
     prime(load, keys, |k| gov.check_key(k).is_ok());
     let (mut a, mut b, mut c, mut d) = (
         Cycle::new(keys),
@@ -258,7 +262,7 @@ fn paired_two_threads(case: &str, sides: &[(&str, &TwoThreadCheck<'_>)]) {
 fn two_threads_one_key(load: Load) {
     let d = drips::<u64>(load);
     let gov = RateLimiter::keyed(load.quota());
-    d.prime(load, &[7u64]);
+    d.prime(load, &[7u64], |k| k);
     prime(load, &[7u64], |k| gov.check_key(k).is_ok());
     paired_two_threads(
         &format!("two_threads_one_key/{}", load.name()),
@@ -285,7 +289,7 @@ fn two_threads_own_keys(keys: &[u64]) {
     let d = drips::<u64>(load);
     let gov = RateLimiter::keyed(load.quota());
     let held = &keys[..2 * OWN_KEYS];
-    d.prime(load, held);
+    d.prime(load, held, |k| k);
     prime(load, held, |k| gov.check_key(k).is_ok());
     paired_two_threads(
         "two_threads_own_keys/admit",
