@@ -19,7 +19,9 @@
 //! clock (both read the TSC through quanta).
 //!
 //! Run: `cargo bench -p drip --bench paired` (about a minute).
-//! `PAIRED_ROUNDS` and `PAIRED_BLOCK` change the rounds and block size.
+//! `PAIRED_ROUNDS` and `PAIRED_BLOCK` change the rounds and block size;
+//! `PAIRED_CASES` (a comma-separated list of substrings) runs only the
+//! cases whose names contain one of them.
 
 use std::hint::black_box;
 use std::sync::{Barrier, Mutex};
@@ -49,6 +51,9 @@ fn env(name: &str, default: u64) -> u64 {
 /// and prints each one's median time and its median ratio to the last
 /// contender (governor).
 fn paired(case: &str, mut sides: Vec<(&str, Block<'_>)>) {
+    if !chosen(case) {
+        return;
+    }
     let rounds = env("PAIRED_ROUNDS", 31).max(2) as usize;
     let block = env("PAIRED_BLOCK", 100_000).max(1);
     let n = sides.len();
@@ -83,6 +88,13 @@ fn paired(case: &str, mut sides: Vec<(&str, Block<'_>)>) {
             q3
         );
     }
+}
+
+/// Whether `PAIRED_CASES` (if set) names `case`.
+fn chosen(case: &str) -> bool {
+    std::env::var("PAIRED_CASES").map_or(true, |cases| {
+        cases.split(',').any(|c| !c.is_empty() && case.contains(c))
+    })
 }
 
 fn quartiles(mut v: Vec<f64>) -> (f64, f64, f64) {
@@ -218,6 +230,9 @@ where
 /// scheduler puts them, which moved a block's time by 2x): for each block
 /// both workers make half of its checks with the chosen contender.
 fn paired_two_threads(case: &str, sides: &[(&str, &TwoThreadCheck<'_>)]) {
+    if !chosen(case) {
+        return;
+    }
     let (start, end) = (Barrier::new(3), Barrier::new(3));
     // The contender and block size of the next block; `None` stops.
     let job = Mutex::new(None::<(usize, u64)>);

@@ -4,12 +4,12 @@ use std::borrow::Borrow;
 use std::hash::Hash;
 use std::sync::Arc;
 
-use dashmap::DashMap;
 use parking_lot::Mutex;
 
 use super::KeyBudget;
 use super::cell::{Slot, Step};
 use super::epoch::{Epochs, PASS_EVERY};
+use super::map::{Entry, KeyMap};
 use crate::Result;
 use crate::clock::{Clock, MonotonicClock};
 use crate::core::{self, Answer, Decision, Nanos, Policy, Request, State, Verdict};
@@ -22,7 +22,7 @@ use crate::store::{Counters, KeyStatus};
 /// keeps one per named bucket.
 pub struct KeyedBucket<K: Hash + Eq, C: Clock = MonotonicClock> {
     epochs: Epochs,
-    keys: DashMap<K, Slot>,
+    keys: KeyMap<K, Slot>,
     clock: C,
     budget: Arc<KeyBudget>,
     /// Serialises changes of epoch (reconfigurations and rebases), so each
@@ -48,7 +48,7 @@ impl<K: Hash + Eq + Clone, C: Clock> KeyedBucket<K, C> {
     pub(super) fn with_budget(policy: Policy, clock: C, budget: Arc<KeyBudget>) -> Self {
         KeyedBucket {
             epochs: Epochs::new(policy, clock.now()),
-            keys: DashMap::new(),
+            keys: KeyMap::new(),
             clock,
             budget,
             reconfiguring: Mutex::new(()),
@@ -108,15 +108,23 @@ impl<K: Hash + Eq + Clone, C: Clock> KeyedBucket<K, C> {
     {
         let now = self.clock.now();
         // The common case, kept small so it inlines: a known key, settled.
-        if let Some(slot) = self.keys.get(key) {
-            if let Some(answer) = slot.decide_fast(&self.epochs, now, req) {
-                return Ok(answer);
-            }
-            if let Step::Done(decision) = slot.decide(&self.epochs, now, req) {
-                return Ok(A::from_decision(decision));
-            }
+        let known = self.keys.read(
+            key,
+            #[inline(always)]
+            |slot| {
+                if let Some(answer) = slot.decide_fast(&self.epochs, now, req) {
+                    return Some(answer);
+                }
+                match slot.decide(&self.epochs, now, req) {
+                    Step::Done(decision) => Some(A::from_decision(decision)),
+                    _ => None,
+                }
+            },
+        );
+        match known {
+            Some(Some(answer)) => Ok(answer),
+            _ => self.decide_slow(key, now, req).map(A::from_decision),
         }
-        self.decide_slow(key, now, req).map(A::from_decision)
     }
 
     /// A new key, or one that must be settled first (see `Step`).
@@ -129,20 +137,20 @@ impl<K: Hash + Eq + Clone, C: Clock> KeyedBucket<K, C> {
     {
         loop {
             let epochs = &self.epochs;
-            let step = match self.keys.entry(key.to_owned()) {
-                dashmap::Entry::Occupied(mut e) => match e.get().decide(epochs, now, req) {
+            let step = self.keys.write(key, |entry| match entry {
+                Entry::Occupied(slot) => match slot.decide(epochs, now, req) {
                     Step::Settle { grow } => {
-                        e.get_mut().settle(epochs, grow);
-                        e.get().decide(epochs, now, req)
+                        slot.settle(epochs, grow);
+                        Ok::<_, crate::Error>(slot.decide(epochs, now, req))
                     }
-                    other => other,
+                    other => Ok(other),
                 },
-                dashmap::Entry::Vacant(e) => {
+                Entry::Vacant(e) => {
                     self.budget.take()?;
-                    e.insert(Slot::new(epochs, self.counting))
-                        .decide(epochs, now, req)
+                    let slot = e.insert(key.to_owned(), Slot::new(epochs, self.counting));
+                    Ok(slot.decide(epochs, now, req))
                 }
-            };
+            })?;
             // The entry is released by now: a rebase may pass over every key.
             // Settled, a key can still need a second round: a change of
             // epoch in between, or a word that must grow after all.
@@ -161,10 +169,10 @@ impl<K: Hash + Eq + Clone, C: Clock> KeyedBucket<K, C> {
         Q: Hash + Eq + ?Sized,
     {
         let now = self.clock.now();
-        let (epoch, state, counters) = match self.keys.get(key) {
-            Some(slot) => slot.view(&self.epochs),
-            None => (self.epochs.current(), State::default(), Counters::default()),
-        };
+        let (epoch, state, counters) = self
+            .keys
+            .read(key, |slot| slot.view(&self.epochs))
+            .unwrap_or_else(|| (self.epochs.current(), State::default(), Counters::default()));
         KeyStatus {
             level: core::level(&epoch.policy, &state, now),
             policy: epoch.policy.clone(),
@@ -212,9 +220,7 @@ impl<K: Hash + Eq + Clone, C: Clock> KeyedBucket<K, C> {
             // inline key over now, so none still bears it (nor will, 64
             // epochs on). Under shared locks only, so decisions go on and
             // the pass is never starved by them.
-            for entry in self.keys.iter() {
-                entry.value().carry_inline(&self.epochs);
-            }
+            self.keys.for_each(|slot| slot.carry_inline(&self.epochs));
         }
         self.epochs.push(current.successor(policy, at, reset));
     }
@@ -225,17 +231,13 @@ impl<K: Hash + Eq + Clone, C: Clock> KeyedBucket<K, C> {
     /// were removed.
     pub fn sweep(&self) -> usize {
         let now = self.clock.now();
-        let before = self.keys.len();
-        self.keys.retain(|_, slot| {
+        // The map gives the freed entries' memory back, not just keeps it
+        // for reuse.
+        let removed = self.keys.retain(|slot| {
             slot.settle(&self.epochs, false);
             !slot.is_idle(&self.epochs, now)
         });
-        let removed = before.saturating_sub(self.keys.len());
         self.budget.give_back(removed);
-        if removed > 0 {
-            // Give the freed entries' memory back, not just keep it for reuse.
-            self.keys.shrink_to_fit();
-        }
         removed
     }
 
@@ -246,7 +248,7 @@ impl<K: Hash + Eq + Clone, C: Clock> KeyedBucket<K, C> {
 
     /// True when no key is held.
     pub fn is_empty(&self) -> bool {
-        self.keys.is_empty()
+        self.keys.len() == 0
     }
 }
 
@@ -324,7 +326,7 @@ mod tests {
             }
         }
         assert!(bucket.epochs.current().id > 150, "the test must rebase");
-        let slot = bucket.keys.get(&9u64).unwrap();
-        assert_eq!(slot.inline_tag(), Some(bucket.epochs.current().tag()));
+        let tag = bucket.keys.read(&9u64, Slot::inline_tag).unwrap();
+        assert_eq!(tag, Some(bucket.epochs.current().tag()));
     }
 }

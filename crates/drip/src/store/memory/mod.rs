@@ -27,6 +27,7 @@ use crate::{Error, Result};
 mod cell;
 mod epoch;
 mod keyed;
+mod map;
 
 pub use keyed::KeyedBucket;
 
