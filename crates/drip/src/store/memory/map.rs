@@ -25,8 +25,11 @@ use hashbrown::hash_table;
 /// Shards at most: each holds eight cache-padded locks (1 KiB).
 const MAX_SHARDS: usize = 64;
 
+/// One shard: its keys and their values.
+type Shard<K, V> = ShardedLock<HashTable<(K, V)>>;
+
 pub(super) struct KeyMap<K, V> {
-    shards: Box<[ShardedLock<HashTable<(K, V)>>]>,
+    shards: Box<[Shard<K, V>]>,
     /// SipHash with random keys, as std's maps: keys often come from
     /// clients (addresses, user names), who must not be able to choose
     /// keys that collide.
@@ -65,8 +68,9 @@ impl<K: Hash + Eq, V> KeyMap<K, V> {
         }
     }
 
-    /// Written out rather than `hash_one`, which is not always inlined.
+    /// Written out: `hash_one` was left out of line in the hot path here.
     #[inline(always)]
+    #[allow(clippy::manual_hash_one)]
     fn hash<Q: Hash + ?Sized>(&self, key: &Q) -> u64 {
         let mut h = self.hasher.build_hasher();
         key.hash(&mut h);
@@ -74,7 +78,7 @@ impl<K: Hash + Eq, V> KeyMap<K, V> {
     }
 
     #[inline(always)]
-    fn shard(&self, hash: u64) -> &ShardedLock<HashTable<(K, V)>> {
+    fn shard(&self, hash: u64) -> &Shard<K, V> {
         &self.shards[((hash << 7) >> self.shift) as usize]
     }
 
