@@ -146,11 +146,11 @@ impl<K: Hash + Eq, V> KeyMap<K, V> {
 // A panic under a lock leaves a table whole (hashbrown's operations are
 // panic-safe), so a poisoned lock is used as it is.
 #[inline(always)]
-fn read<T>(lock: &ShardedLock<T>) -> ShardedLockReadGuard<'_, T> {
+pub(super) fn read<T>(lock: &ShardedLock<T>) -> ShardedLockReadGuard<'_, T> {
     lock.read().unwrap_or_else(PoisonError::into_inner)
 }
 
-fn write<T>(lock: &ShardedLock<T>) -> ShardedLockWriteGuard<'_, T> {
+pub(super) fn write<T>(lock: &ShardedLock<T>) -> ShardedLockWriteGuard<'_, T> {
     lock.write().unwrap_or_else(PoisonError::into_inner)
 }
 

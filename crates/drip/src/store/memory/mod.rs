@@ -17,7 +17,7 @@ use std::collections::BTreeMap;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};
 
-use parking_lot::RwLock;
+use crossbeam_utils::sync::ShardedLock;
 
 use super::{KeyStatus, Store};
 use crate::clock::{Clock, MonotonicClock};
@@ -74,7 +74,9 @@ impl KeyBudget {
 
 /// The memory store: named buckets of string keys in this process.
 pub struct MemoryStore<C: Clock = MonotonicClock> {
-    buckets: RwLock<BTreeMap<String, Arc<KeyedBucket<String, C>>>>,
+    /// Read by every decision: behind per-thread read locks (see `map.rs`),
+    /// so decisions on different threads do not contend for one lock word.
+    buckets: ShardedLock<BTreeMap<String, Arc<KeyedBucket<String, C>>>>,
     clock: C,
     budget: Arc<KeyBudget>,
 }
@@ -101,7 +103,7 @@ impl<C: Clock> MemoryStore<C> {
     /// A store that refuses new keys, over all its buckets, beyond `max_keys`.
     pub fn with_clock_and_max_keys(clock: C, max_keys: usize) -> Self {
         MemoryStore {
-            buckets: RwLock::new(BTreeMap::new()),
+            buckets: ShardedLock::new(BTreeMap::new()),
             clock,
             budget: KeyBudget::new(max_keys),
         }
@@ -119,7 +121,7 @@ impl<C: Clock> MemoryStore<C> {
         name: &str,
         f: impl FnOnce(&KeyedBucket<String, C>) -> T,
     ) -> Result<T> {
-        match self.buckets.read().get(name) {
+        match map::read(&self.buckets).get(name) {
             Some(b) => Ok(f(b)),
             None => Err(Error::UnknownBucket(name.to_owned())),
         }
@@ -127,21 +129,21 @@ impl<C: Clock> MemoryStore<C> {
 
     /// Forgets idle keys in every bucket; returns how many were removed.
     pub fn sweep(&self) -> usize {
-        let buckets: Vec<_> = self.buckets.read().values().cloned().collect();
+        let buckets: Vec<_> = map::read(&self.buckets).values().cloned().collect();
         buckets.iter().map(|b| b.sweep()).sum()
     }
 
     /// Keys held over all buckets.
     pub fn keys_held(&self) -> usize {
-        self.buckets.read().values().map(|b| b.len()).sum()
+        map::read(&self.buckets).values().map(|b| b.len()).sum()
     }
 
     fn configure_now(&self, name: &str, policy: Policy, reset: bool) {
         // Create the bucket under the map's write lock if it is new;
         // otherwise reconfigure it (constant time) without holding the map.
-        let existing = self.buckets.read().get(name).cloned();
+        let existing = map::read(&self.buckets).get(name).cloned();
         let bucket = existing.or_else(|| {
-            let mut buckets = self.buckets.write();
+            let mut buckets = map::write(&self.buckets);
             match buckets.get(name) {
                 Some(b) => Some(b.clone()),
                 None => {
@@ -169,7 +171,7 @@ impl<C: Clock> Store for MemoryStore<C> {
     }
 
     async fn policy(&self, bucket: &str) -> Result<Option<Policy>> {
-        Ok(self.buckets.read().get(bucket).map(|b| b.policy()))
+        Ok(map::read(&self.buckets).get(bucket).map(|b| b.policy()))
     }
 
     async fn decide(&self, bucket: &str, key: &str, req: Request) -> Result<Decision> {
@@ -181,7 +183,7 @@ impl<C: Clock> Store for MemoryStore<C> {
     }
 
     async fn delete(&self, bucket: &str) -> Result<bool> {
-        Ok(self.buckets.write().remove(bucket).is_some())
+        Ok(map::write(&self.buckets).remove(bucket).is_some())
     }
 
     async fn sweep_idle(&self) -> Result<u64> {
@@ -193,9 +195,7 @@ impl<C: Clock> Store for MemoryStore<C> {
     }
 
     async fn list(&self) -> Result<Vec<(String, Policy)>> {
-        Ok(self
-            .buckets
-            .read()
+        Ok(map::read(&self.buckets)
             .iter()
             .map(|(name, b)| (name.clone(), b.policy()))
             .collect())
