@@ -175,3 +175,68 @@ fn reconfiguring_under_load(counted: bool) {
         assert_eq!(bucket.status("one-key").counters.allowed, 3000);
     }
 }
+
+/// Four threads meet 3000 new keys at once, in different orders, while a
+/// fifth sweeps without pause: the map grows under concurrent reads and
+/// writes of the same shards, each key is inserted once, and none holding
+/// water is swept, so on a frozen clock every key admits exactly its
+/// capacity (and a sweep at the end, the clock moved on, forgets them all).
+#[test]
+fn new_keys_from_many_threads_during_sweeps_are_each_admitted_exactly() {
+    const KEYS: u64 = 3000;
+    const CAPACITY: u64 = 3;
+    let policy = Policy::police(Limit::new(Rate::per_second(1).unwrap(), CAPACITY).unwrap());
+    let clock = ManualClock::new(5);
+    let bucket = Arc::new(KeyedBucket::<u64, _>::with_max_keys(
+        policy,
+        clock.clone(),
+        KEYS as usize,
+    ));
+    let done = Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let sweeper = {
+        let (bucket, done) = (bucket.clone(), done.clone());
+        std::thread::spawn(move || {
+            let mut swept = 0;
+            while !done.load(Ordering::Relaxed) {
+                swept += bucket.sweep();
+            }
+            swept
+        })
+    };
+    let threads: Vec<_> = (0..4u64)
+        .map(|t| {
+            let bucket = bucket.clone();
+            std::thread::spawn(move || {
+                let mut admitted = vec![0u64; KEYS as usize];
+                for round in 0..2 * CAPACITY {
+                    for i in 0..KEYS {
+                        // Each thread its own order: a stride prime to KEYS.
+                        let stride = [7, 11, 13, 17][t as usize];
+                        let key = (i * stride + round) % KEYS;
+                        if bucket.check(&key, 1).unwrap().allowed() {
+                            admitted[key as usize] += 1;
+                        }
+                    }
+                }
+                admitted
+            })
+        })
+        .collect();
+    let mut admitted = vec![0u64; KEYS as usize];
+    for t in threads {
+        for (all, n) in admitted.iter_mut().zip(t.join().unwrap()) {
+            *all += n;
+        }
+    }
+    done.store(true, Ordering::Relaxed);
+    assert_eq!(sweeper.join().unwrap(), 0, "no key with water is idle");
+    assert!(admitted.iter().all(|&n| n == CAPACITY), "{admitted:?}");
+    assert_eq!(bucket.len(), KEYS as usize);
+    clock.advance(Duration::from_secs(CAPACITY));
+    assert_eq!(bucket.sweep(), KEYS as usize);
+    assert!(bucket.is_empty());
+    // The key budget came back whole: KEYS new keys fit again.
+    for key in 0..KEYS {
+        assert!(bucket.check(&(key + KEYS), 1).unwrap().allowed());
+    }
+}
