@@ -10,8 +10,13 @@
 //! epoch and each key is carried over to it when next touched (see
 //! `epoch.rs` and `cell.rs`).
 //!
-//! Layout: `epoch.rs` (policy changes), `cell.rs` (one key), `keyed.rs`
-//! ([`KeyedBucket`]), and here the key budget and [`MemoryStore`].
+//! The keys are held in hash tables behind per-thread read locks
+//! (`map.rs`), so a decision writes no memory that other threads' decisions
+//! read unless it changes its key.
+//!
+//! Layout: `epoch.rs` (policy changes), `cell.rs` (one key), `map.rs` (the
+//! keys), `keyed.rs` ([`KeyedBucket`]), and here the key budget and
+//! [`MemoryStore`].
 
 use std::collections::BTreeMap;
 use std::sync::Arc;
