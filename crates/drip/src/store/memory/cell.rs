@@ -27,7 +27,7 @@ use std::sync::atomic::{AtomicU64, Ordering};
 
 use parking_lot::Mutex;
 
-use super::epoch::{Epoch, Epochs, FastEpoch, TAGS};
+use super::epoch::{Epoch, Epochs, TAGS};
 use crate::core::{self, Answer, Decision, Nanos, Request, State};
 use crate::store::Counters;
 
@@ -223,40 +223,37 @@ impl Slot {
         now: Nanos,
         req: Request,
     ) -> Option<A> {
-        let mut cur = self.0.load(Ordering::Acquire);
-        if cur & 1 == 0 {
-            return match self.form_of(cur) {
+        let w = self.0.load(Ordering::Acquire);
+        if w & 1 == 0 {
+            return match self.form_of(w) {
                 Form::Word(key) => key.decide_fast(now, req),
                 _ => None,
             };
         }
-        let FastEpoch {
-            head,
-            base,
-            max_since_base,
-            word,
-        } = epochs.fast();
-        // Before the base, `since` wraps past the bound too.
-        let since = now.wrapping_sub(base);
-        if since > max_since_base {
-            return None;
-        }
         loop {
+            // The word is read again within the epoch's read, so a matching
+            // tag names that epoch (not one whose tag it reused).
+            let (fast, cur) = epochs.fast(&self.0);
             // Another tag, or a box now (its low bit is clear).
-            if cur & HEAD != head {
+            if cur & HEAD != fast.head {
                 return None;
             }
-            let (answer, next) = word.answer::<A>((cur >> 1) & STATE_MASK, since, req)?;
+            // Before the base, `since` wraps past the bound too.
+            let since = now.wrapping_sub(fast.base);
+            if since > fast.max_since_base {
+                return None;
+            }
+            let state = (cur >> 1) & STATE_MASK;
+            let (answer, next) = fast.word.answer::<A>(state, since, req)?;
             if let Some(next) = next {
                 if next > STATE_MASK {
                     return None;
                 }
-                let new = head | (next << 1);
-                if let Err(seen) =
+                let new = fast.head | (next << 1);
+                let swapped =
                     self.0
-                        .compare_exchange_weak(cur, new, Ordering::AcqRel, Ordering::Acquire)
-                {
-                    cur = seen;
+                        .compare_exchange_weak(cur, new, Ordering::AcqRel, Ordering::Relaxed);
+                if swapped.is_err() {
                     continue;
                 }
             }
@@ -268,10 +265,13 @@ impl Slot {
     /// Out of line: the common cases are `decide_fast`.
     #[inline(never)]
     pub(super) fn decide(&self, epochs: &Epochs, now: Nanos, req: Request) -> Step {
-        match self.form() {
+        let w = self.0.load(Ordering::Acquire);
+        match self.form_of(w) {
             Form::Inline { tag, state } => {
                 let epoch = epochs.current();
-                if epoch.tag() != tag || !epoch.inline {
+                // Unchanged since before `current` was read: then a matching
+                // tag names that epoch (as in `Epochs::fast`).
+                if epoch.tag() != tag || !epoch.inline || self.0.load(Ordering::Acquire) != w {
                     return Step::Settle { grow: false };
                 }
                 if epoch.needs_rebase(now) {

@@ -216,22 +216,26 @@ impl Fast {
         }
     }
 
+    /// A consistent copy, and `key` (a key's word) read inside the same
+    /// read, so the copy is of the epoch current when `key` was read.
     #[inline(always)]
-    fn read(&self) -> FastEpoch {
+    fn read(&self, key: &AtomicU64) -> (FastEpoch, u64) {
         loop {
             let seq = self.seq.load(Ordering::Acquire);
             let head = self.head.load(Ordering::Relaxed);
             let base = self.base.load(Ordering::Relaxed);
             let max_since_base = self.max_since_base.load(Ordering::Relaxed);
             let word = self.word.each_ref().map(|w| w.load(Ordering::Relaxed));
+            let key = key.load(Ordering::Acquire);
             fence(Ordering::Acquire);
             if seq & 1 == 0 && self.seq.load(Ordering::Relaxed) == seq {
-                return FastEpoch {
+                let fast = FastEpoch {
                     head,
                     base,
                     max_since_base,
                     word: WordPolicy::from_words(word),
                 };
+                return (fast, key);
             }
             std::hint::spin_loop();
         }
@@ -280,10 +284,13 @@ impl Epochs {
     }
 
     /// The current epoch's numbers for inline keys (`head` 0 if its keys
-    /// are not inline).
+    /// are not inline), with `key`, a key's word, read while they were
+    /// current. A key bearing that epoch's tag is then of that epoch: had
+    /// 128 epochs passed since the key was written (so that its tag was
+    /// borne again), a pass would have re-tagged it first (see `push`).
     #[inline(always)]
-    pub(super) fn fast(&self) -> FastEpoch {
-        self.fast.read()
+    pub(super) fn fast(&self, key: &AtomicU64) -> (FastEpoch, u64) {
+        self.fast.read(key)
     }
 
     pub(super) fn current(&self) -> Arc<Epoch> {
@@ -367,10 +374,11 @@ mod tests {
     #[test]
     fn fast_copy_follows_the_current_epoch() {
         let epochs = Epochs::new(police(10), 5);
-        let f = epochs.fast();
-        assert_eq!((f.head, f.base), (head(0), 0));
+        let key = AtomicU64::new(77);
+        let (f, k) = epochs.fast(&key);
+        assert_eq!((f.head, f.base, k), (head(0), 0, 77));
         epochs.push(epochs.current().successor(police(20), 7, false));
-        assert_eq!(epochs.fast().head, head(1));
+        assert_eq!(epochs.fast(&key).0.head, head(1));
         assert!(epochs.current().is_current());
         assert_eq!(epochs.by_tag(1).id, 1);
         // A policy with windows has no inline keys.
@@ -378,7 +386,7 @@ mod tests {
             .with_window(crate::Window::new(5, std::time::Duration::from_secs(1)).unwrap())
             .unwrap();
         epochs.push(epochs.current().successor(windowed, 9, false));
-        assert_eq!(epochs.fast().head, 0);
+        assert_eq!(epochs.fast(&key).0.head, 0);
     }
 
     #[test]
