@@ -288,6 +288,10 @@ impl Epochs {
     /// current. A key bearing that epoch's tag is then of that epoch: had
     /// 128 epochs passed since the key was written (so that its tag was
     /// borne again), a pass would have re-tagged it first (see `push`).
+    /// (Left open: a compare-and-swap after this read could still meet
+    /// the very same word again if, while one decision was preempted, 128
+    /// epochs passed and the key came back to the same tag with the same
+    /// state bits, the classic limit of a tag this narrow.)
     #[inline(always)]
     pub(super) fn fast(&self, key: &AtomicU64) -> (FastEpoch, u64) {
         self.fast.read(key)
