@@ -225,6 +225,66 @@ where
     );
 }
 
+/// Every check on a key never seen before, each block in a new limiter
+/// (made before its block is timed): the cost of inserting keys, table
+/// growth included, as in a process meeting its clients.
+fn new_keys(load: Load) {
+    let key = |i: u64| i.wrapping_mul(0x9E37_79B9_7F4A_7C15);
+    let drip = |counted: bool| {
+        let b = KeyedBucket::with_max_keys(load.policy(), MonotonicClock::new(), usize::MAX);
+        if counted { b.with_counters() } else { b }
+    };
+    paired(
+        &format!("new_keys/{}", load.name()),
+        vec![
+            (
+                "drip check",
+                Box::new(move |n| {
+                    let b = drip(false);
+                    let mut i = 0;
+                    timed(n, || {
+                        i += 1;
+                        drop(black_box(b.check(&key(i), 1)))
+                    })
+                }),
+            ),
+            (
+                "drip counted",
+                Box::new(move |n| {
+                    let b = drip(true);
+                    let mut i = 0;
+                    timed(n, || {
+                        i += 1;
+                        drop(black_box(b.check(&key(i), 1)))
+                    })
+                }),
+            ),
+            (
+                "drip verdict",
+                Box::new(move |n| {
+                    let b = drip(false);
+                    let mut i = 0;
+                    timed(n, || {
+                        i += 1;
+                        drop(black_box(b.verdict(&key(i), 1)))
+                    })
+                }),
+            ),
+            (
+                "governor",
+                Box::new(move |n| {
+                    let gov = RateLimiter::keyed(load.quota());
+                    let mut i = 0;
+                    timed(n, || {
+                        i += 1;
+                        drop(black_box(gov.check_key(&key(i))))
+                    })
+                }),
+            ),
+        ],
+    );
+}
+
 /// Two-thread contenders, run by one pair of worker threads kept for the
 /// whole case (threads started anew for each block land wherever the
 /// scheduler puts them, which moved a block's time by 2x): for each block
@@ -335,4 +395,5 @@ fn main() {
         two_threads_one_key(load);
     }
     two_threads_own_keys(&u64s);
+    new_keys(Load::Admit);
 }

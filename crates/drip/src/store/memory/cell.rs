@@ -140,6 +140,10 @@ impl Slot {
     /// An empty key of the current epoch, counting its requests if
     /// `counting`.
     pub(super) fn new(epochs: &Epochs, counting: bool) -> Slot {
+        let empty = epochs.empty_inline();
+        if !counting && empty != 0 {
+            return Slot(AtomicU64::new(empty));
+        }
         let epoch = epochs.current();
         let counters = counting.then(Counters::default);
         Slot::with_state(epoch, State::default(), counters, 0)

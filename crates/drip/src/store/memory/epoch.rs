@@ -297,6 +297,16 @@ impl Epochs {
         self.fast.read(key)
     }
 
+    /// What an empty inline key of the current epoch is (`cell::head` of
+    /// its tag: state 0 is the base, an empty bucket), or 0 if the current
+    /// policy has no inline keys. One word, so no sequence is needed: it is
+    /// the current epoch's or the one before (a key of that one is carried
+    /// over when next decided).
+    #[inline]
+    pub(super) fn empty_inline(&self) -> u64 {
+        self.fast.head.load(Ordering::Relaxed)
+    }
+
     pub(super) fn current(&self) -> Arc<Epoch> {
         self.current.load_full()
     }

@@ -148,7 +148,11 @@ impl<K: Hash + Eq + Clone, C: Clock> KeyedBucket<K, C> {
                 Entry::Vacant(e) => {
                     self.budget.take()?;
                     let slot = e.insert(key.to_owned(), Slot::new(epochs, self.counting));
-                    Ok(slot.decide(epochs, now, req))
+                    // A new key's first decision, on the fast path as any other.
+                    match slot.decide_fast::<Decision>(epochs, now, req) {
+                        Some(decision) => Ok(Step::Done(decision)),
+                        None => Ok(slot.decide(epochs, now, req)),
+                    }
                 }
             })?;
             // The entry is released by now: a rebase may pass over every key.
