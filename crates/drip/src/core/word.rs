@@ -103,15 +103,19 @@ impl WordPolicy {
         let cost_t = req.cost * self.period;
         if self.mode == Mode::Police && req.max_wait.is_none() {
             // The commonest request, in the fewest steps: a police check is
-            // admitted when its cost fits on top of the water.
-            let after = excess.checked_add(cost_t)?;
-            if after > self.cap_t {
-                let retry = self.ceil_ns(after - self.cap_t);
-                let a = A::build(self, Outcome::Limited, excess, 0, retry, None);
+            // admitted when its cost fits on top of the water, that is when
+            // `tat + cost_t <= now_t + cap_t` (a `tat` behind `now_t` is an
+            // empty bucket, where any cost up to the capacity fits). The
+            // bound does not depend on the key's state, so it is ready
+            // before the state is read.
+            let limit = now_t.checked_add(self.cap_t - cost_t)?;
+            if tat > limit {
+                let retry = self.ceil_ns(tat - limit);
+                let a = A::build(self, Outcome::Limited, tat - now_t, 0, retry, None);
                 return Some((a, None));
             }
-            let next = now_t.checked_add(after)?;
-            let a = A::build(self, Outcome::Allowed, after, 0, 0, None);
+            let next = tat.max(now_t).checked_add(cost_t)?;
+            let a = A::build(self, Outcome::Allowed, next - now_t, 0, 0, None);
             return Some((a, (next != tat).then_some(next)));
         }
         let (admit, after, wait, retry, ahead) = match self.mode {
