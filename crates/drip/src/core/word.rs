@@ -323,6 +323,40 @@ mod tests {
         }
     }
 
+    proptest! {
+        #![proptest_config(ProptestConfig::with_cases(10_000))]
+
+        /// The same where it is decided: a `tat` at or next to the last one
+        /// that still admits the request (full bucket, the cost just fits).
+        #[test]
+        fn word_matches_decide_tat_where_the_cost_just_fits(
+            policy in policy(),
+            now in 0u64..=1 << 40,
+            cost in 0u64..=30,
+            max_wait in prop::option::of(0u64..=10_000),
+            delta in -3i64..=3,
+        ) {
+            let Some(word) = WordPolicy::new(&policy) else {
+                return Ok(());
+            };
+            let req = Request { cost, max_wait };
+            let edge = now
+                .checked_mul(word.amount)
+                .and_then(|n| n.checked_add(word.cap_t))
+                .and_then(|n| n.checked_sub(cost.checked_mul(word.period)?));
+            let Some(tat) = edge.and_then(|e| e.checked_add_signed(delta)) else {
+                return Ok(());
+            };
+            if let Some((d, next)) = word.decide(tat, now, req) {
+                let (want, want_next) = decide_tat(&policy, u128::from(tat), now, req);
+                prop_assert_eq!(d, want);
+                prop_assert_eq!(next.map(u128::from), want_next);
+                let (v, _) = word.answer::<Verdict>(tat, now, req).unwrap();
+                prop_assert_eq!(v, want.verdict());
+            }
+        }
+    }
+
     #[test]
     fn answers_for_everyday_policies_and_declines_overflow() {
         let p = Policy::police(Limit::new(Rate::per_second(10).unwrap(), 5).unwrap());
