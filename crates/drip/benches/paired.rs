@@ -229,60 +229,57 @@ where
 /// (made before its block is timed): the cost of inserting keys, table
 /// growth included, as in a process meeting its clients.
 fn new_keys(load: Load) {
-    let key = |i: u64| i.wrapping_mul(0x9E37_79B9_7F4A_7C15);
-    let drip = |counted: bool| {
+    let drip = move |counted: bool| {
         let b = KeyedBucket::with_max_keys(load.policy(), MonotonicClock::new(), usize::MAX);
         if counted { b.with_counters() } else { b }
     };
+    type Drip = KeyedBucket<u64>;
     paired(
         &format!("new_keys/{}", load.name()),
         vec![
             (
                 "drip check",
-                Box::new(move |n| {
-                    let b = drip(false);
-                    let mut i = 0;
-                    timed(n, || {
-                        i += 1;
-                        drop(black_box(b.check(&key(i), 1)))
-                    })
-                }),
+                fresh_keys(
+                    move || drip(false),
+                    |b: &Drip, k| drop(black_box(b.check(k, 1))),
+                ),
             ),
             (
                 "drip counted",
-                Box::new(move |n| {
-                    let b = drip(true);
-                    let mut i = 0;
-                    timed(n, || {
-                        i += 1;
-                        drop(black_box(b.check(&key(i), 1)))
-                    })
-                }),
+                fresh_keys(
+                    move || drip(true),
+                    |b: &Drip, k| drop(black_box(b.check(k, 1))),
+                ),
             ),
             (
                 "drip verdict",
-                Box::new(move |n| {
-                    let b = drip(false);
-                    let mut i = 0;
-                    timed(n, || {
-                        i += 1;
-                        drop(black_box(b.verdict(&key(i), 1)))
-                    })
-                }),
+                fresh_keys(
+                    move || drip(false),
+                    |b: &Drip, k| drop(black_box(b.verdict(k, 1))),
+                ),
             ),
             (
                 "governor",
-                Box::new(move |n| {
-                    let gov = RateLimiter::keyed(load.quota());
-                    let mut i = 0;
-                    timed(n, || {
-                        i += 1;
-                        drop(black_box(gov.check_key(&key(i))))
-                    })
-                }),
+                fresh_keys(
+                    move || RateLimiter::keyed(load.quota()),
+                    |g: &governor::DefaultKeyedRateLimiter<u64>, k| drop(black_box(g.check_key(k))),
+                ),
             ),
         ],
     );
+}
+
+/// A block of checks, each on a key its limiter has not seen, in a limiter
+/// `make` builds for the block (dropped after the block is timed).
+fn fresh_keys<'a, L>(make: impl Fn() -> L + 'a, check: impl Fn(&L, &u64) + 'a) -> Block<'a> {
+    Box::new(move |n| {
+        let limiter = make();
+        let mut i = 0u64;
+        timed(n, || {
+            i += 1;
+            check(&limiter, &i.wrapping_mul(0x9E37_79B9_7F4A_7C15));
+        })
+    })
 }
 
 /// Two-thread contenders, run by one pair of worker threads kept for the

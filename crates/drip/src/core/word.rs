@@ -311,15 +311,7 @@ mod tests {
             let Some(word) = WordPolicy::new(&policy) else {
                 return Ok(());
             };
-            if let Some((d, next)) = word.decide(tat, now, req) {
-                let (want, want_next) = decide_tat(&policy, u128::from(tat), now, req);
-                prop_assert_eq!(d, want);
-                prop_assert_eq!(next.map(u128::from), want_next);
-                // The verdict alone, built on its own, says the same.
-                let (v, v_next) = word.answer::<Verdict>(tat, now, req).unwrap();
-                prop_assert_eq!(v, want.verdict());
-                prop_assert_eq!(v_next, next);
-            }
+            matches_decide_tat(&policy, &word, tat, now, req)?;
         }
     }
 
@@ -347,14 +339,28 @@ mod tests {
             let Some(tat) = edge.and_then(|e| e.checked_add_signed(delta)) else {
                 return Ok(());
             };
-            if let Some((d, next)) = word.decide(tat, now, req) {
-                let (want, want_next) = decide_tat(&policy, u128::from(tat), now, req);
-                prop_assert_eq!(d, want);
-                prop_assert_eq!(next.map(u128::from), want_next);
-                let (v, _) = word.answer::<Verdict>(tat, now, req).unwrap();
-                prop_assert_eq!(v, want.verdict());
-            }
+            matches_decide_tat(&policy, &word, tat, now, req)?;
         }
+    }
+
+    /// Where `word` answers for `tat` at `now`, it answers as `decide_tat`;
+    /// the verdict alone, built on its own, says the same.
+    fn matches_decide_tat(
+        policy: &Policy,
+        word: &WordPolicy,
+        tat: u64,
+        now: Nanos,
+        req: Request,
+    ) -> Result<(), TestCaseError> {
+        if let Some((d, next)) = word.decide(tat, now, req) {
+            let (want, want_next) = decide_tat(policy, u128::from(tat), now, req);
+            prop_assert_eq!(d, want);
+            prop_assert_eq!(next.map(u128::from), want_next);
+            let (v, v_next) = word.answer::<Verdict>(tat, now, req).unwrap();
+            prop_assert_eq!(v, want.verdict());
+            prop_assert_eq!(v_next, next);
+        }
+        Ok(())
     }
 
     #[test]
