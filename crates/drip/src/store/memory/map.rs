@@ -9,8 +9,8 @@
 //! behind a [`ShardedLock`]: a reader takes one of its eight read locks,
 //! chosen by the reader's thread, and a writer (a new key, a settle, a
 //! sweep) takes all eight. Reads on different threads then touch
-//! different lock words, and a rejected key's decision writes no shared
-//! memory at all. Writes cost a few more atomic operations each; they are
+//! different lock words (up to eight threads; more share them), and a
+//! rejected key's decision writes no shared memory at all. Writes cost a few more atomic operations each; they are
 //! the rare case (a key's first decision, or its first after a change of
 //! policy).
 

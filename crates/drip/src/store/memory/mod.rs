@@ -11,8 +11,8 @@
 //! `epoch.rs` and `cell.rs`).
 //!
 //! The keys are held in hash tables behind per-thread read locks
-//! (`map.rs`), so a decision writes no memory that other threads' decisions
-//! read unless it changes its key.
+//! (`map.rs`): a decision that changes nothing writes only its own
+//! thread's lock word (eight per shard, shared only beyond eight threads).
 //!
 //! Layout: `epoch.rs` (policy changes), `cell.rs` (one key), `map.rs` (the
 //! keys), `keyed.rs` ([`KeyedBucket`]), and here the key budget and
