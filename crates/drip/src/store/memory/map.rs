@@ -22,10 +22,11 @@
 //! never in a shard at once (Dekker's argument). A rejected key's decision
 //! then writes only its own thread's mark, and a read costs one swap where
 //! a lock costs two read-modify-writes (BENCHMARKS.md). Writes cost a scan
-//! of the readers' marks; they are the rare case (a key's first decision,
-//! or its first after a change of policy). A thread's first read of a map
-//! registers its mark, then passes through every shard's mutex, so every
-//! write begun after sees the mark (`register`).
+//! of the marks of the threads that read the map; they are the rare case
+//! (a key's first decision, or its first after a change of policy). A
+//! thread's first read of a map adds its mark to every shard's list of
+//! marks, under the shard's mutex (`register`): a write sees every mark
+//! added before it, and a thread whose mark it missed reads only after it.
 //!
 //! Reads of one map must not nest on a thread (a thread has one mark per
 //! map), nor may a thread write a shard it reads: the map's callers in
@@ -34,6 +35,7 @@
 use std::borrow::Borrow;
 use std::cell::UnsafeCell;
 use std::hash::{BuildHasher, Hash, Hasher, RandomState};
+use std::ptr::NonNull;
 use std::sync::PoisonError;
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering::*};
 
@@ -51,9 +53,10 @@ const MAX_SHARDS: usize = 64;
 struct Shard<K, V> {
     /// Set while a writer holds the shard or waits for its readers.
     writing: AtomicBool,
-    /// Held by a writer from before it sets `writing` until after it
-    /// clears it: writers take turns, and readers that met one wait here.
-    writer: Mutex<()>,
+    /// The marks of the threads that read the map, held by a writer from
+    /// before it sets `writing` until after it clears it: writers take
+    /// turns, and readers that met one wait here.
+    writer: Mutex<Vec<Mark>>,
     table: UnsafeCell<HashTable<(K, V)>>,
 }
 
@@ -61,6 +64,15 @@ struct Shard<K, V> {
 // shard) or `writer`, and changed only by a writer that saw no reader: as
 // `RwLock<HashTable<(K, V)>>`, which is `Sync` for `K, V: Send + Sync`.
 unsafe impl<K: Send + Sync, V: Send + Sync> Sync for Shard<K, V> {}
+
+/// A reading thread's mark, in its map's `readers`.
+struct Mark(NonNull<AtomicUsize>);
+
+// SAFETY: a mark is an atomic, in the map's `readers`, which keeps every
+// thread's value until the map is dropped (a thread's value passes on to
+// the next thread given its id); shards, which hold `Mark`s, go first.
+unsafe impl Send for Mark {}
+unsafe impl Sync for Mark {}
 
 pub(super) struct KeyMap<K, V> {
     shards: Box<[CachePadded<Shard<K, V>>]>,
@@ -122,7 +134,7 @@ impl<K: Hash + Eq, V> KeyMap<K, V> {
                 .map(|_| {
                     CachePadded::new(Shard {
                         writing: AtomicBool::new(false),
-                        writer: Mutex::new(()),
+                        writer: Mutex::new(Vec::new()),
                         table: UnsafeCell::new(HashTable::new()),
                     })
                 })
@@ -191,17 +203,14 @@ impl<K: Hash + Eq, V> KeyMap<K, V> {
         drop(self.shards[i].writer.lock());
     }
 
-    /// This thread's first read: its mark, made and seen by writers.
+    /// This thread's first read: its mark, made and added to every
+    /// shard's list.
     #[cold]
     #[inline(never)]
     fn register(&self) -> &AtomicUsize {
         let mine = self.readers.get_or_default();
-        // A writer that held a shard's mutex meanwhile may have scanned
-        // the marks without this one; once past every mutex, every write
-        // in progress is over and any later one begins after the mark was
-        // made (its `lock` follows this `unlock`), so it sees the mark.
         for shard in self.shards.iter() {
-            drop(shard.writer.lock());
+            shard.writer.lock().push(Mark(NonNull::from(&**mine)));
         }
         mine
     }
@@ -209,10 +218,12 @@ impl<K: Hash + Eq, V> KeyMap<K, V> {
     /// `f` of shard `i`'s table, alone in it.
     fn exclusive<R>(&self, i: usize, f: impl FnOnce(&mut HashTable<(K, V)>) -> R) -> R {
         let shard = &self.shards[i];
-        let _turn = shard.writer.lock();
+        let marks = shard.writer.lock();
         shard.writing.store(true, SeqCst);
         let _written = Written(&shard.writing);
-        for mark in self.readers.iter() {
+        for Mark(mark) in marks.iter() {
+            // SAFETY: see `Mark`.
+            let mark = unsafe { mark.as_ref() };
             let backoff = Backoff::new();
             while mark.load(SeqCst) == i + 1 {
                 backoff.snooze();
