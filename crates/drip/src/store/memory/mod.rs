@@ -10,9 +10,9 @@
 //! epoch and each key is carried over to it when next touched (see
 //! `epoch.rs` and `cell.rs`).
 //!
-//! The keys are held in hash tables behind per-thread read locks
-//! (`map.rs`): a decision that changes nothing writes only its own
-//! thread's lock word (eight per shard, shared only beyond eight threads).
+//! The keys are held in sharded hash tables that each reading thread
+//! enters by setting its own mark (`map.rs`): a decision that changes
+//! nothing writes only that mark, with one atomic swap.
 //!
 //! Layout: `epoch.rs` (policy changes), `cell.rs` (one key), `map.rs` (the
 //! keys), `keyed.rs` ([`KeyedBucket`]), and here the key budget and
@@ -79,8 +79,8 @@ impl KeyBudget {
 
 /// The memory store: named buckets of string keys in this process.
 pub struct MemoryStore<C: Clock = MonotonicClock> {
-    /// Read by every decision: behind per-thread read locks (see `map.rs`),
-    /// so decisions on different threads do not contend for one lock word.
+    /// Read by every decision: behind crossbeam's per-thread read locks, so
+    /// decisions on different threads do not contend for one lock word.
     buckets: ShardedLock<BTreeMap<String, Arc<KeyedBucket<String, C>>>>,
     clock: C,
     budget: Arc<KeyBudget>,
