@@ -31,9 +31,9 @@
 //! Reads of one map must not nest on a thread (a thread has one mark per
 //! map), nor may a thread write a shard it reads: the map's callers in
 //! this module never do either. (Marks are found through the
-//! `thread_local` crate's thread ids: a thread's first read of a map from
-//! a thread-local destructor, after that crate's own has run, would
-//! panic there, as `thread_local` does.)
+//! `thread_local` crate's thread ids, which a thread gives back when it
+//! exits: a read from a thread-local destructor that runs after that
+//! crate's own would panic there, as `thread_local` does.)
 
 use std::borrow::Borrow;
 use std::cell::UnsafeCell;
