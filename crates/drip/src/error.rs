@@ -41,9 +41,11 @@ impl ConfigError {
 /// with `allowed == false`.
 #[derive(Debug, Error)]
 pub enum Error {
-    /// A policy, rate or request value is out of range.
+    /// A policy, rate or request value is out of range. (Boxed: two
+    /// strings inline would make every `Result` of this crate 48 bytes or
+    /// more, moved on every check; BENCHMARKS.md.)
     #[error(transparent)]
-    Config(#[from] ConfigError),
+    Config(#[from] Box<ConfigError>),
     /// No bucket of that name has been configured.
     #[error("no bucket named {0:?}")]
     UnknownBucket(String),
@@ -76,6 +78,12 @@ pub enum Error {
     /// stall the runtime's worker; use the async API there.
     #[error("blocking call made inside an async runtime; use the async Limiter instead")]
     BlockingInAsync,
+}
+
+impl From<ConfigError> for Error {
+    fn from(e: ConfigError) -> Self {
+        Error::Config(Box::new(e))
+    }
 }
 
 /// Shorthand for results of this crate.
