@@ -9,7 +9,7 @@ use parking_lot::Mutex;
 use super::KeyBudget;
 use super::cell::{Slot, Step};
 use super::epoch::{Epochs, PASS_EVERY};
-use super::map::{Entry, KeyMap};
+use super::map::{Entry, KeyHash, KeyMap};
 use crate::Result;
 use crate::clock::{Clock, MonotonicClock};
 use crate::core::{self, Answer, Decision, Nanos, Policy, Request, State, Verdict};
@@ -107,8 +107,10 @@ impl<K: Hash + Eq + Clone, C: Clock> KeyedBucket<K, C> {
         Q: Hash + Eq + ToOwned<Owned = K> + ?Sized,
     {
         let now = self.clock.now();
+        let hash = self.keys.key_hash(key);
         // The common case, kept small so it inlines: a known key, settled.
-        let known = self.keys.read(
+        let known = self.keys.read_hashed(
+            hash,
             key,
             #[inline(always)]
             |slot| {
@@ -123,21 +125,21 @@ impl<K: Hash + Eq + Clone, C: Clock> KeyedBucket<K, C> {
         );
         match known {
             Some(Some(answer)) => Ok(answer),
-            _ => self.decide_slow(key, now, req).map(A::from_decision),
+            _ => self.decide_slow(key, hash, now, req).map(A::from_decision),
         }
     }
 
     /// A new key, or one that must be settled first (see `Step`).
     #[cold]
     #[inline(never)]
-    fn decide_slow<Q>(&self, key: &Q, now: Nanos, req: Request) -> Result<Decision>
+    fn decide_slow<Q>(&self, key: &Q, hash: KeyHash, now: Nanos, req: Request) -> Result<Decision>
     where
         K: Borrow<Q>,
         Q: Hash + Eq + ToOwned<Owned = K> + ?Sized,
     {
         loop {
             let epochs = &self.epochs;
-            let step = self.keys.write(key, |entry| match entry {
+            let step = self.keys.write_hashed(hash, key, |entry| match entry {
                 Entry::Occupied(slot) => match slot.decide(epochs, now, req) {
                     Step::Settle { grow } => {
                         slot.settle(epochs, grow);

@@ -91,6 +91,10 @@ pub(super) struct KeyMap<K, V> {
     shift: u32,
 }
 
+/// A key's hash in one map (`KeyMap::key_hash`).
+#[derive(Clone, Copy)]
+pub(super) struct KeyHash(u64);
+
 /// A key's place in the map under its shard's write lock.
 pub(super) enum Entry<'a, K, V> {
     Occupied(&'a mut V),
@@ -162,6 +166,14 @@ impl<K: Hash + Eq, V> KeyMap<K, V> {
         ((hash << 7) >> self.shift) as usize
     }
 
+    /// `key`'s hash in this map, for [`read_hashed`](Self::read_hashed) and
+    /// [`write_hashed`](Self::write_hashed): a key read, then written, is
+    /// hashed once.
+    #[inline(always)]
+    pub(super) fn key_hash<Q: Hash + ?Sized>(&self, key: &Q) -> KeyHash {
+        KeyHash(self.hash(key))
+    }
+
     /// `f` of `key`'s value, with no writer in its shard meanwhile; `None`
     /// if the key is absent.
     #[inline(always)]
@@ -170,7 +182,21 @@ impl<K: Hash + Eq, V> KeyMap<K, V> {
         K: Borrow<Q>,
         Q: Hash + Eq + ?Sized,
     {
-        let hash = self.hash(key);
+        self.read_hashed(self.key_hash(key), key, f)
+    }
+
+    /// [`read`](Self::read) of a key whose hash is `hash`.
+    #[inline(always)]
+    pub(super) fn read_hashed<Q, R>(
+        &self,
+        KeyHash(hash): KeyHash,
+        key: &Q,
+        f: impl FnOnce(&V) -> R,
+    ) -> Option<R>
+    where
+        K: Borrow<Q>,
+        Q: Hash + Eq + ?Sized,
+    {
         let i = self.shard_of(hash);
         let _leave = self.enter(i);
         // SAFETY: `enter` returned with this thread's mark naming shard
@@ -246,12 +272,26 @@ impl<K: Hash + Eq, V> KeyMap<K, V> {
     }
 
     /// `f` of `key`'s entry, alone in its shard.
+    #[cfg(test)]
     pub(super) fn write<Q, R>(&self, key: &Q, f: impl FnOnce(Entry<'_, K, V>) -> R) -> R
     where
         K: Borrow<Q>,
         Q: Hash + Eq + ?Sized,
     {
-        let hash = self.hash(key);
+        self.write_hashed(self.key_hash(key), key, f)
+    }
+
+    /// [`write`](Self::write) of a key whose hash is `hash`.
+    pub(super) fn write_hashed<Q, R>(
+        &self,
+        KeyHash(hash): KeyHash,
+        key: &Q,
+        f: impl FnOnce(Entry<'_, K, V>) -> R,
+    ) -> R
+    where
+        K: Borrow<Q>,
+        Q: Hash + Eq + ?Sized,
+    {
         self.exclusive(self.shard_of(hash), |table| {
             let entry = table.entry(hash, |(k, _)| k.borrow() == key, |(k, _)| self.hash(k));
             f(match entry {
