@@ -95,7 +95,7 @@ pub(super) struct KeyMap<K, V> {
 #[derive(Clone, Copy)]
 pub(super) struct KeyHash(u64);
 
-/// A key's place in the map under its shard's write lock.
+/// A key's place in the map, alone in its shard.
 pub(super) enum Entry<'a, K, V> {
     Occupied(&'a mut V),
     Vacant(Vacant<'a, K, V>),
