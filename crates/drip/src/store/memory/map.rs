@@ -39,10 +39,8 @@ use std::borrow::Borrow;
 use std::cell::UnsafeCell;
 use std::hash::{BuildHasher, Hash, Hasher, RandomState};
 use std::ptr::NonNull;
-use std::sync::PoisonError;
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering::*};
 
-use crossbeam_utils::sync::{ShardedLock, ShardedLockReadGuard, ShardedLockWriteGuard};
 use crossbeam_utils::{Backoff, CachePadded};
 use hashbrown::HashTable;
 use hashbrown::hash_table;
@@ -333,18 +331,6 @@ impl<K: Hash + Eq, V> KeyMap<K, V> {
             .map(|i| self.shared(i, HashTable::len))
             .sum()
     }
-}
-
-// The memory store's map of buckets, which every decision reads and only
-// configure and delete change, is behind a `ShardedLock`. A panic under
-// it leaves the map whole, so a poisoned lock is used as it is.
-#[inline(always)]
-pub(super) fn read<T>(lock: &ShardedLock<T>) -> ShardedLockReadGuard<'_, T> {
-    lock.read().unwrap_or_else(PoisonError::into_inner)
-}
-
-pub(super) fn write<T>(lock: &ShardedLock<T>) -> ShardedLockWriteGuard<'_, T> {
-    lock.write().unwrap_or_else(PoisonError::into_inner)
 }
 
 #[cfg(test)]

@@ -19,10 +19,10 @@
 //! [`MemoryStore`].
 
 use std::collections::BTreeMap;
-use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::{Arc, PoisonError};
 
-use crossbeam_utils::sync::ShardedLock;
+use crossbeam_utils::sync::{ShardedLock, ShardedLockReadGuard, ShardedLockWriteGuard};
 
 use super::{KeyStatus, Store};
 use crate::clock::{Clock, MonotonicClock};
@@ -126,7 +126,7 @@ impl<C: Clock> MemoryStore<C> {
         name: &str,
         f: impl FnOnce(&KeyedBucket<String, C>) -> T,
     ) -> Result<T> {
-        match map::read(&self.buckets).get(name) {
+        match read(&self.buckets).get(name) {
             Some(b) => Ok(f(b)),
             None => Err(Error::UnknownBucket(name.to_owned())),
         }
@@ -134,21 +134,21 @@ impl<C: Clock> MemoryStore<C> {
 
     /// Forgets idle keys in every bucket; returns how many were removed.
     pub fn sweep(&self) -> usize {
-        let buckets: Vec<_> = map::read(&self.buckets).values().cloned().collect();
+        let buckets: Vec<_> = read(&self.buckets).values().cloned().collect();
         buckets.iter().map(|b| b.sweep()).sum()
     }
 
     /// Keys held over all buckets.
     pub fn keys_held(&self) -> usize {
-        map::read(&self.buckets).values().map(|b| b.len()).sum()
+        read(&self.buckets).values().map(|b| b.len()).sum()
     }
 
     fn configure_now(&self, name: &str, policy: Policy, reset: bool) {
         // Create the bucket under the map's write lock if it is new;
         // otherwise reconfigure it (constant time) without holding the map.
-        let existing = map::read(&self.buckets).get(name).cloned();
+        let existing = read(&self.buckets).get(name).cloned();
         let bucket = existing.or_else(|| {
-            let mut buckets = map::write(&self.buckets);
+            let mut buckets = write(&self.buckets);
             match buckets.get(name) {
                 Some(b) => Some(b.clone()),
                 None => {
@@ -176,7 +176,7 @@ impl<C: Clock> Store for MemoryStore<C> {
     }
 
     async fn policy(&self, bucket: &str) -> Result<Option<Policy>> {
-        Ok(map::read(&self.buckets).get(bucket).map(|b| b.policy()))
+        Ok(read(&self.buckets).get(bucket).map(|b| b.policy()))
     }
 
     async fn decide(&self, bucket: &str, key: &str, req: Request) -> Result<Decision> {
@@ -188,7 +188,7 @@ impl<C: Clock> Store for MemoryStore<C> {
     }
 
     async fn delete(&self, bucket: &str) -> Result<bool> {
-        Ok(map::write(&self.buckets).remove(bucket).is_some())
+        Ok(write(&self.buckets).remove(bucket).is_some())
     }
 
     async fn sweep_idle(&self) -> Result<u64> {
@@ -200,9 +200,21 @@ impl<C: Clock> Store for MemoryStore<C> {
     }
 
     async fn list(&self) -> Result<Vec<(String, Policy)>> {
-        Ok(map::read(&self.buckets)
+        Ok(read(&self.buckets)
             .iter()
             .map(|(name, b)| (name.clone(), b.policy()))
             .collect())
     }
+}
+
+// The map of buckets, which every decision reads and only configure and
+// delete change, is behind a `ShardedLock`. A panic under it leaves the map
+// whole, so a poisoned lock is used as it is.
+#[inline(always)]
+fn read<T>(lock: &ShardedLock<T>) -> ShardedLockReadGuard<'_, T> {
+    lock.read().unwrap_or_else(PoisonError::into_inner)
+}
+
+fn write<T>(lock: &ShardedLock<T>) -> ShardedLockWriteGuard<'_, T> {
+    lock.write().unwrap_or_else(PoisonError::into_inner)
 }
