@@ -3,10 +3,10 @@
 //! ends only translate.
 
 use std::sync::Arc;
-use std::time::{Duration, Instant};
+use std::time::Instant;
 
 use drip::core::{NANOS_PER_SEC, Request};
-use drip::{Decision, KeyStatus, Limiter, Outcome, Policy, Store};
+use drip::{Decision, KeyStatus, Limiter, Outcome, Store, wait_turn};
 use tokio_util::sync::CancellationToken;
 
 use crate::error::ApiError;
@@ -38,18 +38,17 @@ pub struct App<S: Store> {
     shutdown: CancellationToken,
 }
 
-/// A decision and what the headers of its response need.
+/// A decision and the bucket it was made in: all its response needs (the
+/// decision's `quota` names the policy for `RateLimit-Policy`).
 #[derive(Debug, Clone)]
-pub struct Verdict {
+pub struct Answer {
     /// The bucket decided in.
     pub bucket: String,
     /// The decision.
     pub decision: Decision,
-    /// The bucket's policy, looked up only for refusals (`RateLimit-Policy`).
-    pub policy: Option<Policy>,
 }
 
-impl Verdict {
+impl Answer {
     /// The JSON body of the decision.
     pub fn body(&self) -> DecisionBody {
         decision_body(&self.decision)
@@ -151,12 +150,12 @@ impl<S: Store> App<S> {
         bucket: &str,
         key: &str,
         cost: Option<u64>,
-    ) -> Result<Verdict, ApiError> {
+    ) -> Result<Answer, ApiError> {
         let bucket = limits::bucket_id(bucket)?;
         let key = limits::key(key)?;
         let cost = limits::cost(cost)?;
         let decision = self.decide(bucket, key, Request::check(cost)).await?;
-        self.verdict(bucket, decision).await
+        self.answer(bucket, decision)
     }
 
     /// Answers when `cost` units for `key` may go (after waiting for them),
@@ -170,7 +169,7 @@ impl<S: Store> App<S> {
         key: &str,
         cost: Option<u64>,
         timeout_ms: Option<u64>,
-    ) -> Result<Verdict, ApiError> {
+    ) -> Result<Answer, ApiError> {
         let bucket = limits::bucket_id(bucket)?;
         let key = limits::key(key)?;
         let cost = limits::cost(cost)?;
@@ -182,21 +181,16 @@ impl<S: Store> App<S> {
         let decision = self
             .decide(bucket, key, Request::reserve(cost, max_wait))
             .await?;
-        if decision.allowed() && decision.wait > 0 {
-            let guard = CancelGuard {
-                metrics: &self.metrics,
-                armed: true,
-            };
-            tokio::select! {
-                _ = tokio::time::sleep(Duration::from_nanos(decision.wait)) => {}
-                _ = self.shutdown.cancelled() => {
-                    guard.disarm();
-                    return Err(ApiError::ShuttingDown);
-                }
-            }
-            guard.disarm();
+        let guard = CancelGuard {
+            metrics: &self.metrics,
+            armed: true,
+        };
+        let turned = wait_turn(&decision, self.shutdown.cancelled()).await;
+        guard.disarm();
+        if !turned {
+            return Err(ApiError::ShuttingDown);
         }
-        self.verdict(bucket, decision).await
+        self.answer(bucket, decision)
     }
 
     /// Level and counters of `key` in `bucket`.
@@ -265,7 +259,6 @@ impl<S: Store> App<S> {
     /// Ready when the store answers.
     pub async fn ready(&self) -> Result<(), ApiError> {
         self.limiter
-            .store()
             .ping()
             .await
             .map_err(|e| self.failed("ping", e))
@@ -279,7 +272,7 @@ impl<S: Store> App<S> {
 
     /// Forgets idle keys, then updates the keys-held gauge.
     pub async fn sweep(&self) {
-        if let Err(e) = self.limiter.store().sweep_idle().await {
+        if let Err(e) = self.limiter.sweep_idle().await {
             tracing::warn!(error = %e, "sweeping idle keys failed");
             self.metrics.store_error("sweep");
         }
@@ -287,7 +280,7 @@ impl<S: Store> App<S> {
     }
 
     async fn count_keys(&self) {
-        match self.limiter.store().keys_held().await {
+        match self.limiter.keys_held().await {
             Ok(Some(n)) => self.metrics.keys_held(n),
             Ok(None) => {}
             Err(_) => self.metrics.store_error("keys_held"),
@@ -298,7 +291,6 @@ impl<S: Store> App<S> {
         let start = Instant::now();
         let d = self
             .limiter
-            .store()
             .decide(bucket, key, req)
             .await
             .map_err(|e| self.failed("decide", e))?;
@@ -306,19 +298,15 @@ impl<S: Store> App<S> {
         Ok(d)
     }
 
-    async fn verdict(&self, bucket: &str, decision: Decision) -> Result<Verdict, ApiError> {
-        let policy = match decision.outcome {
-            Outcome::Allowed => None,
-            // Best effort: the refusal stands even if the store fails now.
-            _ => self.limiter.policy(bucket).await.ok().flatten(),
-        };
+    /// The answer to a decision; no store call (the decision carries its
+    /// policy's quota).
+    fn answer(&self, bucket: &str, decision: Decision) -> Result<Answer, ApiError> {
         if decision.outcome == Outcome::Exceeds {
-            return Err(limits::cost_exceeds(bucket, policy.as_ref()));
+            return Err(limits::cost_exceeds(bucket, decision.quota.max_cost()));
         }
-        Ok(Verdict {
+        Ok(Answer {
             bucket: bucket.to_owned(),
             decision,
-            policy,
         })
     }
 

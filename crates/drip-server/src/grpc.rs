@@ -6,7 +6,7 @@ use std::sync::Arc;
 use drip::Store;
 use tonic::{Request, Response, Status};
 
-use crate::app::{App, Verdict};
+use crate::app::{Answer, App};
 use crate::model::{self, BucketStatus, ConfigureBody};
 
 /// The code generated from `proto/drip.proto`.
@@ -65,7 +65,7 @@ fn state(s: BucketStatus) -> pb::BucketState {
 }
 
 /// A refusal is an answer (`allowed: false`), not an error, as over HTTP.
-fn decision(v: Verdict) -> pb::AllowResponse {
+fn decision(v: Answer) -> pb::AllowResponse {
     let b = v.body();
     pb::AllowResponse {
         allowed: b.allowed,

@@ -66,15 +66,13 @@ fn cost_rule() -> String {
 }
 
 /// The refusal of a cost larger than the bucket can ever admit.
-pub fn cost_exceeds(bucket: &str, policy: Option<&Policy>) -> ApiError {
-    let message = match policy {
-        Some(p) => format!(
-            "cost must be an integer in 1..={} for bucket {bucket:?} (its capacity, or its smallest window limit)",
-            p.max_cost()
+pub fn cost_exceeds(bucket: &str, max_cost: u64) -> ApiError {
+    ApiError::invalid(
+        "cost",
+        format!(
+            "cost must be an integer in 1..={max_cost} for bucket {bucket:?} (its capacity, or its smallest window limit)"
         ),
-        None => format!("cost is more than bucket {bucket:?} can ever admit"),
-    };
-    ApiError::invalid("cost", message)
+    )
 }
 
 /// The acquire timeout (default 30 s), in 0..=3600000 ms.

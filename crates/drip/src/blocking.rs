@@ -93,12 +93,9 @@ impl<S: Store> Limiter<S> {
         cost: u64,
         timeout: Option<Duration>,
     ) -> Result<Decision> {
-        let req = crate::limiter::reservation(cost, timeout);
-        let d = self.run(self.inner.store().decide(bucket, key, req))?;
-        if d.allowed() && d.wait > 0 {
-            std::thread::sleep(Duration::from_nanos(d.wait));
-        }
-        Ok(d)
+        // The async acquire, driven on this limiter's runtime: its sleep
+        // blocks this thread until the turn.
+        self.run(self.inner.acquire(bucket, key, cost, timeout))
     }
 
     /// Waits for a turn, then runs `f`; a turn not granted is an error

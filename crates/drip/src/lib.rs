@@ -15,6 +15,7 @@
 //! - [`store`]: the [`Store`] trait and the [`MemoryStore`] (with
 //!   [`KeyedBucket`], the fastest in-process form).
 //! - [`Limiter`]: check, acquire (waits), status, configure, delete, list.
+//! - [`headers`]: the rate-limit response header fields of a decision.
 //! - [`blocking`]: the same without async.
 //! - [`throttle`]: make calls wait their turn.
 //! - `tower` (feature `tower`): a middleware for axum, tonic, hyper.
@@ -23,6 +24,7 @@ pub mod blocking;
 pub mod clock;
 pub mod core;
 mod error;
+pub mod headers;
 mod limiter;
 pub mod store;
 pub mod throttle;
@@ -30,9 +32,9 @@ pub mod throttle;
 pub mod tower;
 
 pub use clock::{Clock, ManualClock, MonotonicClock, SystemClock, TokioClock};
-pub use core::{Decision, Limit, Mode, Outcome, Policy, Rate, Request, Verdict, Window};
+pub use core::{Decision, Limit, Mode, Outcome, Policy, Quota, Rate, Request, Verdict, Window};
 pub use error::{ConfigError, Error, Result};
-pub use limiter::Limiter;
+pub use limiter::{Limiter, wait_turn};
 pub use store::{KeyStatus, KeyedBucket, MemoryStore, Store};
 pub use throttle::{Throttle, Turn};
 

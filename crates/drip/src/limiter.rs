@@ -1,5 +1,6 @@
 //! `Limiter`: the API programs embed, over any [`Store`].
 
+use std::future::Future;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -52,9 +53,35 @@ impl<S: Store> Limiter<S> {
         }
     }
 
-    /// The store.
+    /// The store, for store-specific calls in tests and tools
+    /// (`MemoryStore::sweep`...). Front ends go through the methods of
+    /// `Limiter`: it is the one door to a store.
+    #[doc(hidden)]
     pub fn store(&self) -> &S {
         &self.store
+    }
+
+    /// Decides `req` for `key` of `bucket`: exactly one store call. The
+    /// decision carries what a response needs ([`Decision::quota`]), so no
+    /// second call is ever needed to answer it.
+    pub async fn decide(&self, bucket: &str, key: &str, req: Request) -> Result<Decision> {
+        self.store.decide(bucket, key, req).await
+    }
+
+    /// Checks that the store answers (readiness).
+    pub async fn ping(&self) -> Result<()> {
+        self.store.ping().await
+    }
+
+    /// Forgets keys that are idle now and returns how many (stores that
+    /// expire keys themselves answer 0).
+    pub async fn sweep_idle(&self) -> Result<u64> {
+        self.store.sweep_idle().await
+    }
+
+    /// Keys holding state now, where the store can tell cheaply.
+    pub async fn keys_held(&self) -> Result<Option<u64>> {
+        self.store.keys_held().await
     }
 
     /// Creates or replaces `bucket`; existing keys keep their water.
@@ -95,13 +122,8 @@ impl<S: Store> Limiter<S> {
         cost: u64,
         timeout: Option<Duration>,
     ) -> Result<Decision> {
-        let d = self
-            .store
-            .decide(bucket, key, reservation(cost, timeout))
-            .await?;
-        if d.allowed() && d.wait > 0 {
-            tokio::time::sleep(Duration::from_nanos(d.wait)).await;
-        }
+        let d = self.decide(bucket, key, reservation(cost, timeout)).await?;
+        wait_turn(&d, std::future::pending()).await;
         Ok(d)
     }
 
@@ -140,6 +162,21 @@ impl<S: Store> Limiter<S> {
     /// A throttle: each call through it waits its turn in `bucket` for `key`.
     pub fn throttle(&self, bucket: &str, key: &str) -> Throttle<S> {
         Throttle::new(self.clone(), bucket, key)
+    }
+}
+
+/// Sleeps until the turn an admitted decision grants (`Decision::wait`
+/// from when it was made; at once for a refusal or no wait), unless `stop`
+/// finishes first. True when the turn came, false when stopped. Every
+/// waiting API (`acquire`, the blocking limiter, throttles, the tower
+/// layer, the server) waits through this one function.
+pub async fn wait_turn(d: &Decision, stop: impl Future<Output = ()>) -> bool {
+    if !d.allowed() || d.wait == 0 {
+        return true;
+    }
+    tokio::select! {
+        _ = tokio::time::sleep(Duration::from_nanos(d.wait)) => true,
+        _ = stop => false,
     }
 }
 

@@ -7,11 +7,11 @@ use axum::extract::State;
 use axum::http::{HeaderMap, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use drip::Store;
-use drip::tower::headers;
+use drip::headers;
 use serde::Deserialize;
 
 use super::extract::{BucketPath, JsonBody, Query};
-use crate::app::{App, Verdict};
+use crate::app::{Answer, App};
 use crate::error::ApiError;
 use crate::model::{
     AcquireBody, AllowBody, BucketList, BucketStatus, ClusterStatus, ConfigureBody, DecisionBody,
@@ -91,8 +91,8 @@ pub async fn allow<S: Store>(
     JsonBody(body): JsonBody<AllowBody>,
 ) -> Result<Response, ApiError> {
     let body = body.unwrap_or_default();
-    let verdict = app.allow(&bucket, &body.key, body.cost).await?;
-    Ok(decision_response(&verdict))
+    let answer = app.allow(&bucket, &body.key, body.cost).await?;
+    Ok(decision_response(&answer))
 }
 
 /// Wait until a request may go (its turn in shape mode, its admission in
@@ -117,15 +117,15 @@ pub async fn acquire<S: Store>(
     JsonBody(body): JsonBody<AcquireBody>,
 ) -> Result<Response, ApiError> {
     let body = body.unwrap_or_default();
-    let verdict = app
+    let answer = app
         .acquire(&bucket, &body.key, body.cost, body.timeout_ms)
         .await?;
-    Ok(decision_response(&verdict))
+    Ok(decision_response(&answer))
 }
 
 /// 200 with `RateLimit`, or 429 with `Retry-After`, `RateLimit-Policy` and
-/// `RateLimit`.
-fn decision_response(v: &Verdict) -> Response {
+/// `RateLimit` (built by `drip::headers`, from the decision alone).
+fn decision_response(v: &Answer) -> Response {
     let d = &v.decision;
     let status = if d.allowed() {
         StatusCode::OK
@@ -133,20 +133,7 @@ fn decision_response(v: &Verdict) -> Response {
         StatusCode::TOO_MANY_REQUESTS
     };
     let mut res = (status, Json(v.body())).into_response();
-    let h = res.headers_mut();
-    if !d.allowed() {
-        h.insert(header::RETRY_AFTER, headers::retry_after(d));
-        if let Some(p) = v
-            .policy
-            .as_ref()
-            .and_then(|p| headers::ratelimit_policy(&v.bucket, p))
-        {
-            h.insert(headers::RATELIMIT_POLICY.clone(), p);
-        }
-    }
-    if let Some(r) = headers::ratelimit(&v.bucket, d) {
-        h.insert(headers::RATELIMIT.clone(), r);
-    }
+    headers::fields(&headers::sf_string(&v.bucket), d).append_to(res.headers_mut());
     res
 }
 

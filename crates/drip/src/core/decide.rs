@@ -3,6 +3,7 @@
 //! state; memory and SQLite call this, the Redis script is its twin.
 
 use super::policy::{Mode, Policy};
+use super::quota::Quota;
 use super::rate::{Nanos, mul_div_ceil};
 use super::window::WindowLog;
 
@@ -69,6 +70,9 @@ pub struct Decision {
     pub retry_after: Nanos,
     /// Time until every limit is back to full (bucket empty, windows clear).
     pub reset_after: Nanos,
+    /// The policy that decided, summarised for the response (capacity,
+    /// drain time, largest cost): no second store call to answer.
+    pub quota: Quota,
 }
 
 impl Decision {
@@ -222,6 +226,7 @@ pub fn decide_tat(
             remaining,
             retry_after: 0,
             reset_after,
+            quota: policy.quota(),
         };
         return (d, None);
     }
@@ -246,6 +251,7 @@ pub fn decide_tat(
         remaining,
         retry_after,
         reset_after,
+        quota: policy.quota(),
     };
     (d, next)
 }
@@ -379,6 +385,7 @@ fn finish(
         remaining: remaining(policy, state, now),
         retry_after,
         reset_after: reset_after(policy, state, now),
+        quota: policy.quota(),
     }
 }
 

@@ -3,6 +3,7 @@
 
 mod decide;
 mod policy;
+mod quota;
 mod rate;
 mod window;
 mod word;
@@ -12,6 +13,7 @@ pub use decide::{
     level,
 };
 pub use policy::{Limit, MAX_CAPACITY, MAX_SPAN_NS, MAX_WINDOWS, Mode, Policy, Window};
+pub use quota::Quota;
 pub use rate::{MAX_EXACT, MAX_RATE_PER_SEC, MIN_RATE_PER_SEC, NANOS_PER_SEC, Nanos, Rate};
 pub use window::WindowLog;
 pub(crate) use word::Answer;

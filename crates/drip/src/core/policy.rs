@@ -4,6 +4,7 @@
 
 use std::time::Duration;
 
+use super::quota::Quota;
 use super::rate::{MAX_EXACT, Nanos, Rate};
 use crate::error::ConfigError;
 
@@ -175,16 +176,22 @@ pub struct Policy {
     mode: Mode,
     limit: Limit,
     windows: Vec<Window>,
+    /// What a response needs, computed whenever the limits change (a
+    /// function of the fields above, so equality is unchanged).
+    quota: Quota,
 }
 
 impl Policy {
     /// A policy with one leaky bucket and no windows.
     pub fn new(mode: Mode, limit: Limit) -> Policy {
-        Policy {
+        let mut p = Policy {
             mode,
             limit,
             windows: Vec::new(),
-        }
+            quota: Quota::default(),
+        };
+        p.quota = Quota::of(&p);
+        p
     }
 
     /// Police mode: rejects what does not fit now.
@@ -221,6 +228,7 @@ impl Policy {
             ));
         }
         self.windows.push(window);
+        self.quota = Quota::of(&self);
         Ok(self)
     }
 
@@ -264,6 +272,12 @@ impl Policy {
     #[inline]
     pub fn windows(&self) -> &[Window] {
         &self.windows
+    }
+
+    /// The summary every decision under this policy carries.
+    #[inline]
+    pub fn quota(&self) -> Quota {
+        self.quota
     }
 
     /// The largest single request this policy can ever admit.

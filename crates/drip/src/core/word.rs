@@ -9,6 +9,7 @@ use std::num::NonZeroU64;
 
 use super::decide::{Decision, Outcome, Request, Verdict};
 use super::policy::{Mode, Policy};
+use super::quota::Quota;
 use super::rate::Nanos;
 
 /// A policy without windows whose full bucket fits 64 bits of ticks, with
@@ -23,6 +24,8 @@ pub struct WordPolicy {
     capacity: u64,
     /// `capacity * period`: the full bucket.
     cap_t: u64,
+    /// What every decision carries (`Policy::quota`).
+    quota: Quota,
 }
 
 impl WordPolicy {
@@ -41,6 +44,7 @@ impl WordPolicy {
             period: NonZeroU64::new(rate.period_ns())?.get(),
             capacity,
             cap_t: capacity.checked_mul(rate.period_ns())?,
+            quota: policy.quota(),
         })
     }
 
@@ -49,27 +53,37 @@ impl WordPolicy {
         self.cap_t
     }
 
-    /// The policy as four words (for a lock-free copy; see
+    /// The policy as five words (for a lock-free copy; see
     /// [`from_words`](Self::from_words)).
-    pub(crate) fn to_words(self) -> [u64; 4] {
-        // A capacity fits 32 bits: the mode rides in the top bit.
+    pub(crate) fn to_words(self) -> [u64; 5] {
+        // A capacity fits 32 bits: the mode rides in the top bit. Without
+        // windows the largest cost is the capacity, so the quota needs only
+        // its drain time.
         let shape = u64::from(self.mode == Mode::Shape) << 63;
-        [self.amount, self.period, self.capacity | shape, self.cap_t]
+        [
+            self.amount,
+            self.period,
+            self.capacity | shape,
+            self.cap_t,
+            self.quota.drain(),
+        ]
     }
 
     /// The policy [`to_words`](Self::to_words) gave.
     #[inline(always)]
-    pub(crate) fn from_words([amount, period, capacity, cap_t]: [u64; 4]) -> WordPolicy {
+    pub(crate) fn from_words([amount, period, packed, cap_t, drain]: [u64; 5]) -> WordPolicy {
+        let capacity = packed & !(1 << 63);
         WordPolicy {
-            mode: if capacity >> 63 == 1 {
+            mode: if packed >> 63 == 1 {
                 Mode::Shape
             } else {
                 Mode::Police
             },
             amount,
             period,
-            capacity: capacity & !(1 << 63),
+            capacity,
             cap_t,
+            quota: Quota::new(capacity, capacity, drain),
         }
     }
 
@@ -199,6 +213,7 @@ impl Answer for Decision {
             remaining: div_floor(word.cap_t.saturating_sub(excess), word.period),
             retry_after,
             reset_after: word.ceil_ns(excess),
+            quota: word.quota,
         }
     }
 

@@ -5,17 +5,14 @@ use std::sync::Arc;
 use std::task::{Context, Poll};
 use std::time::Duration;
 
-use http::header::{HeaderValue, RETRY_AFTER};
 use http::{Request, Response, StatusCode};
 use tower::Service;
 
 use super::future::ResponseFuture;
-use super::headers::{
-    RATELIMIT, RATELIMIT_POLICY, ratelimit_labelled, ratelimit_policy_labelled, retry_after,
-    sf_string,
-};
 use super::layer::RequestCost;
-use crate::{Decision, Error, Limiter, Outcome, Policy, Result, Store};
+use crate::headers::{fields, sf_string};
+use crate::limiter::reservation;
+use crate::{Decision, Error, Limiter, Outcome, Request as Ask, Result, Store, wait_turn};
 
 /// A service that charges each request to a bucket of a [`Limiter`] before
 /// passing it to the inner service; made by
@@ -98,13 +95,11 @@ where
                 Err(e) => return Ok(error_response(&e)),
             };
             if !decision.allowed() {
-                return Ok(config.refusal(&decision).await);
+                return Ok(config.refusal(&decision));
             }
             let mut res = inner.call(req).await?;
-            if let Some(v) = config.ratelimit(&decision) {
-                // Appended, so limits nested in one another list side by side.
-                res.headers_mut().append(RATELIMIT.clone(), v);
-            }
+            // Appended, so limits nested in one another list side by side.
+            fields(&config.label, &decision).append_to(res.headers_mut());
             Ok(res)
         })
     }
@@ -139,56 +134,32 @@ impl<St: Store, K, C> Config<St, K, C> {
         }
     }
 
-    /// Decides the request and, once admitted, waits until it may go.
+    /// Decides the request (one store call) and, once admitted, waits
+    /// until it may go.
     async fn admit(&self, key: &str, cost: u64) -> Result<Decision> {
-        if let Some(max_wait) = self.max_wait {
-            return self
-                .limiter
-                .acquire(&self.bucket, key, cost, Some(max_wait))
-                .await;
-        }
-        // A check queues a shaped request only while the queue has room;
-        // `acquire` without a timeout would queue it however long the wait.
-        let d = self.limiter.check(&self.bucket, key, cost).await?;
-        if d.allowed() && d.wait > 0 {
-            tokio::time::sleep(Duration::from_nanos(d.wait)).await;
-        }
+        // Without `max_wait`, a check: it queues a shaped request only while
+        // the queue has room, where a reservation without a timeout would
+        // queue it however long the wait.
+        let ask = match self.max_wait {
+            Some(max_wait) => reservation(cost, Some(max_wait)),
+            None => Ask::check(cost),
+        };
+        let d = self.limiter.decide(&self.bucket, key, ask).await?;
+        wait_turn(&d, std::future::pending()).await;
         Ok(d)
     }
 
     /// The response to a request that was not admitted: 429, or 413 for a
-    /// cost the policy can never admit.
-    async fn refusal<B: Default>(&self, d: &Decision) -> Response<B> {
+    /// cost the policy can never admit; its fields come from the decision.
+    fn refusal<B: Default>(&self, d: &Decision) -> Response<B> {
         let mut res = Response::new(B::default());
         *res.status_mut() = if d.outcome == Outcome::Exceeds {
             StatusCode::PAYLOAD_TOO_LARGE
         } else {
             StatusCode::TOO_MANY_REQUESTS
         };
-        let headers = res.headers_mut();
-        if d.outcome != Outcome::Exceeds {
-            headers.insert(RETRY_AFTER, retry_after(d));
-        }
-        // Without the policy (the store failed meanwhile) the field is left out.
-        if let Ok(Some(policy)) = self.limiter.policy(&self.bucket).await {
-            if let Some(v) = self.ratelimit_policy(&policy) {
-                headers.insert(RATELIMIT_POLICY.clone(), v);
-            }
-        }
-        if let Some(v) = self.ratelimit(d) {
-            headers.insert(RATELIMIT.clone(), v);
-        }
+        fields(&self.label, d).append_to(res.headers_mut());
         res
-    }
-
-    /// `RateLimit: "bucket";r=<remaining>;t=<seconds until full again>`.
-    fn ratelimit(&self, d: &Decision) -> Option<HeaderValue> {
-        ratelimit_labelled(&self.label, d)
-    }
-
-    /// `RateLimit-Policy: "bucket";q=<capacity>;w=<seconds to drain when full>`.
-    fn ratelimit_policy(&self, policy: &Policy) -> Option<HeaderValue> {
-        ratelimit_policy_labelled(&self.label, policy)
     }
 }
 

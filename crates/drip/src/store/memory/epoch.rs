@@ -192,7 +192,7 @@ struct Fast {
     head: AtomicU64,
     base: AtomicU64,
     max_since_base: AtomicU64,
-    word: [AtomicU64; 4],
+    word: [AtomicU64; 5],
 }
 
 /// A consistent copy of [`Fast`]. With `head` 0, which no key has, the

@@ -45,7 +45,7 @@ use tokio::sync::oneshot;
 
 use super::{Counters, KeyStatus, Store};
 use crate::clock::Clock;
-use crate::core::{Decision, Level, MAX_EXACT, Mode, Nanos, Outcome, Policy, Request};
+use crate::core::{Decision, Level, MAX_EXACT, Mode, Nanos, Outcome, Policy, Quota, Request};
 use crate::error::ConfigError;
 use crate::{Error, Result};
 
@@ -452,7 +452,7 @@ impl Inner {
             let cached = self.cached(name, bucket).await?;
             let cmd = self.decide_cmd(&cached, items);
             let reply = self.eval_decide(&cmd).await?;
-            let parsed = parse_reply(&reply, items)?;
+            let parsed = parse_reply(&reply, items, cached.policy.quota())?;
             if let Parsed::Replies(r) = parsed {
                 return Ok((r, cached));
             }
@@ -658,6 +658,8 @@ struct Reply {
     remaining: u64,
     retry_after: u64,
     reset_after: u64,
+    /// The policy's, as every decision carries it.
+    quota: Quota,
     /// Only for a peek.
     water_ticks: u64,
     /// Only for a peek.
@@ -673,6 +675,7 @@ impl Reply {
             remaining: self.remaining,
             retry_after: self.retry_after,
             reset_after: self.reset_after,
+            quota: self.quota,
         }
     }
 }
@@ -708,7 +711,9 @@ async fn spin<F: std::future::Future>(fut: F, limit: Duration) -> F::Output {
 
 /// The script's answer to `items`: six little-endian doubles per request
 /// (nine for a peek), or a status word.
-fn parse_reply(reply: &Value, items: &[Item<'_>]) -> Result<Parsed> {
+/// `quota` is that of the policy the call was made with, which the script
+/// checked (by its version) is the stored one.
+fn parse_reply(reply: &Value, items: &[Item<'_>], quota: Quota) -> Result<Parsed> {
     let bad = || bad_reply(reply);
     let bytes = match reply {
         Value::BulkString(b) => b,
@@ -750,6 +755,7 @@ fn parse_reply(reply: &Value, items: &[Item<'_>]) -> Result<Parsed> {
             remaining: next()?,
             retry_after: next()?,
             reset_after: next()?,
+            quota,
             water_ticks: 0,
             counters: Counters::default(),
         };
