@@ -25,9 +25,15 @@
 --   window count, then per window limit, period_ns, granularity_ns; then
 --   per request cost, max_wait_ns (-1: check, -2: peek, which reports and
 --   writes nothing).
--- Or, for tools that cannot send binary arguments (redis-benchmark),
---   ARGV[1] '' and the same numbers as text from ARGV[2] (now_us '': Redis
---   TIME; mode police|shape).
+-- Or, only for benchmarking tools that cannot send binary arguments
+--   (redis-benchmark; fenced below as BENCHMARK TOOLS ONLY), ARGV[1] '' and
+--   the same numbers as text from ARGV[2] (now_us '': Redis TIME; mode
+--   police|shape).
+--
+-- Layout: parse the arguments; `decide`, the decision (core::decide); then
+-- per key: read and carry over (core::carry_over), leak to now, prune the
+-- window logs (WindowLog::prune), decide, remaining / reset_after (the
+-- core's `remaining` and `reset_after`), write back, answer.
 -- Few arguments and few tables: Redis builds KEYS and ARGV afresh on every
 -- call, and a lone request (the common case) builds no result table.
 -- Returns per request six doubles: outcome (1 admitted, 2 limited,
@@ -59,6 +65,9 @@ if not text then
   end
   reqs, rpos = ARGV[1], pos
 else
+  -- ==== BENCHMARK TOOLS ONLY (redis-benchmark cannot send binary
+  -- arguments; RedisStore never takes this branch): the same arguments as
+  -- text. ====
   if version ~= ARGV[2] then return redis.status_reply('stale') end
   vn = tonumber(version)
   now = ARGV[3] == '' and -1 or tonumber(ARGV[3])
@@ -71,6 +80,7 @@ else
                   gran = tonumber(ARGV[b + 3])}
   end
   rpos = 9 + nwin * 3
+  -- ==== end of BENCHMARK TOOLS ONLY ====
 end
 local test_clock = now >= 0
 if not test_clock then
@@ -84,19 +94,105 @@ for i = 1, nwin do max_cost = min(max_cost, windows[i].limit) end
 local cap_t = cap * p
 local hist -- the change history, read at the first key that needs it
 
+-- The decision for one request, the twin of core::decide::decide and its
+-- plan(), step by step in the same order. `excess` is the water now (the
+-- core's tat - now, in ticks), `logs` the pruned window logs (changed in
+-- place on admission). Returns outcome (1 admitted, 2 limited, 3 exceeds),
+-- wait, queue position, retry and the water after the decision.
+-- (One closure per script call, not per request.)
+local function decide(excess, logs, cost, max_wait)
+  -- decide: `req.cost > policy.max_cost()` -> Outcome::Exceeds.
+  if cost > max_cost then return 3, 0, 0, 0, excess end
+
+  -- decide: `window_ready`, the latest WindowLog::ready_at over the windows
+  -- (ns from now; not before the last logged departure).
+  local ready = 0
+  for i = 1, nwin do
+    local w = windows[i]
+    local log = logs[i]
+    local n = #log
+    local last = 0
+    if n > 0 then last = log[n][1] end
+    local over = log.used + cost - w.limit
+    local r = last
+    if over > 0 then
+      for j = 1, n do
+        over = over - log[j][2]
+        if over <= 0 then r = max(last, log[j][1] + w.period); break end
+      end
+    end
+    ready = max(ready, r)
+  end
+
+  -- plan: ready_t, cost_t (cap_t is computed once per call).
+  local ready_t = ready * a
+  local cost_t = cost * p
+  local admit, new_excess, depart, retry
+  local qpos = 0
+  if not shape then
+    -- plan, Mode::Police: admitted at `go` when the bucket then has room.
+    local go_t = max(0, ready_t, excess + cost_t - cap_t)
+    local go = ceil(go_t / a)
+    if max_wait < 0 then
+      admit, retry = go_t <= 0, go
+    else
+      admit, retry = go <= max_wait, max(0, go - max_wait)
+    end
+    new_excess, depart = max(excess, go_t) + cost_t, go
+  else
+    -- plan, Mode::Shape: leaves when the water ahead has leaked (and the
+    -- windows allow); must fit in the bucket when it joins the queue.
+    local start_t = max(excess, ready_t)
+    new_excess = start_t + cost_t
+    local enter_t = max(0, new_excess - cap_t)
+    depart = ceil(start_t / a)
+    if max_wait < 0 then
+      admit, retry = enter_t <= 0, ceil(enter_t / a)
+    else
+      admit, retry = depart <= max_wait, max(0, depart - max_wait)
+    end
+    qpos = ceil(excess / p) + 1
+  end
+  -- (Lua only) beyond 2^53 ticks the water would no longer be exact:
+  -- refuse such a far reservation.
+  if admit and new_excess > 9007199254740991 then admit = false end
+
+  -- decide: `!plan.admit` -> Outcome::Limited, the state unchanged.
+  if not admit then return 2, 0, qpos, retry, excess end
+
+  -- decide: `state.tat = now_t + plan.excess`, then WindowLog::record of
+  -- the departure in every window.
+  if cost > 0 then
+    for i = 1, nwin do
+      local w = windows[i]
+      local log = logs[i]
+      local n = #log
+      if n > 0 and depart < log[n][1] + w.gran then
+        log[n][1] = max(log[n][1], depart)
+        log[n][2] = log[n][2] + cost
+      else
+        log[n + 1] = {depart, cost}
+      end
+      log.used = log.used + cost
+    end
+  end
+  return 1, depart, qpos, 0, new_excess
+end
+
 local nkeys = #KEYS - 1
 local answers = nkeys > 1 and {} or nil -- each request's, for a batch
 for k = 2, nkeys + 1 do
   local key = KEYS[k]
   local cost, max_wait
-  if text then
+  if text then -- BENCHMARK TOOLS ONLY: text arguments
     cost, max_wait, rpos = tonumber(ARGV[rpos]), tonumber(ARGV[rpos + 1]), rpos + 2
   else
     cost, max_wait, rpos = unpack('<dd', reqs, rpos)
   end
   local peek = max_wait == -2
 
-  -- Read the key, bring it to now, carrying it over if the policy changed.
+  -- Read the key, bring it to now, carrying it over if the policy changed
+  -- (core::carry_over, once per later change).
   local raw = call('GET', key)
   local excess, at, x, allowed, rejected = 0, now, 0, 0, 0
   local fresh, changed = true, false
@@ -159,7 +255,8 @@ for k = 2, nkeys + 1 do
     if leaked >= excess then excess = 0 else excess = excess - leaked end
   end
 
-  -- Window logs, pruned: an entry stays while rel + period > 0.
+  -- Window logs, pruned (WindowLog::prune): an entry stays while
+  -- rel + period > 0.
   local logs
   if nwin > 0 then
     logs = {}
@@ -196,82 +293,14 @@ for k = 2, nkeys + 1 do
     end
   end
 
-  -- The decision.
+  -- The decision (core::decide::decide; see `decide` above).
   local outcome, wait, qpos, retry = 1, 0, 0, 0
-  if peek then
-    outcome = 1
-  elseif cost > max_cost then
-    outcome = 3
-  else
-    -- When the windows let the request leave (ns from now), not before
-    -- the last logged departure.
-    local ready = 0
-    for i = 1, nwin do
-      local w = windows[i]
-      local log = logs[i]
-      local n = #log
-      local last = 0
-      if n > 0 then last = log[n][1] end
-      local over = log.used + cost - w.limit
-      local r = last
-      if over > 0 then
-        for j = 1, n do
-          over = over - log[j][2]
-          if over <= 0 then r = max(last, log[j][1] + w.period); break end
-        end
-      end
-      ready = max(ready, r)
-    end
-    local ready_t = ready * a
-    local cost_t = cost * p
-
-    local admit, new_excess, depart
-    if not shape then
-      local go_t = max(0, ready_t, excess + cost_t - cap_t)
-      local go = ceil(go_t / a)
-      if max_wait < 0 then
-        admit, retry = go_t <= 0, go
-      else
-        admit, retry = go <= max_wait, max(0, go - max_wait)
-      end
-      new_excess, depart = max(excess, go_t) + cost_t, go
-    else
-      local start_t = max(excess, ready_t)
-      new_excess = start_t + cost_t
-      local enter_t = max(0, new_excess - cap_t)
-      depart = ceil(start_t / a)
-      if max_wait < 0 then
-        admit, retry = enter_t <= 0, ceil(enter_t / a)
-      else
-        admit, retry = depart <= max_wait, max(0, depart - max_wait)
-      end
-      qpos = ceil(excess / p) + 1
-    end
-    -- Beyond 2^53 ticks the water would no longer be exact: refuse such a
-    -- far reservation.
-    if admit and new_excess > 9007199254740991 then admit = false end
-    if admit then
-      excess, wait, retry = new_excess, depart, 0
-      if cost > 0 then
-        for i = 1, nwin do
-          local w = windows[i]
-          local log = logs[i]
-          local n = #log
-          if n > 0 and depart < log[n][1] + w.gran then
-            log[n][1] = max(log[n][1], depart)
-            log[n][2] = log[n][2] + cost
-          else
-            log[n + 1] = {depart, cost}
-          end
-          log.used = log.used + cost
-        end
-      end
-    else
-      outcome = 2
-    end
+  if not peek then
+    outcome, wait, qpos, retry, excess = decide(excess, logs, cost, max_wait)
   end
 
-  -- Remaining units now, and when every limit is back to full.
+  -- Remaining units now, and when every limit is back to full (the core's
+  -- `remaining` and `reset_after`).
   local room = cap_t - excess
   local rem = 0
   if room > 0 then rem = floor(room / p) end
