@@ -53,40 +53,6 @@ impl WordPolicy {
         self.cap_t
     }
 
-    /// The policy as five words (for a lock-free copy; see
-    /// [`from_words`](Self::from_words)).
-    pub(crate) fn to_words(self) -> [u64; 5] {
-        // A capacity fits 32 bits: the mode rides in the top bit. Without
-        // windows the largest cost is the capacity, so the quota needs only
-        // its drain time.
-        let shape = u64::from(self.mode == Mode::Shape) << 63;
-        [
-            self.amount,
-            self.period,
-            self.capacity | shape,
-            self.cap_t,
-            self.quota.drain(),
-        ]
-    }
-
-    /// The policy [`to_words`](Self::to_words) gave.
-    #[inline(always)]
-    pub(crate) fn from_words([amount, period, packed, cap_t, drain]: [u64; 5]) -> WordPolicy {
-        let capacity = packed & !(1 << 63);
-        WordPolicy {
-            mode: if packed >> 63 == 1 {
-                Mode::Shape
-            } else {
-                Mode::Police
-            },
-            amount,
-            period,
-            capacity,
-            cap_t,
-            quota: Quota::new(capacity, capacity, drain),
-        }
-    }
-
     /// Decides `req` at `now` for a key whose `tat` is `tat`: the decision
     /// and the new `tat` if it changed, or `None` if some value does not fit
     /// 64 bits (then ask `decide_tat`). Only differences of times count, so
@@ -258,8 +224,7 @@ impl Answer for Verdict {
 
 /// `x / d`, skipping the division where the answer is plain: a rejected
 /// check of one unit leaves less than one unit of room, for example. `d`
-/// is at least 1 (a zero, which `from_words` of zeros would give, divides
-/// as 1 rather than panic).
+/// is at least 1 (a zero divides as 1 rather than panic).
 #[inline(always)]
 fn div_floor(x: u64, d: u64) -> u64 {
     if d <= 1 {

@@ -1,22 +1,47 @@
 //! The memory store: state in this process.
 //!
-//! [`KeyedBucket`] is one policy over many keys. A key is one 64-bit word
-//! in the map: for a policy without windows, its `tat` (counted from a
-//! recent base), decided by a compare-and-swap loop as in governor, in
-//! 64-bit arithmetic; with counters, windows or larger numbers, a pointer
-//! to a small box (a word, or a state behind a per-key lock). Each key names
-//! the policy epoch it was written in (by a tag, or the box holds it), so
-//! decisions take no lock on the policy: a reconfiguration chains a new
-//! epoch and each key is carried over to it when next touched (see
-//! `epoch.rs` and `cell.rs`).
+//! [`KeyedBucket`] is one policy over many keys, in a [`DashMap`] (sharded
+//! locks, as governor keeps its keys). A key of a policy without windows is
+//! one atomic word, its `tat`, decided by a compare-and-swap loop as in
+//! governor (`word.rs`); any other key keeps its whole state behind a lock
+//! (`cell.rs`). The policy sits behind a read-write lock: decisions share
+//! it, and a reconfiguration holds it alone while it carries every key over
+//! (`keyed.rs`). [`MemoryStore`] keeps one `KeyedBucket` per named bucket,
+//! all counting, and the store-wide key budget.
 //!
-//! The keys are held in sharded hash tables that each reading thread
-//! enters by setting its own mark (`map.rs`): a decision that changes
-//! nothing writes only that mark, with one atomic swap.
+//! Layout: `sync.rs` (std or loom atomics), `word.rs` (the CAS loop),
+//! `config.rs` (a policy and its 64-bit base), `cell.rs` (one key),
+//! `keyed.rs` ([`KeyedBucket`]), `loom_models.rs`, and here the key budget
+//! and [`MemoryStore`].
 //!
-//! Layout: `epoch.rs` (policy changes), `cell.rs` (one key), `map.rs` (the
-//! keys), `keyed.rs` ([`KeyedBucket`]), and here the key budget and
-//! [`MemoryStore`].
+//! [`DashMap`]: dashmap::DashMap
+//!
+//! # Invariants, and what checks each
+//!
+//! 1. Concurrent decisions on one word key behave as if made one after
+//!    another: none is lost, none admitted on a stale `tat` (the CAS loop).
+//!    Checked by the loom models `loom_models::{two_checks_of_a_full_bucket,
+//!    three_checks_admit_exactly_capacity, a_reservation_and_a_check}` and
+//!    by `tests/concurrency.rs` (`frozen_clock_admits_exactly_capacity_lock_free`).
+//! 2. A decision never runs while the policy changes, and a change carries
+//!    every key over exactly (`core::carry_over`) before any decision sees
+//!    the new policy (the read-write lock). Checked by
+//!    `tests/concurrency.rs` (`reconfiguring_under_load_keeps_exactness`)
+//!    and `tests/keyed_bucket.rs`.
+//! 3. A key changes form (word or whole state) only with exclusive access:
+//!    a map entry written (`decide_slow`), or the policy held alone
+//!    (reconfigure, rebase). No `unsafe` code: the map's locks give this.
+//! 4. Word arithmetic never overflows unnoticed: a value beyond 64 bits
+//!    makes the word answer `None` and the key decides on its whole state
+//!    (`WordPolicy` proptest `word_matches_decide_tat`; `tests/keyed_bucket.rs`
+//!    `a_key_outgrowing_its_word_decides_exactly_as_the_core`); the base moves
+//!    on before `now` leaves its range (`keyed::tests::keys_stay_words_across_rebases_and_decide_as_the_core`).
+//! 5. The key budget counts exactly the keys held over a store's buckets
+//!    (`tests/apis.rs` `the_key_cap_refuses_new_keys_and_keeps_old_ones`,
+//!    `tests/concurrency.rs` `new_keys_from_many_threads_during_sweeps_are_each_admitted_exactly`).
+//! 6. Every decision gives the same answer as `core::decide` on the same
+//!    state (the conformance suite, `tests/memory_conformance.rs`, and the
+//!    reference-model proptests, `tests/model.rs`).
 
 use std::collections::BTreeMap;
 use std::sync::atomic::{AtomicUsize, Ordering};
@@ -30,9 +55,12 @@ use crate::core::{Decision, Policy, Request};
 use crate::{Error, Result};
 
 mod cell;
-mod epoch;
+mod config;
 mod keyed;
-mod map;
+#[cfg(all(test, drip_loom))]
+mod loom_models;
+mod sync;
+mod word;
 
 pub use keyed::KeyedBucket;
 

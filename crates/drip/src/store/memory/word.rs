@@ -1,0 +1,55 @@
+//! A key decided in one atomic word, as governor does: its `tat` (ticks
+//! since the bucket's base) is read, the decision computed from it, and
+//! the new `tat` written by compare-and-swap; a lost race decides again on
+//! what the winner wrote. Checked by the loom models in `loom_models.rs`.
+
+use super::sync::{AtomicU64, Ordering};
+
+/// One key's `tat` in ticks since its bucket's base.
+#[derive(Debug, Default)]
+pub(super) struct WordTat(AtomicU64);
+
+impl WordTat {
+    pub(super) fn new(tat: u64) -> WordTat {
+        WordTat(AtomicU64::new(tat))
+    }
+
+    /// The `tat` now (for status and carry-over, which need no ordering
+    /// with decisions beyond what the bucket's locks give).
+    pub(super) fn load(&self) -> u64 {
+        self.0.load(Ordering::Acquire)
+    }
+
+    /// Sets the `tat` (only with exclusive access to the key).
+    pub(super) fn set(&mut self, tat: u64) {
+        *self = WordTat::new(tat);
+    }
+
+    /// Decides by `decide(tat) -> (answer, new tat if it changes)`, then
+    /// writes the new `tat` only if no other decision wrote in between
+    /// (compare-and-swap; otherwise decides again on the newer `tat`).
+    /// `None` from `decide` (a value that does not fit 64 bits) is passed
+    /// back, nothing written.
+    #[inline(always)]
+    pub(super) fn decide<A>(
+        &self,
+        mut decide: impl FnMut(u64) -> Option<(A, Option<u64>)>,
+    ) -> Option<A> {
+        let mut tat = self.0.load(Ordering::Acquire);
+        loop {
+            let (answer, next) = decide(tat)?;
+            let Some(next) = next else {
+                // Nothing to write: the answer holds for the `tat` read,
+                // which was current at the load (a refusal, or no cost).
+                return Some(answer);
+            };
+            match self
+                .0
+                .compare_exchange_weak(tat, next, Ordering::AcqRel, Ordering::Acquire)
+            {
+                Ok(_) => return Some(answer),
+                Err(newer) => tat = newer,
+            }
+        }
+    }
+}
