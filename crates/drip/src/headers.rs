@@ -13,7 +13,7 @@
 //!   still be admitted now (the least over all limits) and the seconds
 //!   until every limit is back to full (rounded up); on every answer.
 //!
-//! Everything comes from the [`Decision`] (its [`Quota`](crate::Quota)
+//! Everything comes from the [`Decision`] (its [`Quota`]
 //! names the policy), so no store is asked again. [`fields`] gives the
 //! names and values as text; with the `http` feature (on with `tower`),
 //! [`Fields::append_to`] writes them into an `http::HeaderMap`.

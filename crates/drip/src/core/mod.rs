@@ -8,13 +8,18 @@ mod rate;
 mod window;
 mod word;
 
-pub use decide::{
-    Decision, Level, Outcome, Request, State, Verdict, carry_over, decide, decide_tat, is_idle,
-    level,
-};
+pub use decide::{Decision, Level, Outcome, Request, Verdict, carry_over, decide, is_idle, level};
+// A key's state, as stores keep it: public for stores and tests outside
+// the crate, not part of the documented API.
+#[doc(hidden)]
+pub use decide::State;
+#[doc(hidden)]
+pub use window::WindowLog;
+// The 64-bit fast path: an implementation detail of the memory store.
+#[cfg(test)]
+pub(crate) use decide::decide_tat;
 pub use policy::{Limit, MAX_CAPACITY, MAX_SPAN_NS, MAX_WINDOWS, Mode, Policy, Window};
 pub use quota::Quota;
 pub use rate::{MAX_EXACT, MAX_RATE_PER_SEC, MIN_RATE_PER_SEC, NANOS_PER_SEC, Nanos, Rate};
-pub use window::WindowLog;
 pub(crate) use word::Answer;
-pub use word::WordPolicy;
+pub(crate) use word::WordPolicy;

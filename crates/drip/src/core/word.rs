@@ -49,6 +49,7 @@ impl WordPolicy {
     }
 
     /// The full bucket, in ticks.
+    #[cfg_attr(not(drip_loom), allow(dead_code))]
     pub fn full_ticks(&self) -> u64 {
         self.cap_t
     }
@@ -59,6 +60,7 @@ impl WordPolicy {
     /// `tat` and `now` may both be taken from any origin (the memory store
     /// counts from a moment near the policy's start): the answer is the
     /// same, and the new `tat` is from that origin too.
+    #[cfg_attr(not(any(test, drip_loom)), allow(dead_code))]
     #[inline(always)]
     pub fn decide(&self, tat: u64, now: Nanos, req: Request) -> Option<(Decision, Option<u64>)> {
         self.answer(tat, now, req)

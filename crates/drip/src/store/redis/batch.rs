@@ -12,7 +12,7 @@ use crate::core::Request;
 use crate::{Error, Result};
 
 /// A request waiting for its bucket's next script call.
-pub(super) struct Job {
+pub(super) struct QueuedRequest {
     pub(super) key: String,
     pub(super) req: Request,
     pub(super) reply: oneshot::Sender<Result<Reply>>,
@@ -33,19 +33,19 @@ pub(super) struct BucketState {
     pub(super) in_flight: usize,
     /// Requests in the calls under way.
     pub(super) sending: usize,
-    pub(super) waiting: Vec<Job>,
+    pub(super) waiting: Vec<QueuedRequest>,
 }
 
 /// Holds one of a bucket's call slots; when dropped (the call answered, or
 /// its caller gone) it passes the slot to the requests that waited, or
 /// frees it.
-pub(super) struct Slot<'a> {
+pub(super) struct CallSlot<'a> {
     pub(super) inner: &'a Arc<Inner>,
     pub(super) name: &'a str,
     pub(super) bucket: &'a Arc<Bucket>,
 }
 
-impl Drop for Slot<'_> {
+impl Drop for CallSlot<'_> {
     fn drop(&mut self) {
         if let Some(batch) = self.inner.next_batch(self.bucket, 1) {
             let (inner, bucket) = (self.inner.clone(), self.bucket.clone());
@@ -75,7 +75,7 @@ impl Inner {
                 None
             } else {
                 let (tx, rx) = oneshot::channel();
-                queue.waiting.push(Job {
+                queue.waiting.push(QueuedRequest {
                     key: key.to_owned(),
                     req,
                     reply: tx,
@@ -85,7 +85,7 @@ impl Inner {
         };
         match waiting {
             None => {
-                let _slot = Slot {
+                let _slot = CallSlot {
                     inner: self,
                     name,
                     bucket: &bucket,
@@ -121,7 +121,7 @@ impl Inner {
     /// spread over its call slots: with 16 callers and 2 slots, two calls
     /// of 8 alternate, one in Redis while the other's callers come back,
     /// rather than one of 15 and one of 1.
-    pub(super) fn next_batch(&self, bucket: &Bucket, done: usize) -> Option<Vec<Job>> {
+    pub(super) fn next_batch(&self, bucket: &Bucket, done: usize) -> Option<Vec<QueuedRequest>> {
         let mut queue = bucket.state.lock();
         queue.sending = queue.sending.saturating_sub(done);
         // Callers that gave up before their call was sent are not decided.
@@ -144,7 +144,7 @@ impl Inner {
         self: Arc<Self>,
         name: String,
         bucket: Arc<Bucket>,
-        mut batch: Vec<Job>,
+        mut batch: Vec<QueuedRequest>,
     ) {
         loop {
             let items: Vec<Item<'_>> = batch

@@ -61,7 +61,7 @@ pub struct RedisOptions {
     /// Longest wait to open a connection. Default 1 s.
     pub connection_timeout: Duration,
     /// Longest wait for an answer; past it a call fails with
-    /// [`Error::Store`] and the caller decides (DESIGN.md §5). Default 1 s.
+    /// [`Error::Store`](crate::Error::Store) and the caller decides (DESIGN.md §5). Default 1 s.
     pub response_timeout: Duration,
     /// Prefix of every key drip writes. Default `drip`.
     pub prefix: String,
