@@ -25,8 +25,8 @@ fn configure(
     }
 }
 
-fn allow(bucket: &str, key: &str, cost: Option<u64>) -> pb::AllowRequest {
-    pb::AllowRequest {
+fn allow(bucket: &str, key: &str, cost: Option<u64>) -> pb::AllowRequestRequest {
+    pb::AllowRequestRequest {
         bucket_id: bucket.into(),
         key: key.into(),
         cost,

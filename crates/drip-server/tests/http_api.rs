@@ -689,7 +689,7 @@ async fn an_unreachable_store_is_503() {
     let e = s
         .grpc()
         .await
-        .allow_request(drip_server::grpc::pb::AllowRequest {
+        .allow_request(drip_server::grpc::pb::AllowRequestRequest {
             bucket_id: "r".into(),
             ..Default::default()
         })

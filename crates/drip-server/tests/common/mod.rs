@@ -233,7 +233,7 @@ impl Client for Grpc {
         let r = self
             .0
             .clone()
-            .allow_request(pb::AllowRequest {
+            .allow_request(pb::AllowRequestRequest {
                 bucket_id: bucket.into(),
                 key: key.into(),
                 cost: None,
