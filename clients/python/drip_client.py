@@ -92,8 +92,13 @@ def scenario(client):
     check(b.bucket_id == bucket and b.capacity == 3 and b.mode == "police",
           f"configure answered {b}")
 
-    answers = [client.allow_request(bucket, key="alice") for _ in range(5)]
+    answers = [client.allow_request(bucket, key="alice", request_id=f"py-{i}")
+               for i in range(4)]
+    answers.append(client.allow_request(bucket, key="alice"))
     allowed = [a.allowed for a in answers]
+    ids = [a.request_id for a in answers]
+    check(ids[:4] == ["py-0", "py-1", "py-2", "py-3"], f"request ids echoed: {ids}")
+    check(ids[4].startswith("req_"), f"a request id is made when absent: {ids[4]}")
     check(allowed == [True, True, True, False, False], f"allowed: {allowed}")
     check(answers[3].retry_after_ms > 0, f"a refusal has a retry_after_ms: {answers[3]}")
 

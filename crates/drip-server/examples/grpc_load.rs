@@ -52,6 +52,7 @@ async fn main() -> anyhow::Result<()> {
                         bucket_id: bucket.clone(),
                         key: "k".into(),
                         cost: None,
+                        request_id: None,
                     })
                     .await;
                 latencies.push(t.elapsed());

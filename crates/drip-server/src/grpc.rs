@@ -8,6 +8,7 @@ use tonic::{Request, Response, Status};
 
 use crate::app::{App, Verdict};
 use crate::model::{self, BucketStatus, ConfigureBody};
+use crate::request_id;
 
 /// The code generated from `proto/drip.proto`.
 pub mod pb {
@@ -65,7 +66,7 @@ fn state(s: BucketStatus) -> pb::BucketState {
 }
 
 /// A refusal is an answer (`allowed: false`), not an error, as over HTTP.
-fn decision(v: Verdict) -> pb::AllowRequestResponse {
+fn decision(v: Verdict, request_id: String) -> pb::AllowRequestResponse {
     let b = v.body();
     pb::AllowRequestResponse {
         allowed: b.allowed,
@@ -74,6 +75,7 @@ fn decision(v: Verdict) -> pb::AllowRequestResponse {
         remaining: b.remaining,
         retry_after_ms: b.retry_after_ms,
         reset_after_ms: b.reset_after_ms,
+        request_id,
     }
 }
 
@@ -88,6 +90,7 @@ impl From<pb::AllowRequestResponse> for pb::AcquireResponse {
             remaining: r.remaining,
             retry_after_ms: r.retry_after_ms,
             reset_after_ms: r.reset_after_ms,
+            request_id: r.request_id,
         }
     }
 }
@@ -125,8 +128,9 @@ impl<S: Store> RateLimiterService for Grpc<S> {
         req: Request<pb::AllowRequestRequest>,
     ) -> Result<Response<pb::AllowRequestResponse>, Status> {
         let r = req.into_inner();
+        let request_id = request_id::resolve(r.request_id)?;
         let v = self.app.allow(&r.bucket_id, &r.key, r.cost).await?;
-        Ok(Response::new(decision(v)))
+        Ok(Response::new(decision(v, request_id)))
     }
 
     async fn acquire(
@@ -134,11 +138,12 @@ impl<S: Store> RateLimiterService for Grpc<S> {
         req: Request<pb::AcquireRequest>,
     ) -> Result<Response<pb::AcquireResponse>, Status> {
         let r = req.into_inner();
+        let request_id = request_id::resolve(r.request_id)?;
         let v = self
             .app
             .acquire(&r.bucket_id, &r.key, r.cost, r.timeout_ms)
             .await?;
-        Ok(Response::new(decision(v).into()))
+        Ok(Response::new(decision(v, request_id).into()))
     }
 
     async fn get_bucket_status(

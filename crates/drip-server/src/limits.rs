@@ -20,6 +20,8 @@ pub const MAX_COST: u64 = MAX_EXACT;
 pub const MAX_TIMEOUT_MS: u64 = 3_600_000;
 /// How long an acquire waits when it does not say.
 pub const DEFAULT_TIMEOUT_MS: u64 = 30_000;
+/// Longest request id, in bytes (of printable ASCII).
+pub const MAX_REQUEST_ID_BYTES: usize = 128;
 /// Largest request body, in bytes.
 pub const MAX_BODY_BYTES: usize = 64 * 1024;
 
@@ -138,6 +140,7 @@ pub fn rule(field: &str) -> Option<String> {
         "key" => format!("a string of at most {MAX_KEY_BYTES} bytes"),
         "cost" => format!("an integer in 1..={MAX_COST}"),
         "timeout_ms" => format!("an integer in 0..={MAX_TIMEOUT_MS}"),
+        "request_id" => format!("a string of 1..={MAX_REQUEST_ID_BYTES} bytes of printable ASCII"),
         _ => return None,
     };
     Some(format!("{field} must be {range}"))

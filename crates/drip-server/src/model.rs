@@ -48,6 +48,10 @@ pub struct AllowBody {
     /// Units asked for, default 1.
     #[serde(default)]
     pub cost: Option<u64>,
+    /// Echoed in the answer; 1..=128 bytes of printable ASCII. When absent
+    /// the server makes one, unique per node (`req_<epoch ms>_<n>`).
+    #[serde(default)]
+    pub request_id: Option<String>,
 }
 
 /// `POST /v1/buckets/{bucket}/acquire` (the body is optional).
@@ -63,6 +67,9 @@ pub struct AcquireBody {
     /// How long the request may wait, 0..=3600000; default 30000.
     #[serde(default)]
     pub timeout_ms: Option<u64>,
+    /// As in allow: echoed, or made by the server when absent.
+    #[serde(default)]
+    pub request_id: Option<String>,
 }
 
 /// The answer to allow and acquire. Times are milliseconds, rounded up.
@@ -80,6 +87,9 @@ pub struct DecisionBody {
     pub retry_after_ms: u64,
     /// When every limit is back to full.
     pub reset_after_ms: u64,
+    /// The request's id: the one asked with, or the one the server made.
+    #[serde(default)]
+    pub request_id: String,
 }
 
 /// A bucket's configuration and the state of one of its keys.

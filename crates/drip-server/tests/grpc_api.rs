@@ -30,6 +30,7 @@ fn allow(bucket: &str, key: &str, cost: Option<u64>) -> pb::AllowRequestRequest 
         bucket_id: bucket.into(),
         key: key.into(),
         cost,
+        request_id: None,
     }
 }
 
@@ -89,6 +90,7 @@ async fn every_rpc() {
             key: "other".into(),
             cost: Some(3),
             timeout_ms: Some(10),
+            request_id: None,
         })
         .await
         .unwrap()
@@ -101,6 +103,7 @@ async fn every_rpc() {
             key: "other".into(),
             cost: None,
             timeout_ms: Some(2000),
+            request_id: None,
         })
         .await
         .unwrap()

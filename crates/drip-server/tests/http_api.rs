@@ -43,6 +43,7 @@ const DECISION_FIELDS: &[&str] = &[
     "remaining",
     "retry_after_ms",
     "reset_after_ms",
+    "request_id",
 ];
 
 fn header(r: &reqwest::Response, name: &str) -> Option<String> {

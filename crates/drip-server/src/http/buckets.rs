@@ -17,6 +17,7 @@ use crate::model::{
     AcquireBody, AllowBody, BucketList, BucketStatus, ClusterStatus, ConfigureBody, DecisionBody,
     ErrorBody, Leader,
 };
+use crate::request_id;
 
 type AppState<S> = State<Arc<App<S>>>;
 
@@ -91,8 +92,9 @@ pub async fn allow<S: Store>(
     JsonBody(body): JsonBody<AllowBody>,
 ) -> Result<Response, ApiError> {
     let body = body.unwrap_or_default();
+    let request_id = request_id::resolve(body.request_id)?;
     let verdict = app.allow(&bucket, &body.key, body.cost).await?;
-    Ok(decision_response(&verdict))
+    Ok(decision_response(&verdict, request_id))
 }
 
 /// Wait until a request may go (its turn in shape mode, its admission in
@@ -117,22 +119,27 @@ pub async fn acquire<S: Store>(
     JsonBody(body): JsonBody<AcquireBody>,
 ) -> Result<Response, ApiError> {
     let body = body.unwrap_or_default();
+    let request_id = request_id::resolve(body.request_id)?;
     let verdict = app
         .acquire(&bucket, &body.key, body.cost, body.timeout_ms)
         .await?;
-    Ok(decision_response(&verdict))
+    Ok(decision_response(&verdict, request_id))
 }
 
 /// 200 with `RateLimit`, or 429 with `Retry-After`, `RateLimit-Policy` and
-/// `RateLimit`.
-fn decision_response(v: &Verdict) -> Response {
+/// `RateLimit`; the body echoes `request_id`.
+fn decision_response(v: &Verdict, request_id: String) -> Response {
     let d = &v.decision;
     let status = if d.allowed() {
         StatusCode::OK
     } else {
         StatusCode::TOO_MANY_REQUESTS
     };
-    let mut res = (status, Json(v.body())).into_response();
+    let body = DecisionBody {
+        request_id,
+        ..v.body()
+    };
+    let mut res = (status, Json(body)).into_response();
     let h = res.headers_mut();
     if !d.allowed() {
         h.insert(header::RETRY_AFTER, headers::retry_after(d));

@@ -237,6 +237,7 @@ impl Client for Grpc {
                 bucket_id: bucket.into(),
                 key: key.into(),
                 cost: None,
+                request_id: None,
             })
             .await
             .unwrap()
@@ -248,6 +249,7 @@ impl Client for Grpc {
             remaining: r.remaining,
             retry_after_ms: r.retry_after_ms,
             reset_after_ms: r.reset_after_ms,
+            request_id: r.request_id,
         }
     }
 
