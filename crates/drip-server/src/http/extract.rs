@@ -30,7 +30,7 @@ impl<St: Send + Sync> FromRequestParts<St> for BucketPath {
     }
 }
 
-/// A JSON body of type `T`, or `None` when the body is empty. Any type
+/// A JSON body of type `T`, or `None` when the body is empty or `null`. Any type
 /// error names the field by its path (`windows[0].limit`).
 pub struct JsonBody<T>(pub Option<T>);
 
@@ -47,7 +47,9 @@ impl<T: DeserializeOwned, St: Send + Sync> FromRequest<St> for JsonBody<T> {
                 ApiError::invalid("body", format!("the body could not be read: {e}"))
             }
         })?;
-        if bytes.iter().all(u8::is_ascii_whitespace) {
+        // No body, or JSON `null` (what the OpenAPI document's optional
+        // bodies allow), means "all defaults".
+        if bytes.trim_ascii().is_empty() || bytes.trim_ascii() == b"null" {
             return Ok(JsonBody(None));
         }
         parse_json(&bytes).map(|v| JsonBody(Some(v)))
