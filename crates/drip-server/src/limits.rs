@@ -24,6 +24,11 @@ pub const DEFAULT_TIMEOUT_MS: u64 = 30_000;
 pub const MAX_REQUEST_ID_BYTES: usize = 128;
 /// Largest request body, in bytes.
 pub const MAX_BODY_BYTES: usize = 64 * 1024;
+/// Most of a too-large body read and dropped before its 413 (so that a
+/// client still sending can read the answer), in bytes...
+pub const DRAIN_MAX_BYTES: usize = 16 * 1024 * 1024;
+/// ...and in time.
+pub const DRAIN_MAX_TIME: Duration = Duration::from_secs(5);
 
 /// Checks a bucket id: 1..=128 characters of `[A-Za-z0-9._:-]`.
 pub fn bucket_id(id: &str) -> Result<&str, ApiError> {
