@@ -15,6 +15,8 @@
 //! - [`store`]: the [`Store`] trait and the [`MemoryStore`] (with
 //!   [`KeyedBucket`], the fastest in-process form).
 //! - [`Limiter`]: check, acquire (waits), status, configure, delete, list.
+//! - [`schedule`]: `limiter.schedule(bucket, key, cost, job)` runs a job at
+//!   its request's turn (a leaky-bucket processor).
 //! - [`blocking`]: the same without async.
 //! - [`throttle`]: make calls wait their turn.
 //! - `tower` (feature `tower`): a middleware for axum, tonic, hyper.
@@ -24,6 +26,7 @@ pub mod clock;
 pub mod core;
 mod error;
 mod limiter;
+pub mod schedule;
 pub mod store;
 pub mod throttle;
 #[cfg(feature = "tower")]
@@ -33,6 +36,7 @@ pub use clock::{Clock, ManualClock, MonotonicClock, SystemClock, TokioClock};
 pub use core::{Decision, Limit, Mode, Outcome, Policy, Rate, Request, Verdict, Window};
 pub use error::{ConfigError, Error, Result};
 pub use limiter::Limiter;
+pub use schedule::{BlockingJobHandle, JobError, JobHandle, Scheduled};
 pub use store::{KeyStatus, KeyedBucket, MemoryStore, Store};
 pub use throttle::{Throttle, Turn};
 
