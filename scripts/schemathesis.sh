@@ -34,4 +34,9 @@ for _ in $(seq 300); do
 done
 
 # 25 examples per operation and phase (.ci/schemathesis.toml): ~600 cases, seconds.
-st --config-file .ci/schemathesis.toml run "http://$addr/openapi.json" --checks all "$@"
+# From a scratch directory: st keeps a cache (.schemathesis/) where it runs.
+repo="$PWD"
+scratch="$(mktemp -d)"
+trap 'kill "$pid" 2>/dev/null; wait "$pid" 2>/dev/null; rm -rf "$log" "$scratch"' EXIT
+cd "$scratch"
+st --config-file "$repo/.ci/schemathesis.toml" run "http://$addr/openapi.json" --checks all "$@"
