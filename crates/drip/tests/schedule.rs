@@ -75,10 +75,10 @@ async fn fifty_burst_jobs_at_10_per_s_run_in_order_on_real_time() {
     assert_eq!(order, (0..JOBS).collect::<Vec<_>>());
     for &(i, at) in &log {
         // Never early (the turn is counted from the decision, just after
-        // t0), and late by at most 250 ms on a loaded machine.
+        // t0), and late by at most 400 ms on a loaded machine.
         let due = STEP * i as u32;
         assert!(
-            at + Duration::from_millis(5) >= due && at <= due + Duration::from_millis(250),
+            at + Duration::from_millis(5) >= due && at <= due + Duration::from_millis(400),
             "job {i} started at {at:?}, due at {due:?}"
         );
     }
@@ -210,7 +210,7 @@ fn blocking_schedule_runs_in_order_and_cancels() {
     for &(i, at) in log.iter() {
         let due = Duration::from_millis(50) * i as u32;
         assert!(
-            at + Duration::from_millis(5) >= due && at <= due + Duration::from_millis(250),
+            at + Duration::from_millis(5) >= due && at <= due + Duration::from_millis(400),
             "job {i} at {at:?}"
         );
     }
