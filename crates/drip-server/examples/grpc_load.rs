@@ -48,10 +48,11 @@ async fn main() -> anyhow::Result<()> {
             while Instant::now() < end {
                 let t = Instant::now();
                 let r = client
-                    .allow_request(pb::AllowRequest {
+                    .allow_request(pb::AllowRequestRequest {
                         bucket_id: bucket.clone(),
                         key: "k".into(),
                         cost: None,
+                        request_id: None,
                     })
                     .await;
                 latencies.push(t.elapsed());

@@ -64,6 +64,7 @@ pub fn decision_body(d: &Decision) -> DecisionBody {
         remaining: d.remaining,
         retry_after_ms: ceil_ms(d.retry_after),
         reset_after_ms: ceil_ms(d.reset_after),
+        request_id: String::new(),
     }
 }
 

@@ -8,6 +8,7 @@ use tonic::{Request, Response, Status};
 
 use crate::app::{Answer, App};
 use crate::model::{self, BucketStatus, ConfigureBody};
+use crate::request_id;
 
 /// The code generated from `proto/drip.proto`.
 pub mod pb {
@@ -65,15 +66,32 @@ fn state(s: BucketStatus) -> pb::BucketState {
 }
 
 /// A refusal is an answer (`allowed: false`), not an error, as over HTTP.
-fn decision(v: Answer) -> pb::AllowResponse {
+fn decision(v: Answer, request_id: String) -> pb::AllowRequestResponse {
     let b = v.body();
-    pb::AllowResponse {
+    pb::AllowRequestResponse {
         allowed: b.allowed,
         queue_position: b.queue_position,
         estimated_wait_ms: b.estimated_wait_ms,
         remaining: b.remaining,
         retry_after_ms: b.retry_after_ms,
         reset_after_ms: b.reset_after_ms,
+        request_id,
+    }
+}
+
+/// Acquire answers with the same fields as AllowRequest (its own message,
+/// so that every RPC has its own response type).
+impl From<pb::AllowRequestResponse> for pb::AcquireResponse {
+    fn from(r: pb::AllowRequestResponse) -> Self {
+        pb::AcquireResponse {
+            allowed: r.allowed,
+            queue_position: r.queue_position,
+            estimated_wait_ms: r.estimated_wait_ms,
+            remaining: r.remaining,
+            retry_after_ms: r.retry_after_ms,
+            reset_after_ms: r.reset_after_ms,
+            request_id: r.request_id,
+        }
     }
 }
 
@@ -107,23 +125,25 @@ impl<S: Store> RateLimiterService for Grpc<S> {
 
     async fn allow_request(
         &self,
-        req: Request<pb::AllowRequest>,
-    ) -> Result<Response<pb::AllowResponse>, Status> {
+        req: Request<pb::AllowRequestRequest>,
+    ) -> Result<Response<pb::AllowRequestResponse>, Status> {
         let r = req.into_inner();
+        let request_id = request_id::resolve(r.request_id)?;
         let v = self.app.allow(&r.bucket_id, &r.key, r.cost).await?;
-        Ok(Response::new(decision(v)))
+        Ok(Response::new(decision(v, request_id)))
     }
 
     async fn acquire(
         &self,
         req: Request<pb::AcquireRequest>,
-    ) -> Result<Response<pb::AllowResponse>, Status> {
+    ) -> Result<Response<pb::AcquireResponse>, Status> {
         let r = req.into_inner();
+        let request_id = request_id::resolve(r.request_id)?;
         let v = self
             .app
             .acquire(&r.bucket_id, &r.key, r.cost, r.timeout_ms)
             .await?;
-        Ok(Response::new(decision(v)))
+        Ok(Response::new(decision(v, request_id).into()))
     }
 
     async fn get_bucket_status(

@@ -26,6 +26,7 @@ pub mod limits;
 pub mod metrics;
 pub mod model;
 pub mod openapi;
+pub mod request_id;
 pub mod serve;
 pub mod server;
 pub mod status_cmd;

@@ -20,8 +20,15 @@ pub const MAX_COST: u64 = MAX_EXACT;
 pub const MAX_TIMEOUT_MS: u64 = 3_600_000;
 /// How long an acquire waits when it does not say.
 pub const DEFAULT_TIMEOUT_MS: u64 = 30_000;
+/// Longest request id, in bytes (of printable ASCII).
+pub const MAX_REQUEST_ID_BYTES: usize = 128;
 /// Largest request body, in bytes.
 pub const MAX_BODY_BYTES: usize = 64 * 1024;
+/// Most of a too-large body read and dropped before its 413 (so that a
+/// client still sending can read the answer), in bytes...
+pub const DRAIN_MAX_BYTES: usize = 16 * 1024 * 1024;
+/// ...and in time.
+pub const DRAIN_MAX_TIME: Duration = Duration::from_secs(5);
 
 /// Checks a bucket id: 1..=128 characters of `[A-Za-z0-9._:-]`.
 pub fn bucket_id(id: &str) -> Result<&str, ApiError> {
@@ -136,6 +143,7 @@ pub fn rule(field: &str) -> Option<String> {
         "key" => format!("a string of at most {MAX_KEY_BYTES} bytes"),
         "cost" => format!("an integer in 1..={MAX_COST}"),
         "timeout_ms" => format!("an integer in 0..={MAX_TIMEOUT_MS}"),
+        "request_id" => format!("a string of 1..={MAX_REQUEST_ID_BYTES} bytes of printable ASCII"),
         _ => return None,
     };
     Some(format!("{field} must be {range}"))

@@ -8,18 +8,21 @@ use utoipa::ToSchema;
 #[derive(Debug, Clone, Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct ConfigureBody {
-    /// `"police"` (the default) or `"shape"`.
+    /// `"police"` (the default, also when empty or null) or `"shape"`.
     #[serde(default)]
-    #[schema(example = "police")]
+    #[schema(example = "police", pattern = "^(police|shape)?$")]
     pub mode: Option<String>,
-    /// Units the bucket holds, 1..=4294967295.
+    /// Units the bucket holds, 1..=4294967295. A full bucket must drain
+    /// within 100 years (`capacity / leak_rate <= 3155760000` s), else 400
+    /// naming `capacity`: a rule between two fields that a schema cannot say.
     #[schema(example = 100, minimum = 1, maximum = 4294967295u64)]
     pub capacity: u64,
     /// Units leaked per second, a positive decimal in 1e-9..=1e15.
-    #[schema(example = 10.0)]
+    #[schema(example = 10.0, minimum = 1e-9, maximum = 1e15)]
     pub leak_rate: f64,
     /// Exact rolling limits ANDed with the bucket (at most 8).
     #[serde(default)]
+    #[schema(max_items = 8)]
     pub windows: Vec<WindowSpec>,
     /// Empty every key's state.
     #[serde(default)]
@@ -30,11 +33,11 @@ pub struct ConfigureBody {
 #[derive(Debug, Clone, PartialEq, Deserialize, Serialize, ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct WindowSpec {
-    /// 1..=9007199254740991.
-    #[schema(example = 1000)]
+    /// 1..=9007199254740991 (2^53-1).
+    #[schema(example = 1000, minimum = 1, maximum = 9007199254740991u64)]
     pub limit: u64,
-    /// A positive number of seconds, at most 100 years.
-    #[schema(example = 3600.0)]
+    /// Seconds, from 1 ns (1e-9) to 100 years (3155760000).
+    #[schema(example = 3600.0, minimum = 1e-9, maximum = 3155760000.0)]
     pub period_s: f64,
 }
 
@@ -42,27 +45,55 @@ pub struct WindowSpec {
 #[derive(Debug, Clone, Default, Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct AllowBody {
-    /// The bucket instance (client IP, user id...), at most 256 bytes; default `""`.
+    /// The bucket instance (client IP, user id...), at most 256 bytes of
+    /// UTF-8 (256 characters when ASCII); default `""`.
     #[serde(default)]
+    #[schema(max_length = 256)]
     pub key: String,
-    /// Units asked for, default 1.
+    /// Units asked for, 1..=9007199254740991 (2^53-1), default 1. A cost
+    /// above what the bucket can ever admit (its capacity, or its smallest
+    /// window limit) is a 400 naming `cost`.
     #[serde(default)]
+    #[schema(minimum = 1, maximum = 9007199254740991u64)]
     pub cost: Option<u64>,
+    /// Echoed in the answer; 1..=128 bytes of printable ASCII (space to
+    /// `~`). When absent or null the server makes one, unique per node
+    /// (`req_<epoch ms>_<n>`).
+    #[serde(default)]
+    #[schema(
+        min_length = 1,
+        max_length = 128,
+        pattern = "^[ -~]{1,128}$",
+        example = "r1"
+    )]
+    pub request_id: Option<String>,
 }
 
 /// `POST /v1/buckets/{bucket}/acquire` (the body is optional).
 #[derive(Debug, Clone, Default, Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct AcquireBody {
-    /// The bucket instance, at most 256 bytes; default `""`.
+    /// The bucket instance, at most 256 bytes of UTF-8; default `""`.
     #[serde(default)]
+    #[schema(max_length = 256)]
     pub key: String,
-    /// Units asked for, default 1.
+    /// Units asked for, 1..=9007199254740991, default 1 (as in allow).
     #[serde(default)]
+    #[schema(minimum = 1, maximum = 9007199254740991u64)]
     pub cost: Option<u64>,
     /// How long the request may wait, 0..=3600000; default 30000.
     #[serde(default)]
+    #[schema(minimum = 0, maximum = 3600000)]
     pub timeout_ms: Option<u64>,
+    /// As in allow: echoed, or made by the server when absent.
+    #[serde(default)]
+    #[schema(
+        min_length = 1,
+        max_length = 128,
+        pattern = "^[ -~]{1,128}$",
+        example = "r1"
+    )]
+    pub request_id: Option<String>,
 }
 
 /// The answer to allow and acquire. Times are milliseconds, rounded up.
@@ -80,6 +111,9 @@ pub struct DecisionBody {
     pub retry_after_ms: u64,
     /// When every limit is back to full.
     pub reset_after_ms: u64,
+    /// The request's id: the one asked with, or the one the server made.
+    #[serde(default)]
+    pub request_id: String,
 }
 
 /// A bucket's configuration and the state of one of its keys.

@@ -67,3 +67,68 @@ impl Modify for AdminToken {
 pub fn document() -> utoipa::openapi::OpenApi {
     ApiDoc::openapi()
 }
+
+#[cfg(test)]
+mod tests {
+    use serde_json::{Value, json};
+
+    /// The bounds the server enforces are in the document (schemathesis,
+    /// in `.ci/run`, checks the rest against a real server).
+    #[test]
+    fn the_document_declares_the_bounds() {
+        let doc: Value = serde_json::to_value(super::document()).unwrap();
+        let schema = |name: &str, field: &str| {
+            doc["components"]["schemas"][name]["properties"][field].clone()
+        };
+        let bounds = |v: &Value| (v["minimum"].clone(), v["maximum"].clone());
+        assert_eq!(
+            bounds(&schema("AllowBody", "cost")),
+            (json!(1), json!(9007199254740991u64))
+        );
+        assert_eq!(
+            bounds(&schema("AcquireBody", "timeout_ms")),
+            (json!(0), json!(3600000))
+        );
+        assert_eq!(
+            bounds(&schema("ConfigureBody", "capacity")),
+            (json!(1), json!(4294967295u64))
+        );
+        assert_eq!(
+            bounds(&schema("ConfigureBody", "leak_rate")),
+            (json!(1e-9), json!(1_000_000_000_000_000u64))
+        );
+        assert_eq!(schema("ConfigureBody", "windows")["maxItems"], 8);
+        assert_eq!(
+            bounds(&schema("WindowSpec", "limit")),
+            (json!(1), json!(9007199254740991u64))
+        );
+        assert_eq!(schema("AllowBody", "key")["maxLength"], 256);
+        for body in ["AllowBody", "AcquireBody"] {
+            let id = schema(body, "request_id");
+            assert_eq!(
+                (id["minLength"].clone(), id["maxLength"].clone()),
+                (json!(1), json!(128))
+            );
+            assert_eq!(id["pattern"], "^[ -~]{1,128}$");
+        }
+        for (path, method) in [
+            ("/v1/buckets/{bucket}", "get"),
+            ("/v1/buckets/{bucket}", "put"),
+            ("/v1/buckets/{bucket}", "delete"),
+            ("/v1/buckets/{bucket}/allow", "post"),
+            ("/v1/buckets/{bucket}/acquire", "post"),
+        ] {
+            let op = &doc["paths"][path][method];
+            let p = &op["parameters"][0]["schema"];
+            assert_eq!(p["pattern"], "^[A-Za-z0-9._:-]{1,128}$", "{method} {path}");
+            assert!(op["responses"]["400"].is_object(), "{method} {path}: 400");
+            assert!(
+                op["responses"]["404"].is_object() || method == "put",
+                "{method} {path}: 404"
+            );
+            if method != "get" && method != "delete" {
+                assert!(op["responses"]["413"].is_object(), "{method} {path}: 413");
+            }
+        }
+    }
+}

@@ -25,11 +25,12 @@ fn configure(
     }
 }
 
-fn allow(bucket: &str, key: &str, cost: Option<u64>) -> pb::AllowRequest {
-    pb::AllowRequest {
+fn allow(bucket: &str, key: &str, cost: Option<u64>) -> pb::AllowRequestRequest {
+    pb::AllowRequestRequest {
         bucket_id: bucket.into(),
         key: key.into(),
         cost,
+        request_id: None,
     }
 }
 
@@ -89,6 +90,7 @@ async fn every_rpc() {
             key: "other".into(),
             cost: Some(3),
             timeout_ms: Some(10),
+            request_id: None,
         })
         .await
         .unwrap()
@@ -101,6 +103,7 @@ async fn every_rpc() {
             key: "other".into(),
             cost: None,
             timeout_ms: Some(2000),
+            request_id: None,
         })
         .await
         .unwrap()

@@ -43,6 +43,7 @@ const DECISION_FIELDS: &[&str] = &[
     "remaining",
     "retry_after_ms",
     "reset_after_ms",
+    "request_id",
 ];
 
 fn header(r: &reqwest::Response, name: &str) -> Option<String> {
@@ -689,7 +690,7 @@ async fn an_unreachable_store_is_503() {
     let e = s
         .grpc()
         .await
-        .allow_request(drip_server::grpc::pb::AllowRequest {
+        .allow_request(drip_server::grpc::pb::AllowRequestRequest {
             bucket_id: "r".into(),
             ..Default::default()
         })

@@ -16,6 +16,8 @@
 //!   [`KeyedBucket`], the fastest in-process form).
 //! - [`Limiter`]: check, acquire (waits), status, configure, delete, list.
 //! - [`headers`]: the rate-limit response header fields of a decision.
+//! - [`schedule`]: `limiter.schedule(bucket, key, cost, job)` runs a job at
+//!   its request's turn (a leaky-bucket processor).
 //! - [`blocking`]: the same without async.
 //! - [`throttle`]: make calls wait their turn.
 //! - `tower` (feature `tower`): a middleware for axum, tonic, hyper.
@@ -26,6 +28,7 @@ pub mod core;
 mod error;
 pub mod headers;
 mod limiter;
+pub mod schedule;
 pub mod store;
 pub mod throttle;
 #[cfg(feature = "tower")]
@@ -35,6 +38,7 @@ pub use clock::{Clock, ManualClock, MonotonicClock, SystemClock, TokioClock};
 pub use core::{Decision, Limit, Mode, Outcome, Policy, Quota, Rate, Request, Verdict, Window};
 pub use error::{ConfigError, Error, Result};
 pub use limiter::{Limiter, wait_turn};
+pub use schedule::{BlockingJobHandle, JobError, JobHandle, Scheduled};
 pub use store::{KeyStatus, KeyedBucket, MemoryStore, Store};
 pub use throttle::{Throttle, Turn};
 

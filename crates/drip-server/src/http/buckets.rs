@@ -17,16 +17,34 @@ use crate::model::{
     AcquireBody, AllowBody, BucketList, BucketStatus, ClusterStatus, ConfigureBody, DecisionBody,
     ErrorBody, Leader,
 };
+use crate::request_id;
 
 type AppState<S> = State<Arc<App<S>>>;
+
+/// The `{bucket}` path segment, as the OpenAPI document declares it (the
+/// handlers read it with [`BucketPath`] and check it in `limits::bucket_id`).
+#[derive(Debug, utoipa::IntoParams)]
+#[into_params(parameter_in = Path)]
+#[allow(dead_code)] // Only its documentation is used.
+pub struct BucketParam {
+    /// The bucket's name: 1..=128 characters of `[A-Za-z0-9._:-]`.
+    #[param(
+        min_length = 1,
+        max_length = 128,
+        pattern = "^[A-Za-z0-9._:-]{1,128}$",
+        example = "api"
+    )]
+    bucket: String,
+}
 
 /// `?key=` of a status call.
 #[derive(Debug, Default, Deserialize, utoipa::IntoParams)]
 #[serde(deny_unknown_fields)]
 #[into_params(parameter_in = Query)]
 pub struct KeyQuery {
-    /// The bucket instance, at most 256 bytes; default `""`.
+    /// The bucket instance, at most 256 bytes of UTF-8; default `""`.
     #[serde(default)]
+    #[param(max_length = 256)]
     pub key: String,
 }
 
@@ -41,7 +59,7 @@ fn authorization(headers: &HeaderMap) -> Option<&str> {
     put,
     path = "/v1/buckets/{bucket}",
     tag = "buckets",
-    params(("bucket" = String, Path, description = "1..=128 characters of [A-Za-z0-9._:-]")),
+    params(BucketParam),
     request_body = ConfigureBody,
     security((), ("admin_token" = [])),
     responses(
@@ -75,13 +93,14 @@ pub async fn configure<S: Store>(
     post,
     path = "/v1/buckets/{bucket}/allow",
     tag = "buckets",
-    params(("bucket" = String, Path, description = "The bucket's name")),
+    params(BucketParam),
     request_body(content = Option<AllowBody>, description = "Optional; key defaults to \"\" and cost to 1"),
     responses(
         (status = 200, description = "Admitted; carries `RateLimit`", body = DecisionBody),
         (status = 429, description = "Not admitted; carries `Retry-After`, `RateLimit-Policy`, `RateLimit`", body = DecisionBody),
-        (status = 400, description = "Bad input (including a cost the bucket can never admit)", body = ErrorBody),
+        (status = 400, description = "Bad input (including a cost the bucket can never admit); `field` names it", body = ErrorBody),
         (status = 404, description = "No such bucket", body = ErrorBody),
+        (status = 413, description = "Body over 64 KiB", body = ErrorBody),
         (status = 503, description = "Store unavailable", body = ErrorBody),
     )
 )]
@@ -91,8 +110,9 @@ pub async fn allow<S: Store>(
     JsonBody(body): JsonBody<AllowBody>,
 ) -> Result<Response, ApiError> {
     let body = body.unwrap_or_default();
+    let request_id = request_id::resolve(body.request_id)?;
     let answer = app.allow(&bucket, &body.key, body.cost).await?;
-    Ok(decision_response(&answer))
+    Ok(decision_response(&answer, request_id))
 }
 
 /// Wait until a request may go (its turn in shape mode, its admission in
@@ -101,13 +121,14 @@ pub async fn allow<S: Store>(
     post,
     path = "/v1/buckets/{bucket}/acquire",
     tag = "buckets",
-    params(("bucket" = String, Path, description = "The bucket's name")),
+    params(BucketParam),
     request_body(content = Option<AcquireBody>, description = "Optional; timeout_ms defaults to 30000"),
     responses(
         (status = 200, description = "May go now; carries `RateLimit`", body = DecisionBody),
         (status = 429, description = "Could not go within the timeout", body = DecisionBody),
-        (status = 400, description = "Bad input", body = ErrorBody),
+        (status = 400, description = "Bad input (including a cost the bucket can never admit); `field` names it", body = ErrorBody),
         (status = 404, description = "No such bucket", body = ErrorBody),
+        (status = 413, description = "Body over 64 KiB", body = ErrorBody),
         (status = 503, description = "Store unavailable, or the server is shutting down", body = ErrorBody),
     )
 )]
@@ -117,22 +138,28 @@ pub async fn acquire<S: Store>(
     JsonBody(body): JsonBody<AcquireBody>,
 ) -> Result<Response, ApiError> {
     let body = body.unwrap_or_default();
+    let request_id = request_id::resolve(body.request_id)?;
     let answer = app
         .acquire(&bucket, &body.key, body.cost, body.timeout_ms)
         .await?;
-    Ok(decision_response(&answer))
+    Ok(decision_response(&answer, request_id))
 }
 
 /// 200 with `RateLimit`, or 429 with `Retry-After`, `RateLimit-Policy` and
-/// `RateLimit` (built by `drip::headers`, from the decision alone).
-fn decision_response(v: &Answer) -> Response {
+/// `RateLimit` (built by `drip::headers`, from the decision alone); the body
+/// echoes `request_id`.
+fn decision_response(v: &Answer, request_id: String) -> Response {
     let d = &v.decision;
     let status = if d.allowed() {
         StatusCode::OK
     } else {
         StatusCode::TOO_MANY_REQUESTS
     };
-    let mut res = (status, Json(v.body())).into_response();
+    let body = DecisionBody {
+        request_id,
+        ..v.body()
+    };
+    let mut res = (status, Json(body)).into_response();
     headers::fields(&headers::sf_string(&v.bucket), d).append_to(res.headers_mut());
     res
 }
@@ -142,11 +169,12 @@ fn decision_response(v: &Answer) -> Response {
     get,
     path = "/v1/buckets/{bucket}",
     tag = "buckets",
-    params(("bucket" = String, Path, description = "The bucket's name"), KeyQuery),
+    params(BucketParam, KeyQuery),
     responses(
         (status = 200, description = "The bucket and the state of the key", body = BucketStatus),
-        (status = 400, description = "Bad input", body = ErrorBody),
+        (status = 400, description = "Bad bucket id, key or query parameter; `field` names it", body = ErrorBody),
         (status = 404, description = "No such bucket", body = ErrorBody),
+        (status = 503, description = "Store unavailable", body = ErrorBody),
     )
 )]
 pub async fn status<S: Store>(
@@ -162,12 +190,14 @@ pub async fn status<S: Store>(
     delete,
     path = "/v1/buckets/{bucket}",
     tag = "buckets",
-    params(("bucket" = String, Path, description = "The bucket's name")),
+    params(BucketParam),
     security((), ("admin_token" = [])),
     responses(
         (status = 204, description = "Deleted"),
+        (status = 400, description = "Bad bucket id; `field` names it", body = ErrorBody),
         (status = 401, description = "Admin token missing or wrong", body = ErrorBody),
         (status = 404, description = "No such bucket", body = ErrorBody),
+        (status = 503, description = "Store unavailable", body = ErrorBody),
     )
 )]
 pub async fn delete<S: Store>(
@@ -185,7 +215,10 @@ pub async fn delete<S: Store>(
     get,
     path = "/v1/buckets",
     tag = "buckets",
-    responses((status = 200, description = "Buckets sorted by name", body = BucketList))
+    responses(
+        (status = 200, description = "Buckets sorted by name", body = BucketList),
+        (status = 503, description = "Store unavailable", body = ErrorBody),
+    )
 )]
 pub async fn list<S: Store>(State(app): AppState<S>) -> Result<Json<BucketList>, ApiError> {
     Ok(Json(app.list().await?))

@@ -3,12 +3,13 @@
 
 use axum::body::Bytes;
 use axum::extract::{FromRequest, FromRequestParts, Path, Request};
-use axum::http::StatusCode;
 use axum::http::request::Parts;
+use axum::http::{HeaderMap, header};
 use serde::de::DeserializeOwned;
+use tokio_stream::StreamExt;
 
 use crate::error::ApiError;
-use crate::limits::{self, MAX_BODY_BYTES};
+use crate::limits::{self, DRAIN_MAX_BYTES, DRAIN_MAX_TIME, MAX_BODY_BYTES};
 
 /// The `{bucket}` segment of the path, percent-decoded (checked by the app).
 pub struct BucketPath(pub String);
@@ -30,28 +31,81 @@ impl<St: Send + Sync> FromRequestParts<St> for BucketPath {
     }
 }
 
-/// A JSON body of type `T`, or `None` when the body is empty. Any type
+/// A JSON body of type `T`, or `None` when the body is empty or `null`. Any type
 /// error names the field by its path (`windows[0].limit`).
 pub struct JsonBody<T>(pub Option<T>);
 
 impl<T: DeserializeOwned, St: Send + Sync> FromRequest<St> for JsonBody<T> {
     type Rejection = ApiError;
 
-    async fn from_request(req: Request, state: &St) -> Result<Self, ApiError> {
-        let bytes = Bytes::from_request(req, state).await.map_err(|e| {
-            if e.status() == StatusCode::PAYLOAD_TOO_LARGE {
-                ApiError::PayloadTooLarge {
-                    limit: MAX_BODY_BYTES,
-                }
-            } else {
-                ApiError::invalid("body", format!("the body could not be read: {e}"))
-            }
-        })?;
-        if bytes.iter().all(u8::is_ascii_whitespace) {
+    async fn from_request(req: Request, _state: &St) -> Result<Self, ApiError> {
+        let bytes = read_body(req).await?;
+        // No body, or JSON `null` (what the OpenAPI document's optional
+        // bodies allow), means "all defaults".
+        if bytes.trim_ascii().is_empty() || bytes.trim_ascii() == b"null" {
             return Ok(JsonBody(None));
         }
         parse_json(&bytes).map(|v| JsonBody(Some(v)))
     }
+}
+
+/// The body, at most [`MAX_BODY_BYTES`]. A larger one is a 413 that the
+/// client can read: like nginx's lingering close, the rest of the body is
+/// read and dropped (at most [`DRAIN_MAX_BYTES`] for [`DRAIN_MAX_TIME`])
+/// before the answer, because closing a socket with unread data makes the
+/// kernel reset it and a client still sending never sees the 413. A client
+/// that waits for `100 Continue` has sent nothing yet and is answered at once.
+async fn read_body(req: Request) -> Result<Bytes, ApiError> {
+    let too_large = || ApiError::PayloadTooLarge {
+        limit: MAX_BODY_BYTES,
+    };
+    let declared = content_length(req.headers());
+    if declared.is_some_and(|n| n > MAX_BODY_BYTES as u64)
+        && (expects_continue(req.headers()) || declared > Some(DRAIN_MAX_BYTES as u64))
+    {
+        // Nothing sent yet, or more than we would ever drain: answer now.
+        return Err(too_large());
+    }
+    let mut body = req.into_body().into_data_stream();
+    let mut buf = Vec::new();
+    while let Some(chunk) = body.next().await {
+        let chunk = chunk
+            .map_err(|e| ApiError::invalid("body", format!("the body could not be read: {e}")))?;
+        if buf.len() + chunk.len() > MAX_BODY_BYTES {
+            drain(body, buf.len() + chunk.len()).await;
+            return Err(too_large());
+        }
+        buf.extend_from_slice(&chunk);
+    }
+    Ok(Bytes::from(buf))
+}
+
+/// Reads and drops the rest of a body, up to the drain bounds.
+async fn drain(mut body: axum::body::BodyDataStream, mut read: usize) {
+    let _ = tokio::time::timeout(DRAIN_MAX_TIME, async {
+        while read <= DRAIN_MAX_BYTES {
+            match body.next().await {
+                Some(Ok(chunk)) => read += chunk.len(),
+                _ => return,
+            }
+        }
+    })
+    .await;
+}
+
+fn content_length(headers: &HeaderMap) -> Option<u64> {
+    headers
+        .get(header::CONTENT_LENGTH)?
+        .to_str()
+        .ok()?
+        .parse()
+        .ok()
+}
+
+fn expects_continue(headers: &HeaderMap) -> bool {
+    headers
+        .get(header::EXPECT)
+        .is_some_and(|v| v.as_bytes().eq_ignore_ascii_case(b"100-continue"))
 }
 
 /// Parses JSON, naming the field at fault in any error.

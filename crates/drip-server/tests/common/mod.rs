@@ -233,10 +233,11 @@ impl Client for Grpc {
         let r = self
             .0
             .clone()
-            .allow_request(pb::AllowRequest {
+            .allow_request(pb::AllowRequestRequest {
                 bucket_id: bucket.into(),
                 key: key.into(),
                 cost: None,
+                request_id: None,
             })
             .await
             .unwrap()
@@ -248,6 +249,7 @@ impl Client for Grpc {
             remaining: r.remaining,
             retry_after_ms: r.retry_after_ms,
             reset_after_ms: r.reset_after_ms,
+            request_id: r.request_id,
         }
     }
 
