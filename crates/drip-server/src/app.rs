@@ -9,6 +9,7 @@ use drip::core::{NANOS_PER_SEC, Request};
 use drip::{Decision, KeyStatus, Limiter, Outcome, Policy, Store};
 use tokio_util::sync::CancellationToken;
 
+use crate::cluster::{ClusterHandle, OnStoreError, watch_degraded};
 use crate::error::ApiError;
 use crate::limits;
 use crate::metrics::Metrics;
@@ -36,6 +37,8 @@ pub struct App<S: Store> {
     admin_token: Option<String>,
     node: Node,
     shutdown: CancellationToken,
+    /// The cluster this node is part of (Redis stores); none: on its own.
+    cluster: Option<ClusterHandle>,
 }
 
 /// A decision and what the headers of its response need.
@@ -47,6 +50,8 @@ pub struct Verdict {
     pub decision: Decision,
     /// The bucket's policy, looked up only for refusals (`RateLimit-Policy`).
     pub policy: Option<Policy>,
+    /// Decided without the shared store (`on_store_error = allow | local`).
+    pub degraded: bool,
 }
 
 impl Verdict {
@@ -81,6 +86,7 @@ impl<S: Store> App<S> {
         admin_token: Option<String>,
         node: Node,
         shutdown: CancellationToken,
+        cluster: Option<ClusterHandle>,
     ) -> Arc<Self> {
         Arc::new(App {
             limiter,
@@ -88,6 +94,7 @@ impl<S: Store> App<S> {
             admin_token: admin_token.filter(|t| !t.is_empty()),
             node,
             shutdown,
+            cluster,
         })
     }
 
@@ -155,8 +162,8 @@ impl<S: Store> App<S> {
         let bucket = limits::bucket_id(bucket)?;
         let key = limits::key(key)?;
         let cost = limits::cost(cost)?;
-        let decision = self.decide(bucket, key, Request::check(cost)).await?;
-        self.verdict(bucket, decision).await
+        let (decision, degraded) = self.decide(bucket, key, Request::check(cost)).await?;
+        self.verdict(bucket, decision, degraded).await
     }
 
     /// Answers when `cost` units for `key` may go (after waiting for them),
@@ -179,7 +186,7 @@ impl<S: Store> App<S> {
             return Err(ApiError::ShuttingDown);
         }
         let max_wait = u64::try_from(timeout.as_nanos()).unwrap_or(u64::MAX);
-        let decision = self
+        let (decision, degraded) = self
             .decide(bucket, key, Request::reserve(cost, max_wait))
             .await?;
         if decision.allowed() && decision.wait > 0 {
@@ -196,7 +203,7 @@ impl<S: Store> App<S> {
             }
             guard.disarm();
         }
-        self.verdict(bucket, decision).await
+        self.verdict(bucket, decision, degraded).await
     }
 
     /// Level and counters of `key` in `bucket`.
@@ -240,8 +247,16 @@ impl<S: Store> App<S> {
         Ok(BucketList { buckets })
     }
 
-    /// The cluster as this node sees it: on its own, itself as leader.
-    pub fn cluster(&self) -> ClusterStatus {
+    /// The cluster as this node sees it: the members and the leader as
+    /// Redis has them; on its own (memory, SQLite), itself as leader.
+    pub async fn cluster(&self) -> ClusterStatus {
+        if let Some(c) = &self.cluster {
+            return c.0.status().await.unwrap_or_else(|| ClusterStatus {
+                node_id: self.node.id.clone(),
+                leader: String::new(),
+                nodes: Vec::new(),
+            });
+        }
         ClusterStatus {
             node_id: self.node.id.clone(),
             leader: self.node.id.clone(),
@@ -255,25 +270,42 @@ impl<S: Store> App<S> {
         }
     }
 
-    /// The node holding the leader lease.
-    pub fn leader(&self) -> Leader {
+    /// The node holding the leader lease (empty while nobody does).
+    pub async fn leader(&self) -> Leader {
         Leader {
-            leader: self.node.id.clone(),
+            leader: self.cluster().await.leader,
         }
     }
 
-    /// Ready when the store answers.
-    pub async fn ready(&self) -> Result<(), ApiError> {
+    /// Ready when the store answers; while it is known down, ready but
+    /// degraded under `on_store_error = allow | local` (returns the
+    /// policy), unavailable under `deny`.
+    pub async fn ready(&self) -> Result<Option<OnStoreError>, ApiError> {
+        if let Some(c) = &self.cluster {
+            let health = c.0.health();
+            if health.is_down() {
+                return match health.policy() {
+                    OnStoreError::Deny => Err(ApiError::Unavailable(
+                        "the store is down (on_store_error = deny)".to_owned(),
+                    )),
+                    p => Ok(Some(p)),
+                };
+            }
+        }
         self.limiter
             .store()
             .ping()
             .await
-            .map_err(|e| self.failed("ping", e))
+            .map_err(|e| self.failed("ping", e))?;
+        Ok(None)
     }
 
     /// The metrics text, with the keys held counted now.
     pub async fn render_metrics(&self) -> String {
         self.count_keys().await;
+        if let Some(c) = &self.cluster {
+            self.metrics.cluster(&c.0.metrics(), c.0.health());
+        }
         self.metrics.render()
     }
 
@@ -294,19 +326,26 @@ impl<S: Store> App<S> {
         }
     }
 
-    async fn decide(&self, bucket: &str, key: &str, req: Request) -> Result<Decision, ApiError> {
+    /// One decision, and whether it was made without the shared store.
+    async fn decide(
+        &self,
+        bucket: &str,
+        key: &str,
+        req: Request,
+    ) -> Result<(Decision, bool), ApiError> {
         let start = Instant::now();
-        let d = self
-            .limiter
-            .store()
-            .decide(bucket, key, req)
-            .await
-            .map_err(|e| self.failed("decide", e))?;
+        let (d, degraded) = watch_degraded(self.limiter.store().decide(bucket, key, req)).await;
+        let d = d.map_err(|e| self.failed("decide", e))?;
         self.metrics.decision(bucket, d.outcome, start.elapsed());
-        Ok(d)
+        Ok((d, degraded))
     }
 
-    async fn verdict(&self, bucket: &str, decision: Decision) -> Result<Verdict, ApiError> {
+    async fn verdict(
+        &self,
+        bucket: &str,
+        decision: Decision,
+        degraded: bool,
+    ) -> Result<Verdict, ApiError> {
         let policy = match decision.outcome {
             Outcome::Allowed => None,
             // Best effort: the refusal stands even if the store fails now.
@@ -319,6 +358,7 @@ impl<S: Store> App<S> {
             bucket: bucket.to_owned(),
             decision,
             policy,
+            degraded,
         })
     }
 

@@ -77,6 +77,20 @@ fn decision(v: Verdict) -> pb::AllowResponse {
     }
 }
 
+/// The response to allow and acquire; a decision made without the shared
+/// store carries `drip-degraded: true` metadata.
+fn respond(v: Verdict) -> Response<pb::AllowResponse> {
+    let degraded = v.degraded;
+    let mut res = Response::new(decision(v));
+    if degraded {
+        res.metadata_mut().insert(
+            crate::http::buckets::DEGRADED_HEADER,
+            tonic::metadata::MetadataValue::from_static("true"),
+        );
+    }
+    res
+}
+
 #[tonic::async_trait]
 impl<S: Store> RateLimiterService for Grpc<S> {
     async fn configure_bucket(
@@ -111,7 +125,7 @@ impl<S: Store> RateLimiterService for Grpc<S> {
     ) -> Result<Response<pb::AllowResponse>, Status> {
         let r = req.into_inner();
         let v = self.app.allow(&r.bucket_id, &r.key, r.cost).await?;
-        Ok(Response::new(decision(v)))
+        Ok(respond(v))
     }
 
     async fn acquire(
@@ -123,7 +137,7 @@ impl<S: Store> RateLimiterService for Grpc<S> {
             .app
             .acquire(&r.bucket_id, &r.key, r.cost, r.timeout_ms)
             .await?;
-        Ok(Response::new(decision(v)))
+        Ok(respond(v))
     }
 
     async fn get_bucket_status(
@@ -161,7 +175,7 @@ impl<S: Store> RateLimiterService for Grpc<S> {
         _req: Request<pb::GetLeaderRequest>,
     ) -> Result<Response<pb::GetLeaderResponse>, Status> {
         Ok(Response::new(pb::GetLeaderResponse {
-            leader: self.app.leader().leader,
+            leader: self.app.leader().await.leader,
         }))
     }
 
@@ -169,7 +183,7 @@ impl<S: Store> RateLimiterService for Grpc<S> {
         &self,
         _req: Request<pb::GetClusterStatusRequest>,
     ) -> Result<Response<pb::GetClusterStatusResponse>, Status> {
-        let c = self.app.cluster();
+        let c = self.app.cluster().await;
         Ok(Response::new(pb::GetClusterStatusResponse {
             node_id: c.node_id,
             leader: c.leader,

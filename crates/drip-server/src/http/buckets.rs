@@ -123,6 +123,9 @@ pub async fn acquire<S: Store>(
     Ok(decision_response(&verdict))
 }
 
+/// The header set on decisions made without the shared store.
+pub const DEGRADED_HEADER: &str = "drip-degraded";
+
 /// 200 with `RateLimit`, or 429 with `Retry-After`, `RateLimit-Policy` and
 /// `RateLimit`.
 fn decision_response(v: &Verdict) -> Response {
@@ -132,7 +135,17 @@ fn decision_response(v: &Verdict) -> Response {
     } else {
         StatusCode::TOO_MANY_REQUESTS
     };
-    let mut res = (status, Json(v.body())).into_response();
+    let mut res = if v.degraded {
+        // Decided without the shared store: say so in the body and a header.
+        let mut body = serde_json::to_value(v.body()).unwrap_or_default();
+        body["degraded"] = serde_json::Value::Bool(true);
+        let mut res = (status, Json(body)).into_response();
+        res.headers_mut()
+            .insert(DEGRADED_HEADER, http::HeaderValue::from_static("true"));
+        res
+    } else {
+        (status, Json(v.body())).into_response()
+    };
     let h = res.headers_mut();
     if !d.allowed() {
         h.insert(header::RETRY_AFTER, headers::retry_after(d));
@@ -212,7 +225,7 @@ pub async fn list<S: Store>(State(app): AppState<S>) -> Result<Json<BucketList>,
     responses((status = 200, description = "The cluster", body = ClusterStatus))
 )]
 pub async fn cluster<S: Store>(State(app): AppState<S>) -> Json<ClusterStatus> {
-    Json(app.cluster())
+    Json(app.cluster().await)
 }
 
 /// The node holding the leader lease.
@@ -223,5 +236,5 @@ pub async fn cluster<S: Store>(State(app): AppState<S>) -> Json<ClusterStatus> {
     responses((status = 200, description = "The leader", body = Leader))
 )]
 pub async fn leader<S: Store>(State(app): AppState<S>) -> Json<Leader> {
-    Json(app.leader())
+    Json(app.leader().await)
 }

@@ -28,8 +28,10 @@ pub async fn healthz() -> Json<Value> {
         (status = 503, description = "The store does not answer", body = crate::model::ErrorBody),
     ))]
 pub async fn readyz<S: Store>(State(app): State<Arc<App<S>>>) -> Result<Json<Value>, ApiError> {
-    app.ready().await?;
-    Ok(Json(json!({"status": "ready"})))
+    Ok(Json(match app.ready().await? {
+        None => json!({"status": "ready"}),
+        Some(policy) => json!({"status": "degraded", "on_store_error": policy.as_str()}),
+    }))
 }
 
 /// Prometheus metrics.
