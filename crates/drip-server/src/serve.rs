@@ -180,13 +180,14 @@ pub async fn run(args: Args) -> Result<()> {
 }
 
 /// Starts a node's part in the cluster once its listeners are bound, and
-/// returns the handle the server reports from.
+/// returns the handle the server reports from and the cluster loop's task
+/// (which leaves the cluster when the token is cancelled).
 pub type StartCluster = Box<
     dyn FnOnce(
             &Listeners,
             &Options,
             tokio_util::sync::CancellationToken,
-        ) -> Result<crate::cluster::ClusterHandle>
+        ) -> Result<(crate::cluster::ClusterHandle, tokio::task::JoinHandle<()>)>
         + Send,
 >;
 
@@ -216,8 +217,11 @@ pub async fn serve<S: Store>(
     // The cluster hears of the signal first: a leader releases its lease
     // at once, before the server drains.
     let stop = tokio_util::sync::CancellationToken::new();
+    let mut cluster_task = None;
     if let Some(start) = start_cluster {
-        options.cluster = Some(start(&listeners, &options, stop.clone())?);
+        let (handle, task) = start(&listeners, &options, stop.clone())?;
+        options.cluster = Some(handle);
+        cluster_task = Some(task);
     }
     tokio::spawn({
         let stop = stop.clone();
@@ -226,7 +230,13 @@ pub async fn serve<S: Store>(
             stop.cancel();
         }
     });
-    server::run(limiter, listeners, options, stop.cancelled_owned()).await
+    let result = server::run(limiter, listeners, options, stop.clone().cancelled_owned()).await;
+    stop.cancel();
+    if let Some(task) = cluster_task {
+        // Let it finish leaving (bounded by the store timeout it uses).
+        let _ = tokio::time::timeout(Duration::from_secs(5), task).await;
+    }
+    result
 }
 
 /// Completes on SIGINT (Ctrl-C) or, on Unix, SIGTERM.

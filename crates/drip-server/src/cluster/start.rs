@@ -42,8 +42,8 @@ pub async fn serve_redis(
     let start: StartCluster = Box::new(move |listeners, options, stop| {
         let node = server::node(options, listeners)?;
         let c = Cluster::new(conn, &prefix, &node, cluster, health, remembered);
-        tokio::spawn(c.clone().run(stop));
-        Ok(ClusterHandle(c))
+        let task = tokio::spawn(c.clone().run(stop));
+        Ok((ClusterHandle(c), task))
     });
     serve(Limiter::new(store), args, buckets, options, Some(start)).await
 }
