@@ -40,6 +40,9 @@ pub const CLUSTER_MEMBERS_ALIVE: &str = "drip_cluster_members_alive";
 pub const CLUSTER_CHORES_REFUSED: &str = "drip_cluster_chores_refused_total";
 /// Configurations the leader wrote back after Redis lost them.
 pub const CLUSTER_CONFIGS_RESTORED: &str = "drip_cluster_configs_restored_total";
+/// Configurations (`state="live"`) and deletions (`state="deleted"`) this
+/// node remembers, to write back if Redis loses them.
+pub const CLUSTER_REMEMBERED: &str = "drip_cluster_remembered";
 
 /// Decision latencies are tens of microseconds in memory and up to
 /// milliseconds over a network store.
@@ -147,6 +150,8 @@ impl Metrics {
             gauge!(CLUSTER_MEMBERS_ALIVE).set(c.members_alive as f64);
             counter!(CLUSTER_CHORES_REFUSED).absolute(c.chores_refused);
             counter!(CLUSTER_CONFIGS_RESTORED).absolute(c.configs_restored);
+            gauge!(CLUSTER_REMEMBERED, "state" => "live").set(c.remembered_live as f64);
+            gauge!(CLUSTER_REMEMBERED, "state" => "deleted").set(c.remembered_deleted as f64);
             gauge!(STORE_DOWN).set(if health.is_down() { 1.0 } else { 0.0 });
             counter!(STORE_OUTAGES).absolute(health.outages());
             for mode in Mode::ALL {

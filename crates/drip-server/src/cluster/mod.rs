@@ -67,6 +67,10 @@ pub struct ClusterMetrics {
     pub chores_refused: u64,
     /// Configurations written back after Redis lost them.
     pub configs_restored: u64,
+    /// Configurations this node remembers.
+    pub remembered_live: u64,
+    /// Deletions (tombstones) this node remembers.
+    pub remembered_deleted: u64,
 }
 
 /// A node's cluster as the server holds it.

@@ -467,7 +467,10 @@ impl ClusterInfo for Cluster {
     }
 
     fn metrics(&self) -> ClusterMetrics {
+        let (remembered_live, remembered_deleted) = self.remembered.counts();
         ClusterMetrics {
+            remembered_live,
+            remembered_deleted,
             leader: self.lease.lock().is_some(),
             members_alive: self.health.live_nodes() as u64,
             chores_refused: self.chores_refused.load(Ordering::Relaxed),

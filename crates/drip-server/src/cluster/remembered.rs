@@ -67,6 +67,13 @@ impl Remembered {
             .collect()
     }
 
+    /// How many configurations and deletions are kept.
+    pub fn counts(&self) -> (u64, u64) {
+        let map = self.map.lock();
+        let live = map.values().filter(|e| e.text.is_some()).count() as u64;
+        (live, map.len() as u64 - live)
+    }
+
     /// The live policy of `bucket`, if it is kept and not deleted.
     pub fn policy(&self, bucket: &str) -> Option<Policy> {
         let text = self.get(bucket)?.text?;
