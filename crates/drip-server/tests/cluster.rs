@@ -274,3 +274,131 @@ async fn remembered(c: &TestCluster, want: (f64, f64)) {
     })
     .await;
 }
+
+/// A Redis that keeps its data across a kill (append-only file, synced at
+/// every write), so a restart brings the buckets back.
+fn durable_redis() -> redis_support::RedisServer {
+    redis_support::RedisServer::start_with(
+        redis_support::free_port(),
+        &["--appendonly", "yes", "--appendfsync", "always"],
+    )
+}
+
+/// Redis killed under load: each node answers by its `on_store_error`
+/// (deny: 503 naming the cause; allow: admitted and flagged; local:
+/// decided locally and flagged) within the store timeout and stays up;
+/// when Redis returns, every node decides in it again within 2 s.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn redis_killed_under_load_each_node_follows_its_on_store_error() {
+    if !available() {
+        return;
+    }
+    let mut redis = durable_redis();
+    let mut c = TestCluster::on(cluster_support::Backend::Url(redis.url()), 0, FAST);
+    for policy in ["deny", "allow", "local"] {
+        let mut args = FAST.to_vec();
+        args.extend(["--on-store-error", policy]);
+        c.add(policy, &args);
+    }
+    agreed(&c, &[0, 1, 2], Duration::from_secs(10)).await;
+    assert_eq!(
+        c.configure(0, "load", json!({"capacity": 1000000, "leak_rate": 1000}))
+            .await,
+        200
+    );
+    remembered(&c, (1.0, 0.0)).await;
+    let c = std::sync::Arc::new(c);
+
+    // Load: two callers per node, each recording (started, took, status,
+    // degraded, body) until told to stop.
+    let stop = tokio_util::sync::CancellationToken::new();
+    let mut load = Vec::new();
+    for i in 0..3 {
+        for _ in 0..2 {
+            let (c, stop) = (c.clone(), stop.clone());
+            load.push(tokio::spawn(async move {
+                let mut seen = Vec::new();
+                while !stop.is_cancelled() {
+                    let t = Instant::now();
+                    let (code, body, degraded) = c.allow(i, "load", "k").await;
+                    seen.push((t, t.elapsed(), code, degraded, body));
+                }
+                (i, seen)
+            }));
+        }
+    }
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    let killed = Instant::now();
+    redis.stop();
+    // Every node answers by its policy within the store timeout (300 ms,
+    // plus slack for a loaded machine), and readyz says so.
+    eventually(Duration::from_secs(5), "every node follows its policy", || async {
+        let d = c.allow(0, "load", "k").await;
+        let a = c.allow(1, "load", "k").await;
+        let l = c.allow(2, "load", "k").await;
+        let deny_ok = d.0 == 503
+            && d.1["error"]["message"]
+                .as_str()
+                .is_some_and(|m| m.contains("on_store_error = deny"));
+        let allow_ok = a.0 == 200 && a.2 && a.1["degraded"] == true;
+        let local_ok = (l.0 == 200 || l.0 == 429) && l.2 && l.1["degraded"] == true;
+        if deny_ok && allow_ok && local_ok {
+            Ok(())
+        } else {
+            Err(format!("{d:?} {a:?} {l:?}"))
+        }
+    })
+    .await;
+    assert_eq!(c.get(0, "/readyz").await.0, 503);
+    assert_eq!(c.get(1, "/readyz").await.1["status"], "degraded");
+    assert_eq!(c.get(2, "/readyz").await.1["on_store_error"], "local");
+    tokio::time::sleep(Duration::from_millis(500)).await;
+
+    let back = Instant::now();
+    redis.restart();
+    // Back on Redis within 2 s of its return: answers not degraded.
+    let mut recovered = Vec::new();
+    for i in 0..3 {
+        let took = eventually(Duration::from_secs(2), "back on Redis", || async {
+            let r = c.allow(i, "load", "k").await;
+            if r.0 == 200 && !r.2 {
+                Ok(back.elapsed())
+            } else {
+                Err(format!("{r:?}"))
+            }
+        })
+        .await;
+        recovered.push(took);
+    }
+    eprintln!("back on Redis after its return: {recovered:?}");
+    stop.cancel();
+
+    // Under load, while Redis was down: every answer in time, as its policy.
+    for task in load {
+        let (i, seen) = task.await.unwrap();
+        let during: Vec<_> = seen
+            .iter()
+            .filter(|(t, ..)| *t > killed + Duration::from_millis(50) && *t < back)
+            .collect();
+        assert!(!during.is_empty(), "node {i} was asked during the outage");
+        let slowest = during.iter().map(|s| s.1).max().unwrap();
+        assert!(
+            slowest < Duration::from_millis(300 + 700),
+            "node {i}: slowest answer during the outage {slowest:?}"
+        );
+        for (_, _, code, degraded, body) in &during {
+            match i {
+                0 => assert!(*code == 503 || (*code == 200 && !degraded), "{code} {body}"),
+                _ => assert!(*code == 200 && (*degraded || body.get("degraded").is_none()), "{code} {body}"),
+            }
+        }
+        eprintln!("node {i}: {} answers during the outage, slowest {slowest:?}", during.len());
+    }
+    // Every node stayed up and counted its modes.
+    for i in 0..3 {
+        assert_eq!(c.get(i, "/healthz").await.0, 200);
+    }
+    assert!(c.metric(0, "drip_decisions_by_mode_total{mode=\"deny\"}").await.unwrap() > 0.0);
+    assert!(c.metric(1, "drip_decisions_by_mode_total{mode=\"allow\"}").await.unwrap() > 0.0);
+    assert!(c.metric(2, "drip_decisions_by_mode_total{mode=\"local\"}").await.unwrap() > 0.0);
+}

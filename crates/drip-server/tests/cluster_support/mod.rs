@@ -183,6 +183,9 @@ pub enum Backend {
     Single(RedisServer),
     /// A 3-master Redis Cluster.
     Cluster(RedisCluster),
+    /// A Redis the test holds itself (to stop and restart it while the
+    /// cluster is shared by tasks), by its `--store` value.
+    Url(String),
 }
 
 impl Backend {
@@ -191,6 +194,7 @@ impl Backend {
         match self {
             Backend::Single(r) => r.url(),
             Backend::Cluster(c) => c.urls().join(","),
+            Backend::Url(u) => u.clone(),
         }
     }
 }
@@ -240,7 +244,7 @@ impl TestCluster {
     pub fn redis(&mut self) -> &mut RedisServer {
         match &mut self.backend {
             Backend::Single(r) => r,
-            Backend::Cluster(_) => panic!("not a single Redis"),
+            _ => panic!("not a Redis this harness holds"),
         }
     }
 
