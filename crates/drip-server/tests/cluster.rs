@@ -402,3 +402,86 @@ async fn redis_killed_under_load_each_node_follows_its_on_store_error() {
     assert!(c.metric(1, "drip_decisions_by_mode_total{mode=\"allow\"}").await.unwrap() > 0.0);
     assert!(c.metric(2, "drip_decisions_by_mode_total{mode=\"local\"}").await.unwrap() > 0.0);
 }
+
+/// `local` mode: over a 5 s outage under steady overload, the three nodes
+/// together admit within 10% of what the shared limit allows (each node
+/// has a third of the rate and capacity); when Redis returns, what they
+/// admitted is charged to the shared bucket, which then refuses.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn local_mode_keeps_the_limit_over_an_outage_and_charges_it_back() {
+    if !available() {
+        return;
+    }
+    let mut redis = durable_redis();
+    let mut args = FAST.to_vec();
+    args.extend(["--on-store-error", "local"]);
+    let c = TestCluster::on(cluster_support::Backend::Url(redis.url()), 3, &args);
+    agreed(&c, &[0, 1, 2], Duration::from_secs(10)).await;
+    let (capacity, rate) = (30.0, 6.0);
+    assert_eq!(
+        c.configure(0, "lim", json!({"capacity": 30, "leak_rate": rate}))
+            .await,
+        200
+    );
+    remembered(&c, (1.0, 0.0)).await;
+    let c = std::sync::Arc::new(c);
+
+    redis.stop();
+    let down = Instant::now();
+    let outage = Duration::from_secs(5);
+    // Steady overload: every node asked every 10 ms for the whole outage.
+    let mut load = Vec::new();
+    for i in 0..3 {
+        let c = c.clone();
+        load.push(tokio::spawn(async move {
+            let (mut admitted, mut asked) = (0u64, 0u64);
+            while down.elapsed() < outage {
+                let (code, body, degraded) = c.allow(i, "lim", "k").await;
+                assert!(degraded, "{code} {body}");
+                asked += 1;
+                if code == 200 {
+                    admitted += 1;
+                }
+                tokio::time::sleep(Duration::from_millis(10)).await;
+            }
+            (admitted, asked)
+        }));
+    }
+    let mut admitted = 0;
+    for t in load {
+        let (a, asked) = t.await.unwrap();
+        assert!(asked > a, "overloaded: some were refused");
+        admitted += a;
+    }
+    let took = down.elapsed().as_secs_f64();
+    let allowed = capacity + rate * took;
+    eprintln!("local mode: {admitted} admitted over {took:.2} s; the limit allows {allowed:.1}");
+    assert!(
+        (admitted as f64 - allowed).abs() <= 0.1 * allowed,
+        "{admitted} admitted, the limit allows {allowed:.1}"
+    );
+
+    // Redis returns (with its data): each node charges what it admitted,
+    // then decides in Redis again; the shared bucket refuses what was
+    // already spent.
+    redis.restart();
+    eventually(Duration::from_secs(5), "every node back on Redis", || async {
+        let mut down = Vec::new();
+        for i in 0..3 {
+            down.push(c.metric(i, "drip_store_down").await);
+        }
+        if down.iter().all(|d| *d == Some(0.0)) {
+            Ok(())
+        } else {
+            Err(format!("{down:?}"))
+        }
+    })
+    .await;
+    for i in 0..3 {
+        let (code, body, degraded) = c.allow(i, "lim", "k").await;
+        assert_eq!((code, degraded), (429, false), "{body}");
+    }
+    let (_, s) = c.get(1, "/v1/buckets/lim?key=k").await;
+    let level = s["level"].as_f64().unwrap();
+    assert!(level > capacity, "the charged bucket holds {level}");
+}
