@@ -18,15 +18,16 @@ use serde_json::{Value, json};
 
 use crate::redis_support::{self, RedisCluster, RedisServer};
 
-/// Fast cluster settings for tests: a killed leader is replaced within
-/// 1.1 s, a silent member is dead after 500 ms.
+/// Fast cluster settings for tests: a silent member is dead after 500 ms,
+/// a killed leader is replaced within 3.1 s (longer than the 2 s a
+/// graceful stop is given, so a test sees whether the lease was released).
 pub const FAST: &[&str] = &[
     "--heartbeat",
     "100ms",
     "--member-timeout",
     "500ms",
     "--lease",
-    "1s",
+    "3s",
     "--store-timeout",
     "300ms",
 ];
