@@ -155,7 +155,8 @@ impl Metrics {
             gauge!(STORE_DOWN).set(if health.is_down() { 1.0 } else { 0.0 });
             counter!(STORE_OUTAGES).absolute(health.outages());
             for mode in Mode::ALL {
-                counter!(DECISIONS_BY_MODE, "mode" => mode.as_str()).absolute(health.decisions(mode));
+                counter!(DECISIONS_BY_MODE, "mode" => mode.as_str())
+                    .absolute(health.decisions(mode));
             }
         });
     }

@@ -67,11 +67,16 @@ impl Args {
     /// the default.
     pub fn cluster_options(&self, file: &ClusterSection) -> Result<ClusterOptions> {
         let d = ClusterOptions::default();
-        let pick = |flag: Option<Duration>, name: &str, text: &Option<String>, default: Duration| -> Result<Duration> {
+        let pick = |flag: Option<Duration>,
+                    name: &str,
+                    text: &Option<String>,
+                    default: Duration|
+         -> Result<Duration> {
             match (flag, text) {
                 (Some(v), _) => Ok(v),
-                (None, Some(t)) => parse_duration(t)
-                    .map_err(|e| anyhow::anyhow!("[cluster] {name}: {e}")),
+                (None, Some(t)) => {
+                    parse_duration(t).map_err(|e| anyhow::anyhow!("[cluster] {name}: {e}"))
+                }
                 (None, None) => Ok(default),
             }
         };
@@ -169,8 +174,7 @@ pub async fn run(args: Args) -> Result<()> {
         ),
         #[cfg(feature = "redis")]
         StoreSpec::Redis(urls) => {
-            crate::cluster::start::serve_redis(urls, &args, buckets, options, cluster_options)
-                .await
+            crate::cluster::start::serve_redis(urls, &args, buckets, options, cluster_options).await
         }
         #[cfg(not(feature = "redis"))]
         StoreSpec::Redis(_) => bail!(

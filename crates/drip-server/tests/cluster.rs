@@ -3,9 +3,9 @@
 
 #![cfg(feature = "redis")]
 
+mod cluster_support;
 #[path = "../../drip/tests/redis_support/mod.rs"]
 mod redis_support;
-mod cluster_support;
 
 use std::collections::BTreeSet;
 use std::time::{Duration, Instant};
@@ -95,7 +95,10 @@ async fn membership_leader_and_config(mut c: TestCluster) {
     c.nodes[l2].stop();
     let third = agreed(&c, &[last], Duration::from_secs(2)).await;
     assert_eq!(third, c.nodes[last].id);
-    eprintln!("graceful stop of the leader: new leader in {:?}", t.elapsed());
+    eprintln!(
+        "graceful stop of the leader: new leader in {:?}",
+        t.elapsed()
+    );
     assert!(
         c.nodes[l2]
             .log()
@@ -171,12 +174,16 @@ async fn a_paused_leaders_chore_is_refused_after_another_took_over() {
     assert_ne!(second, first);
     c.nodes[l].resume();
     // The old leader's next chore is refused, counted, and it steps down.
-    eventually(Duration::from_secs(10), "the old leader's chore is refused", || async {
-        match c.metric(l, "drip_cluster_chores_refused_total").await {
-            Some(n) if n >= 1.0 => Ok(()),
-            other => Err(format!("{other:?}")),
-        }
-    })
+    eventually(
+        Duration::from_secs(10),
+        "the old leader's chore is refused",
+        || async {
+            match c.metric(l, "drip_cluster_chores_refused_total").await {
+                Some(n) if n >= 1.0 => Ok(()),
+                other => Err(format!("{other:?}")),
+            }
+        },
+    )
     .await;
     assert_eq!(c.metric(l, "drip_cluster_leader").await, Some(0.0));
     assert!(
@@ -227,21 +234,28 @@ async fn redis_restarted_empty_gets_its_configurations_back_but_not_deletions() 
         "0",
         "restarted empty"
     );
-    eventually(Duration::from_secs(10), "configurations restored", || async {
-        let mut seen = Vec::new();
-        for i in 0..3 {
-            for name in ["kept", "also", "gone"] {
-                seen.push(c.get(i, &format!("/v1/buckets/{name}")).await.0);
+    eventually(
+        Duration::from_secs(10),
+        "configurations restored",
+        || async {
+            let mut seen = Vec::new();
+            for i in 0..3 {
+                for name in ["kept", "also", "gone"] {
+                    seen.push(c.get(i, &format!("/v1/buckets/{name}")).await.0);
+                }
             }
-        }
-        if seen == [200, 200, 404].repeat(3) {
-            Ok(())
-        } else {
-            Err(format!("{seen:?}"))
-        }
-    })
+            if seen == [200, 200, 404].repeat(3) {
+                Ok(())
+            } else {
+                Err(format!("{seen:?}"))
+            }
+        },
+    )
     .await;
-    eprintln!("Redis restarted empty: configurations back in {:?}", t.elapsed());
+    eprintln!(
+        "Redis restarted empty: configurations back in {:?}",
+        t.elapsed()
+    );
     // Exact again: the state was lost with Redis, so 3 fit, the 4th not.
     for i in 0..3 {
         assert_eq!(c.allow(i, "kept", "k").await.0, 200);
@@ -250,7 +264,10 @@ async fn redis_restarted_empty_gets_its_configurations_back_but_not_deletions() 
     assert_eq!(c.get(2, "/v1/buckets/gone").await.0, 404);
     let mut restored = 0.0;
     for i in 0..3 {
-        restored += c.metric(i, "drip_cluster_configs_restored_total").await.unwrap_or(0.0);
+        restored += c
+            .metric(i, "drip_cluster_configs_restored_total")
+            .await
+            .unwrap_or(0.0);
     }
     assert_eq!(restored, 2.0);
 }
@@ -262,7 +279,8 @@ async fn remembered(c: &TestCluster, want: (f64, f64)) {
         for i in 0..c.nodes.len() {
             seen.push((
                 c.metric(i, "drip_cluster_remembered{state=\"live\"}").await,
-                c.metric(i, "drip_cluster_remembered{state=\"deleted\"}").await,
+                c.metric(i, "drip_cluster_remembered{state=\"deleted\"}")
+                    .await,
             ));
         }
         if seen.iter().all(|s| *s == (Some(want.0), Some(want.1))) {
@@ -331,22 +349,26 @@ async fn redis_killed_under_load_each_node_follows_its_on_store_error() {
     redis.stop();
     // Every node answers by its policy within the store timeout (300 ms,
     // plus slack for a loaded machine), and readyz says so.
-    eventually(Duration::from_secs(5), "every node follows its policy", || async {
-        let d = c.allow(0, "load", "k").await;
-        let a = c.allow(1, "load", "k").await;
-        let l = c.allow(2, "load", "k").await;
-        let deny_ok = d.0 == 503
-            && d.1["error"]["message"]
-                .as_str()
-                .is_some_and(|m| m.contains("on_store_error = deny"));
-        let allow_ok = a.0 == 200 && a.2 && a.1["degraded"] == true;
-        let local_ok = (l.0 == 200 || l.0 == 429) && l.2 && l.1["degraded"] == true;
-        if deny_ok && allow_ok && local_ok {
-            Ok(())
-        } else {
-            Err(format!("{d:?} {a:?} {l:?}"))
-        }
-    })
+    eventually(
+        Duration::from_secs(5),
+        "every node follows its policy",
+        || async {
+            let d = c.allow(0, "load", "k").await;
+            let a = c.allow(1, "load", "k").await;
+            let l = c.allow(2, "load", "k").await;
+            let deny_ok = d.0 == 503
+                && d.1["error"]["message"]
+                    .as_str()
+                    .is_some_and(|m| m.contains("on_store_error = deny"));
+            let allow_ok = a.0 == 200 && a.2 && a.1["degraded"] == true;
+            let local_ok = (l.0 == 200 || l.0 == 429) && l.2 && l.1["degraded"] == true;
+            if deny_ok && allow_ok && local_ok {
+                Ok(())
+            } else {
+                Err(format!("{d:?} {a:?} {l:?}"))
+            }
+        },
+    )
     .await;
     assert_eq!(c.get(0, "/readyz").await.0, 503);
     assert_eq!(c.get(1, "/readyz").await.1["status"], "degraded");
@@ -388,18 +410,39 @@ async fn redis_killed_under_load_each_node_follows_its_on_store_error() {
         for (_, _, code, degraded, body) in &during {
             match i {
                 0 => assert!(*code == 503 || (*code == 200 && !degraded), "{code} {body}"),
-                _ => assert!(*code == 200 && (*degraded || body.get("degraded").is_none()), "{code} {body}"),
+                _ => assert!(
+                    *code == 200 && (*degraded || body.get("degraded").is_none()),
+                    "{code} {body}"
+                ),
             }
         }
-        eprintln!("node {i}: {} answers during the outage, slowest {slowest:?}", during.len());
+        eprintln!(
+            "node {i}: {} answers during the outage, slowest {slowest:?}",
+            during.len()
+        );
     }
     // Every node stayed up and counted its modes.
     for i in 0..3 {
         assert_eq!(c.get(i, "/healthz").await.0, 200);
     }
-    assert!(c.metric(0, "drip_decisions_by_mode_total{mode=\"deny\"}").await.unwrap() > 0.0);
-    assert!(c.metric(1, "drip_decisions_by_mode_total{mode=\"allow\"}").await.unwrap() > 0.0);
-    assert!(c.metric(2, "drip_decisions_by_mode_total{mode=\"local\"}").await.unwrap() > 0.0);
+    assert!(
+        c.metric(0, "drip_decisions_by_mode_total{mode=\"deny\"}")
+            .await
+            .unwrap()
+            > 0.0
+    );
+    assert!(
+        c.metric(1, "drip_decisions_by_mode_total{mode=\"allow\"}")
+            .await
+            .unwrap()
+            > 0.0
+    );
+    assert!(
+        c.metric(2, "drip_decisions_by_mode_total{mode=\"local\"}")
+            .await
+            .unwrap()
+            > 0.0
+    );
 }
 
 /// `local` mode: over a 5 s outage under steady overload, the three nodes
@@ -464,17 +507,21 @@ async fn local_mode_keeps_the_limit_over_an_outage_and_charges_it_back() {
     // then decides in Redis again; the shared bucket refuses what was
     // already spent.
     redis.restart();
-    eventually(Duration::from_secs(5), "every node back on Redis", || async {
-        let mut down = Vec::new();
-        for i in 0..3 {
-            down.push(c.metric(i, "drip_store_down").await);
-        }
-        if down.iter().all(|d| *d == Some(0.0)) {
-            Ok(())
-        } else {
-            Err(format!("{down:?}"))
-        }
-    })
+    eventually(
+        Duration::from_secs(5),
+        "every node back on Redis",
+        || async {
+            let mut down = Vec::new();
+            for i in 0..3 {
+                down.push(c.metric(i, "drip_store_down").await);
+            }
+            if down.iter().all(|d| *d == Some(0.0)) {
+                Ok(())
+            } else {
+                Err(format!("{down:?}"))
+            }
+        },
+    )
     .await;
     for i in 0..3 {
         let (code, body, degraded) = c.allow(i, "lim", "k").await;
@@ -533,11 +580,18 @@ async fn a_frozen_redis_costs_one_store_timeout_then_none() {
     assert!(first.2 && second.2, "{first:?} {second:?}");
     // The store timeout is 300 ms: the first waits it out, the next does not.
     assert!(first_took >= Duration::from_millis(250), "{first_took:?}");
-    assert!(first_took < Duration::from_millis(300 + 700), "{first_took:?}");
+    assert!(
+        first_took < Duration::from_millis(300 + 700),
+        "{first_took:?}"
+    );
     assert!(second_took < Duration::from_millis(100), "{second_took:?}");
     eventually(Duration::from_secs(3), "back on Redis", || async {
         let r = c.allow(0, "f", "k").await;
-        if r.0 == 200 && !r.2 { Ok(()) } else { Err(format!("{r:?}")) }
+        if r.0 == 200 && !r.2 {
+            Ok(())
+        } else {
+            Err(format!("{r:?}"))
+        }
     })
     .await;
 }

@@ -228,7 +228,11 @@ impl Cluster {
     /// The leader's chores, each fenced by the lease: forget long-dead
     /// members, then write back configurations Redis lost. False when a
     /// chore was refused (the lease is someone else's).
-    async fn chores(&self, lease: &str, counters: Option<&[(String, Option<u64>)]>) -> RedisResult<bool> {
+    async fn chores(
+        &self,
+        lease: &str,
+        counters: Option<&[(String, Option<u64>)]>,
+    ) -> RedisResult<bool> {
         let mut conn = self.conn.clone();
         let swept: i64 = self
             .scripts
@@ -271,7 +275,9 @@ impl Cluster {
             .text
             .as_deref()
             .and_then(|t| drip::Policy::decode(t).ok())
-            .map_or((0, 0), |p| (p.limit().rate().amount(), p.limit().rate().period_ns()));
+            .map_or((0, 0), |p| {
+                (p.limit().rate().amount(), p.limit().rate().period_ns())
+            });
         let done: i64 = self
             .scripts
             .restore
@@ -295,9 +301,17 @@ impl Cluster {
                     .query_async(&mut conn)
                     .await?;
                 self.restored.fetch_add(1, Ordering::Relaxed);
-                tracing::info!(bucket = name, version = entry.version, "restored a configuration Redis lost");
+                tracing::info!(
+                    bucket = name,
+                    version = entry.version,
+                    "restored a configuration Redis lost"
+                );
             }
-            2 => tracing::info!(bucket = name, version = entry.version, "restored a deletion's version"),
+            2 => tracing::info!(
+                bucket = name,
+                version = entry.version,
+                "restored a deletion's version"
+            ),
             _ => {}
         }
         Ok(true)

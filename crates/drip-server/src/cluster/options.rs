@@ -110,5 +110,6 @@ impl ClusterOptions {
 
 /// Parses a duration flag such as `1s`, `250ms` or `2m`.
 pub fn parse_duration(s: &str) -> Result<Duration, String> {
-    humantime::parse_duration(s).map_err(|e| format!("{s:?} is not a duration like 1s or 250ms: {e}"))
+    humantime::parse_duration(s)
+        .map_err(|e| format!("{s:?} is not a duration like 1s or 250ms: {e}"))
 }

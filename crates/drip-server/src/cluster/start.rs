@@ -38,7 +38,12 @@ pub async fn serve_redis(
         .with_context(|| format!("connecting to the Redis store {shown}"))?;
     let health = Arc::new(Health::new(cluster.on_store_error));
     let remembered = Arc::new(Remembered::new());
-    let store = Resilient::new(store, health.clone(), cluster.store_timeout, remembered.clone());
+    let store = Resilient::new(
+        store,
+        health.clone(),
+        cluster.store_timeout,
+        remembered.clone(),
+    );
     let start: StartCluster = Box::new(move |listeners, options, stop| {
         let node = server::node(options, listeners)?;
         let c = Cluster::new(conn, &prefix, &node, cluster, health, remembered);

@@ -289,7 +289,12 @@ impl TestCluster {
 
     /// `GET` of `path` on node `i`: status and JSON body.
     pub async fn get(&self, i: usize, path: &str) -> (u16, Value) {
-        let r = self.client.get(self.nodes[i].url(path)).send().await.unwrap();
+        let r = self
+            .client
+            .get(self.nodes[i].url(path))
+            .send()
+            .await
+            .unwrap();
         (r.status().as_u16(), r.json().await.unwrap_or(Value::Null))
     }
 
