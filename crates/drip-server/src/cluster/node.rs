@@ -22,6 +22,9 @@ use super::{ClusterInfo, ClusterMetrics};
 use crate::app::Node;
 use crate::model::{ClusterStatus, NodeStatus};
 
+/// A policy hash's `text`, `version` and `gen`.
+type PolicyFields = (Option<String>, Option<u64>, Option<String>);
+
 /// A member's record, as heartbeated.
 #[derive(Clone, Debug, Serialize, Deserialize)]
 struct Record {
@@ -333,10 +336,7 @@ impl Cluster {
         let mut out = Vec::with_capacity(names.len());
         for name in names {
             // One slot per bucket: a pipeline of its two keys.
-            let ((text, version, generation), counter): (
-                (Option<String>, Option<u64>, Option<String>),
-                Option<u64>,
-            ) = redis::pipe()
+            let ((text, version, generation), counter): (PolicyFields, Option<u64>) = redis::pipe()
                 .cmd("HMGET")
                 .arg(self.keys.policy(&name))
                 .arg(&["text", "version", "gen"])
