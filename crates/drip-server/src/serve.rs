@@ -154,6 +154,7 @@ pub async fn run(args: Args) -> Result<()> {
         Some(path) => config::load_all(path)?,
         None => Default::default(),
     };
+    #[cfg_attr(not(feature = "redis"), allow(unused_variables))]
     let cluster_options = args.cluster_options(&cluster_file)?;
     let options = Options {
         admin_token: args.admin_token.clone(),

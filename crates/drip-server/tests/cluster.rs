@@ -595,3 +595,45 @@ async fn a_frozen_redis_costs_one_store_timeout_then_none() {
     })
     .await;
 }
+
+/// `drip status --url` shows the buckets, then the members, which are
+/// alive, and the leader.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn drip_status_shows_the_cluster() {
+    if !available() {
+        return;
+    }
+    let c = TestCluster::single(3, FAST);
+    let leader = agreed(&c, &[0, 1, 2], Duration::from_secs(10)).await;
+    assert_eq!(
+        c.configure(0, "api", json!({"capacity": 5, "leak_rate": 1}))
+            .await,
+        200
+    );
+    c.allow(1, "api", "").await;
+    let out = std::process::Command::new(env!("CARGO_BIN_EXE_drip"))
+        .args(["status", "--url", &c.nodes[2].url("")])
+        .output()
+        .unwrap();
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(out.status.success(), "{text}");
+    assert!(text.lines().any(|l| l.starts_with("api ")), "{text}");
+    assert!(
+        text.contains(&format!(
+            "cluster: 3 members, 3 alive, leader {leader} (seen from node-2)"
+        )),
+        "{text}"
+    );
+    for n in &c.nodes {
+        let row = text
+            .lines()
+            .find(|l| l.starts_with(&n.id))
+            .unwrap_or_else(|| panic!("{text}"));
+        assert!(row.contains(&n.http) && row.contains("yes"), "{row}");
+        assert_eq!(
+            row.contains(" * ") || row.contains(&format!("{} *", n.id)),
+            n.id == leader,
+            "{row}"
+        );
+    }
+}
