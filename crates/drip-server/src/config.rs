@@ -168,6 +168,22 @@ mod tests {
     }
 
     #[test]
+    fn reads_the_cluster_table() {
+        let (b, c) = parse_all(
+            "[cluster]\nheartbeat = \"250ms\"\nlease = \"4s\"\non_store_error = \"local\"\n",
+        )
+        .unwrap();
+        assert!(b.is_empty());
+        assert_eq!(c.heartbeat.as_deref(), Some("250ms"));
+        assert_eq!(c.lease.as_deref(), Some("4s"));
+        assert_eq!(c.on_store_error, Some(crate::cluster::OnStoreError::Local));
+        let e = parse_all("[cluster]\non_store_error = \"maybe\"\n").unwrap_err();
+        assert!(e.contains("deny") && e.contains("local"), "{e}");
+        let e = parse_all("[cluster]\nbeat = \"1s\"\n").unwrap_err();
+        assert!(e.contains("beat"), "{e}");
+    }
+
+    #[test]
     fn errors_name_bucket_and_field() {
         let e = parse("[buckets.api]\ncapacity = 0\nleak_rate = 5\n").unwrap_err();
         assert!(

@@ -267,3 +267,85 @@ async fn signal() {
         _ = term => {}
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use clap::Parser;
+
+    use super::*;
+
+    #[derive(Parser)]
+    struct Cmd {
+        #[command(flatten)]
+        args: Args,
+    }
+
+    fn args(argv: &[&str]) -> Args {
+        Cmd::try_parse_from(std::iter::once("serve").chain(argv.iter().copied()))
+            .unwrap()
+            .args
+    }
+
+    #[test]
+    fn cluster_settings_come_from_flags_then_the_file_then_defaults() {
+        let file = ClusterSection {
+            heartbeat: Some("200ms".into()),
+            lease: Some("2s".into()),
+            on_store_error: Some(OnStoreError::Allow),
+            ..Default::default()
+        };
+        let o = args(&["--lease", "4s"]).cluster_options(&file).unwrap();
+        assert_eq!(o.heartbeat, Duration::from_millis(200));
+        assert_eq!(o.lease, Duration::from_secs(4));
+        assert_eq!(o.member_timeout, Duration::from_secs(3));
+        assert_eq!(o.on_store_error, OnStoreError::Allow);
+        let o = args(&[])
+            .cluster_options(&ClusterSection::default())
+            .unwrap();
+        assert_eq!(
+            (o.heartbeat, o.lease, o.on_store_error),
+            (
+                Duration::from_secs(1),
+                Duration::from_secs(5),
+                OnStoreError::Deny
+            )
+        );
+        let o = args(&["--on-store-error", "local"])
+            .cluster_options(&file)
+            .unwrap();
+        assert_eq!(o.on_store_error, OnStoreError::Local);
+    }
+
+    #[test]
+    fn bad_cluster_settings_name_the_flag() {
+        let none = ClusterSection::default();
+        let e = args(&["--heartbeat", "2s", "--lease", "1s"])
+            .cluster_options(&none)
+            .unwrap_err();
+        assert!(e.to_string().contains("--lease"), "{e}");
+        let e = args(&["--member-timeout", "500ms"])
+            .cluster_options(&none)
+            .unwrap_err();
+        assert!(e.to_string().contains("--member-timeout"), "{e}");
+        assert!(Cmd::try_parse_from(["serve", "--heartbeat", "soon"]).is_err());
+        assert!(Cmd::try_parse_from(["serve", "--on-store-error", "maybe"]).is_err());
+        let bad = ClusterSection {
+            lease: Some("forever".into()),
+            ..Default::default()
+        };
+        let e = args(&[]).cluster_options(&bad).unwrap_err();
+        assert!(e.to_string().contains("[cluster] lease"), "{e}");
+    }
+
+    #[test]
+    fn several_redis_urls_are_a_redis_cluster() {
+        assert_eq!(
+            "redis://a:1,redis://b:2".parse::<StoreSpec>(),
+            Ok(StoreSpec::Redis(vec![
+                "redis://a:1".into(),
+                "redis://b:2".into()
+            ]))
+        );
+        assert!("redis://a:1,b:2".parse::<StoreSpec>().is_err());
+    }
+}

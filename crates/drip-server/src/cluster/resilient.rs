@@ -308,3 +308,21 @@ impl<S: Store> Store for Resilient<S> {
         self.call(self.inner.keys_held()).await
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_share_divides_rate_capacity_and_windows() {
+        let p = Policy::police(Limit::new(Rate::per_second(6).unwrap(), 30).unwrap())
+            .with_window(Window::new(90, Duration::from_secs(60)).unwrap())
+            .unwrap();
+        let s = share(&p, 3).unwrap();
+        assert_eq!(s.limit().capacity(), 10);
+        assert_eq!(s.limit().rate().per_second_decimal(), 2.0);
+        assert_eq!(s.windows()[0].limit(), 30);
+        assert_eq!(share(&p, 100).unwrap().limit().capacity(), 1);
+        assert_eq!(share(&p, 1).unwrap(), p);
+    }
+}
