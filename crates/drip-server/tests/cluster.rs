@@ -11,6 +11,8 @@ use std::collections::BTreeSet;
 use std::time::{Duration, Instant};
 
 use cluster_support::{FAST, TestCluster, available, eventually};
+use drip_server::grpc::pb;
+use drip_server::grpc::pb::rate_limiter_service_client::RateLimiterServiceClient;
 use serde_json::json;
 
 /// The ids of the alive members in node `i`'s view, and its leader.
@@ -56,6 +58,35 @@ fn index_of(c: &TestCluster, id: &str) -> usize {
 async fn membership_leader_and_config(mut c: TestCluster) {
     // Three nodes list the same three alive members and one leader.
     let first = agreed(&c, &[0, 1, 2], Duration::from_secs(10)).await;
+    // The same over gRPC and /v1/cluster/leader.
+    let mut grpc = RateLimiterServiceClient::connect(format!("http://{}", c.nodes[1].grpc))
+        .await
+        .unwrap();
+    let s = grpc
+        .get_cluster_status(pb::GetClusterStatusRequest {})
+        .await
+        .unwrap()
+        .into_inner();
+    assert_eq!(
+        (s.node_id.as_str(), s.leader.as_str()),
+        ("node-1", first.as_str())
+    );
+    assert_eq!(s.nodes.iter().filter(|n| n.alive).count(), 3, "{s:?}");
+    assert!(
+        s.nodes
+            .iter()
+            .all(|n| !n.http.is_empty() && !n.grpc.is_empty())
+    );
+    let l = grpc
+        .get_leader(pb::GetLeaderRequest {})
+        .await
+        .unwrap()
+        .into_inner();
+    assert_eq!(l.leader, first);
+    assert_eq!(
+        c.get(2, "/v1/cluster/leader").await.1["leader"],
+        first.as_str()
+    );
 
     // A configuration made on node A is used by node C's next decision.
     assert_eq!(
