@@ -8,8 +8,8 @@
 //! - [`options`]: heartbeat, member timeout, lease, store timeout,
 //!   [`OnStoreError`].
 //! - [`node`]: [`Cluster`], one node's loop: member record, leader lease
-//!   (set-if-absent, compare-and-extend, released on shutdown), the
-//!   leader's fenced chores (`lua/`).
+//!   (set-if-absent; compare-and-extend in the leader's fenced chore;
+//!   released on shutdown), the leader's chores (`lua/`).
 //! - [`remembered`]: the configurations and deletions a node has seen,
 //!   written back by the leader when Redis comes back empty.
 //! - [`resilient`]: [`Resilient`], the store wrapper that applies

@@ -41,7 +41,6 @@ struct Scripts {
     heartbeat: Script,
     view: Script,
     acquire: Script,
-    renew: Script,
     release: Script,
     sweep: Script,
     restore: Script,
@@ -53,7 +52,6 @@ impl Scripts {
             heartbeat: Script::new(include_str!("lua/heartbeat.lua")),
             view: Script::new(include_str!("lua/view.lua")),
             acquire: Script::new(include_str!("lua/lease_acquire.lua")),
-            renew: Script::new(include_str!("lua/lease_renew.lua")),
             release: Script::new(include_str!("lua/lease_release.lua")),
             sweep: Script::new(include_str!("lua/sweep.lua")),
             restore: Script::new(include_str!("lua/restore.lua")),
@@ -187,25 +185,12 @@ impl Cluster {
         }
     }
 
-    /// Renews the lease this node holds (compare-and-extend), or takes it
-    /// if nobody does.
+    /// Takes the lease if nobody holds it (the leader renews it in its
+    /// fenced chore).
     async fn lease_tick(&self) -> RedisResult<()> {
         let mut conn = self.conn.clone();
         let lease_ms = self.options.lease.as_millis() as u64;
-        let held = self.lease.lock().clone();
-        if let Some(value) = held {
-            let kept: i64 = self
-                .scripts
-                .renew
-                .key(self.keys.lease())
-                .arg(&value)
-                .arg(lease_ms)
-                .invoke_async(&mut conn)
-                .await?;
-            if kept == 0 {
-                tracing::warn!(lease = %value, "lost the leader lease");
-                *self.lease.lock() = None;
-            }
+        if self.lease.lock().is_some() {
             return Ok(());
         }
         let (token, value): (u64, String) = self
@@ -228,9 +213,10 @@ impl Cluster {
         Ok(())
     }
 
-    /// The leader's chores, each fenced by the lease: forget long-dead
-    /// members, then write back configurations Redis lost. False when a
-    /// chore was refused (the lease is someone else's).
+    /// The leader's chores, each fenced by the lease: renew the lease and
+    /// forget long-dead members (one script), then write back
+    /// configurations Redis lost. False when a chore was refused (the
+    /// lease is someone else's).
     async fn chores(
         &self,
         lease: &str,
@@ -244,6 +230,7 @@ impl Cluster {
             .key(self.keys.members())
             .arg(lease)
             .arg(self.options.forget_after().as_millis() as u64)
+            .arg(self.options.lease.as_millis() as u64)
             .invoke_async(&mut conn)
             .await?;
         if swept < 0 {
