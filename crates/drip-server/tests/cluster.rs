@@ -259,12 +259,10 @@ async fn redis_restarted_empty_gets_its_configurations_back_but_not_deletions() 
     }
 
     let t = Instant::now();
-    c.redis().restart(); // killed, started again empty
-    assert_eq!(
-        redis_support::cli(c.redis().port, &["DBSIZE"]).trim(),
-        "0",
-        "restarted empty"
-    );
+    // Killed and started again empty (the nodes may write to it at once,
+    // so emptiness shows below: the leader counts two write-backs, and the
+    // bucket's state starts over).
+    c.redis().restart();
     eventually(
         Duration::from_secs(10),
         "configurations restored",
