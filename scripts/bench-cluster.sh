@@ -131,6 +131,7 @@ for round in $(seq 1 "$ROUNDS"); do
     secs=${DURATION%s}
     line=$(redis-benchmark -h 127.0.0.1 -p "$REDIS_PORT" -c "$EVAL_CLIENTS" -n $((secs * 60000)) --csv "${EVAL[@]}" | tail -1)
     echo "$line" | awk -F'","' -v r="$round" '{gsub(/"/, "", $0); split($0, f, ","); printf "%s 0 %.0f %.2f\n", r, f[2], f[7]}' >>"$RESULTS"
+    tail -1 "$RESULTS"
     for n in 1 2 3; do
         start_nodes "$n"
         wrk_nodes "$round"
@@ -143,7 +144,8 @@ for round in $(seq 1 "$ROUNDS"); do
 done
 
 echo
-echo "== results (median of $ROUNDS rounds; p99 in ms; 0 nodes = redis-benchmark EVALSHA ceiling)"
+echo "== results (median of $ROUNDS rounds; p99 in ms; rows are 'round nodes decisions/s p99_ms', 0 nodes = redis-benchmark EVALSHA)"
+cat "$RESULTS"
 printf '| %-28s | %12s | %8s | %10s |\n' subject "decisions/s" p99_ms "x ceiling"
 ceiling=$(awk '$2 == 0 {print $3}' "$RESULTS" | sort -n | awk '{a[NR]=$1} END {print a[int((NR+1)/2)]}')
 for n in 0 1 2 3; do
