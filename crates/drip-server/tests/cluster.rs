@@ -238,7 +238,19 @@ async fn redis_restarted_empty_gets_its_configurations_back_but_not_deletions() 
     if !available() {
         return;
     }
-    let mut c = TestCluster::single(3, FAST);
+    configurations_come_back(TestCluster::single(3, FAST)).await;
+}
+
+/// The same on a 3-master Redis Cluster whose three nodes all restart empty.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_redis_cluster_restarted_empty_gets_its_configurations_back() {
+    if !available() {
+        return;
+    }
+    configurations_come_back(TestCluster::redis_cluster(3, FAST)).await;
+}
+
+async fn configurations_come_back(mut c: TestCluster) {
     agreed(&c, &[0, 1, 2], Duration::from_secs(10)).await;
     for (i, name) in ["kept", "gone", "also"].iter().enumerate() {
         let body = json!({"capacity": 3, "leak_rate": 0.001});
@@ -262,7 +274,7 @@ async fn redis_restarted_empty_gets_its_configurations_back_but_not_deletions() 
     // Killed and started again empty (the nodes may write to it at once,
     // so emptiness shows below: the leader counts two write-backs, and the
     // bucket's state starts over).
-    c.redis().restart();
+    c.restart_redis_empty();
     eventually(
         Duration::from_secs(10),
         "configurations restored",

@@ -249,6 +249,33 @@ impl TestCluster {
         }
     }
 
+    /// Kills the Redis (every node of a Redis Cluster) and starts it again
+    /// empty (no persistence; a Redis Cluster keeps its slot map in its
+    /// nodes.conf), waiting until it serves again.
+    pub fn restart_redis_empty(&mut self) {
+        match &mut self.backend {
+            Backend::Single(r) => r.restart(),
+            Backend::Cluster(c) => {
+                for n in &mut c.nodes {
+                    n.stop();
+                }
+                for n in &mut c.nodes {
+                    n.restart();
+                }
+                let deadline = Instant::now() + Duration::from_secs(20);
+                for n in &c.nodes {
+                    while !redis_support::cli(n.port, &["CLUSTER", "INFO"])
+                        .contains("cluster_state:ok")
+                    {
+                        assert!(Instant::now() < deadline, "cluster did not become ok");
+                        std::thread::sleep(Duration::from_millis(50));
+                    }
+                }
+            }
+            Backend::Url(_) => panic!("not a Redis this harness holds"),
+        }
+    }
+
     /// `GET /v1/cluster` of node `i`.
     pub async fn status(&self, i: usize) -> ClusterStatus {
         self.client
