@@ -7,9 +7,11 @@
 //!
 //! - [`options`]: heartbeat, member timeout, lease, store timeout,
 //!   [`OnStoreError`].
-//! - [`node`]: [`Cluster`], one node's loop: member record, leader lease
+//! - [`node`]: [`Cluster`], one node's heartbeat loop, which runs
+//!   `membership` (member records and the view of the cluster), `lease`
 //!   (set-if-absent; compare-and-extend in the leader's fenced chore;
-//!   released on shutdown), the leader's chores (`lua/`).
+//!   released on shutdown) and `heal` (remembering configurations, the
+//!   leader writing back what Redis lost); the scripts are in `lua/`.
 //! - [`remembered`]: the configurations and deletions a node has seen,
 //!   written back by the leader when Redis comes back empty.
 //! - [`resilient`]: [`Resilient`], the store wrapper that applies
@@ -25,9 +27,15 @@ use crate::model::ClusterStatus;
 
 #[cfg(feature = "redis")]
 pub mod conn;
+#[cfg(feature = "redis")]
+mod heal;
 pub mod health;
 #[cfg(feature = "redis")]
 pub mod keys;
+#[cfg(feature = "redis")]
+mod lease;
+#[cfg(feature = "redis")]
+mod membership;
 #[cfg(feature = "redis")]
 pub mod node;
 pub mod options;
