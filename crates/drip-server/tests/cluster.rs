@@ -411,6 +411,32 @@ async fn redis_killed_under_load_each_node_follows_its_on_store_error() {
         },
     )
     .await;
+    // The same over gRPC: UNAVAILABLE naming the cause, or admitted with
+    // `drip-degraded` metadata.
+    let allow = |i: usize| {
+        let addr = format!("http://{}", c.nodes[i].grpc);
+        async move {
+            RateLimiterServiceClient::connect(addr)
+                .await
+                .unwrap()
+                .allow_request(pb::AllowRequest {
+                    bucket_id: "load".into(),
+                    key: "k".into(),
+                    cost: None,
+                })
+                .await
+        }
+    };
+    let denied = allow(0).await.unwrap_err();
+    assert_eq!(denied.code(), tonic::Code::Unavailable);
+    assert!(
+        denied.message().contains("on_store_error = deny"),
+        "{denied:?}"
+    );
+    for i in [1, 2] {
+        let r = allow(i).await.unwrap();
+        assert_eq!(r.metadata().get("drip-degraded").unwrap(), "true");
+    }
     assert_eq!(c.get(0, "/readyz").await.0, 503);
     assert_eq!(c.get(1, "/readyz").await.1["status"], "degraded");
     assert_eq!(c.get(2, "/readyz").await.1["on_store_error"], "local");
