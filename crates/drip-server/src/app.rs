@@ -9,6 +9,7 @@ use drip::core::{NANOS_PER_SEC, Request};
 use drip::{Decision, KeyStatus, Limiter, Outcome, Store, wait_turn};
 use tokio_util::sync::CancellationToken;
 
+use crate::cluster::{ClusterHandle, OnStoreError, watch_degraded};
 use crate::error::ApiError;
 use crate::limits;
 use crate::metrics::Metrics;
@@ -36,6 +37,8 @@ pub struct App<S: Store> {
     admin_token: Option<String>,
     node: Node,
     shutdown: CancellationToken,
+    /// The cluster this node is part of (Redis stores); none: on its own.
+    cluster: Option<ClusterHandle>,
 }
 
 /// A decision and the bucket it was made in: all its response needs (the
@@ -46,6 +49,8 @@ pub struct Answer {
     pub bucket: String,
     /// The decision.
     pub decision: Decision,
+    /// Decided without the shared store (`on_store_error = allow | local`).
+    pub degraded: bool,
 }
 
 impl Answer {
@@ -81,6 +86,7 @@ impl<S: Store> App<S> {
         admin_token: Option<String>,
         node: Node,
         shutdown: CancellationToken,
+        cluster: Option<ClusterHandle>,
     ) -> Arc<Self> {
         Arc::new(App {
             limiter,
@@ -88,6 +94,7 @@ impl<S: Store> App<S> {
             admin_token: admin_token.filter(|t| !t.is_empty()),
             node,
             shutdown,
+            cluster,
         })
     }
 
@@ -155,8 +162,8 @@ impl<S: Store> App<S> {
         let bucket = limits::bucket_id(bucket)?;
         let key = limits::key(key)?;
         let cost = limits::cost(cost)?;
-        let decision = self.decide(bucket, key, Request::check(cost)).await?;
-        self.answer(bucket, decision)
+        let (decision, degraded) = self.decide(bucket, key, Request::check(cost)).await?;
+        self.answer(bucket, decision, degraded)
     }
 
     /// Answers when `cost` units for `key` may go (after waiting for them),
@@ -179,7 +186,7 @@ impl<S: Store> App<S> {
             return Err(ApiError::ShuttingDown);
         }
         let max_wait = u64::try_from(timeout.as_nanos()).unwrap_or(u64::MAX);
-        let decision = self
+        let (decision, degraded) = self
             .decide(bucket, key, Request::reserve(cost, max_wait))
             .await?;
         let guard = CancelGuard {
@@ -191,7 +198,7 @@ impl<S: Store> App<S> {
         if !turned {
             return Err(ApiError::ShuttingDown);
         }
-        self.answer(bucket, decision)
+        self.answer(bucket, decision, degraded)
     }
 
     /// Level and counters of `key` in `bucket`.
@@ -235,8 +242,16 @@ impl<S: Store> App<S> {
         Ok(BucketList { buckets })
     }
 
-    /// The cluster as this node sees it: on its own, itself as leader.
-    pub fn cluster(&self) -> ClusterStatus {
+    /// The cluster as this node sees it: the members and the leader as
+    /// Redis has them; on its own (memory, SQLite), itself as leader.
+    pub async fn cluster(&self) -> ClusterStatus {
+        if let Some(c) = &self.cluster {
+            return c.0.status().await.unwrap_or_else(|| ClusterStatus {
+                node_id: self.node.id.clone(),
+                leader: String::new(),
+                nodes: Vec::new(),
+            });
+        }
         ClusterStatus {
             node_id: self.node.id.clone(),
             leader: self.node.id.clone(),
@@ -250,24 +265,41 @@ impl<S: Store> App<S> {
         }
     }
 
-    /// The node holding the leader lease.
-    pub fn leader(&self) -> Leader {
+    /// The node holding the leader lease (empty while nobody does).
+    pub async fn leader(&self) -> Leader {
         Leader {
-            leader: self.node.id.clone(),
+            leader: self.cluster().await.leader,
         }
     }
 
-    /// Ready when the store answers.
-    pub async fn ready(&self) -> Result<(), ApiError> {
+    /// Ready when the store answers; while it is known down, ready but
+    /// degraded under `on_store_error = allow | local` (returns the
+    /// policy), unavailable under `deny`.
+    pub async fn ready(&self) -> Result<Option<OnStoreError>, ApiError> {
+        if let Some(c) = &self.cluster {
+            let health = c.0.health();
+            if health.is_down() {
+                return match health.policy() {
+                    OnStoreError::Deny => Err(ApiError::Unavailable(
+                        "the store is down (on_store_error = deny)".to_owned(),
+                    )),
+                    p => Ok(Some(p)),
+                };
+            }
+        }
         self.limiter
             .ping()
             .await
-            .map_err(|e| self.failed("ping", e))
+            .map_err(|e| self.failed("ping", e))?;
+        Ok(None)
     }
 
     /// The metrics text, with the keys held counted now.
     pub async fn render_metrics(&self) -> String {
         self.count_keys().await;
+        if let Some(c) = &self.cluster {
+            self.metrics.cluster(&c.0.metrics(), c.0.health());
+        }
         self.metrics.render()
     }
 
@@ -288,26 +320,30 @@ impl<S: Store> App<S> {
         }
     }
 
-    async fn decide(&self, bucket: &str, key: &str, req: Request) -> Result<Decision, ApiError> {
+    /// One decision, and whether it was made without the shared store.
+    async fn decide(
+        &self,
+        bucket: &str,
+        key: &str,
+        req: Request,
+    ) -> Result<(Decision, bool), ApiError> {
         let start = Instant::now();
-        let d = self
-            .limiter
-            .decide(bucket, key, req)
-            .await
-            .map_err(|e| self.failed("decide", e))?;
+        let (d, degraded) = watch_degraded(self.limiter.decide(bucket, key, req)).await;
+        let d = d.map_err(|e| self.failed("decide", e))?;
         self.metrics.decision(bucket, d.outcome, start.elapsed());
-        Ok(d)
+        Ok((d, degraded))
     }
 
     /// The answer to a decision; no store call (the decision carries its
     /// policy's quota).
-    fn answer(&self, bucket: &str, decision: Decision) -> Result<Answer, ApiError> {
+    fn answer(&self, bucket: &str, decision: Decision, degraded: bool) -> Result<Answer, ApiError> {
         if decision.outcome == Outcome::Exceeds {
             return Err(limits::cost_exceeds(bucket, decision.quota.max_cost()));
         }
         Ok(Answer {
             bucket: bucket.to_owned(),
             decision,
+            degraded,
         })
     }
 

@@ -24,6 +24,34 @@ use crate::model::WindowSpec;
 struct File {
     #[serde(default)]
     buckets: BTreeMap<String, BucketSpec>,
+    #[serde(default)]
+    cluster: ClusterSection,
+}
+
+/// The `[cluster]` table: the cluster settings, each overridden by its
+/// flag or `DRIP_*` variable.
+///
+/// ```toml
+/// [cluster]
+/// heartbeat = "1s"
+/// member_timeout = "3s"
+/// lease = "5s"
+/// store_timeout = "1s"
+/// on_store_error = "deny"   # or "allow", "local"
+/// ```
+#[derive(Debug, Default, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ClusterSection {
+    /// How often a node heartbeats.
+    pub heartbeat: Option<String>,
+    /// When a silent member counts as dead.
+    pub member_timeout: Option<String>,
+    /// The leader lease's length.
+    pub lease: Option<String>,
+    /// Longest wait for the store.
+    pub store_timeout: Option<String>,
+    /// `deny`, `allow` or `local`.
+    pub on_store_error: Option<crate::cluster::OnStoreError>,
 }
 
 #[derive(Debug, Deserialize)]
@@ -60,16 +88,26 @@ pub enum ConfigFileError {
 
 /// Reads the buckets declared in `path`, in name order.
 pub fn load(path: &Path) -> Result<Vec<(String, Policy)>, ConfigFileError> {
+    Ok(load_all(path)?.0)
+}
+
+/// Reads the buckets and the `[cluster]` table of `path`.
+pub fn load_all(path: &Path) -> Result<(Vec<(String, Policy)>, ClusterSection), ConfigFileError> {
     let file = path.display().to_string();
     let text = std::fs::read_to_string(path).map_err(|source| ConfigFileError::Read {
         file: file.clone(),
         source,
     })?;
-    parse(&text).map_err(|message| ConfigFileError::Invalid { file, message })
+    parse_all(&text).map_err(|message| ConfigFileError::Invalid { file, message })
 }
 
 /// Parses the text of a config file; the error names the bucket and field.
 pub fn parse(text: &str) -> Result<Vec<(String, Policy)>, String> {
+    Ok(parse_all(text)?.0)
+}
+
+/// Parses the buckets and the `[cluster]` table of a config file.
+pub fn parse_all(text: &str) -> Result<(Vec<(String, Policy)>, ClusterSection), String> {
     let line_of = |span: Option<std::ops::Range<usize>>| {
         span.map(|s| {
             format!(
@@ -108,7 +146,7 @@ pub fn parse(text: &str) -> Result<Vec<(String, Policy)>, String> {
         .map_err(|e| format!("bucket {name:?}: {}", e.public_message()))?;
         out.push((name, policy));
     }
-    Ok(out)
+    Ok((out, file.cluster))
 }
 
 #[cfg(test)]
@@ -127,6 +165,22 @@ mod tests {
         assert_eq!(b[0].1.limit().capacity(), 10);
         assert_eq!(b[0].1.windows().len(), 1);
         assert_eq!(b[1].1.mode(), drip::Mode::Shape);
+    }
+
+    #[test]
+    fn reads_the_cluster_table() {
+        let (b, c) = parse_all(
+            "[cluster]\nheartbeat = \"250ms\"\nlease = \"4s\"\non_store_error = \"local\"\n",
+        )
+        .unwrap();
+        assert!(b.is_empty());
+        assert_eq!(c.heartbeat.as_deref(), Some("250ms"));
+        assert_eq!(c.lease.as_deref(), Some("4s"));
+        assert_eq!(c.on_store_error, Some(crate::cluster::OnStoreError::Local));
+        let e = parse_all("[cluster]\non_store_error = \"maybe\"\n").unwrap_err();
+        assert!(e.contains("deny") && e.contains("local"), "{e}");
+        let e = parse_all("[cluster]\nbeat = \"1s\"\n").unwrap_err();
+        assert!(e.contains("beat"), "{e}");
     }
 
     #[test]

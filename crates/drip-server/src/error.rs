@@ -113,6 +113,10 @@ impl ApiError {
     pub fn public_message(&self) -> String {
         match self {
             ApiError::Internal(_) => "internal error".to_owned(),
+            // A known outage names its cause (written without hosts).
+            ApiError::Unavailable(text) if text.contains("on_store_error") => {
+                format!("{text}; try again later")
+            }
             ApiError::Unavailable(_) => "the store is unavailable; try again later".to_owned(),
             e => e.to_string(),
         }

@@ -95,6 +95,20 @@ impl From<pb::AllowRequestResponse> for pb::AcquireResponse {
     }
 }
 
+/// The response to allow and acquire; a decision made without the shared
+/// store carries `drip-degraded: true` metadata.
+fn respond<T: From<pb::AllowRequestResponse>>(v: Answer, request_id: String) -> Response<T> {
+    let degraded = v.degraded;
+    let mut res = Response::new(decision(v, request_id).into());
+    if degraded {
+        res.metadata_mut().insert(
+            crate::http::buckets::DEGRADED_HEADER,
+            tonic::metadata::MetadataValue::from_static("true"),
+        );
+    }
+    res
+}
+
 #[tonic::async_trait]
 impl<S: Store> RateLimiterService for Grpc<S> {
     async fn configure_bucket(
@@ -130,7 +144,7 @@ impl<S: Store> RateLimiterService for Grpc<S> {
         let r = req.into_inner();
         let request_id = request_id::resolve(r.request_id)?;
         let v = self.app.allow(&r.bucket_id, &r.key, r.cost).await?;
-        Ok(Response::new(decision(v, request_id)))
+        Ok(respond(v, request_id))
     }
 
     async fn acquire(
@@ -143,7 +157,7 @@ impl<S: Store> RateLimiterService for Grpc<S> {
             .app
             .acquire(&r.bucket_id, &r.key, r.cost, r.timeout_ms)
             .await?;
-        Ok(Response::new(decision(v, request_id).into()))
+        Ok(respond(v, request_id))
     }
 
     async fn get_bucket_status(
@@ -181,7 +195,7 @@ impl<S: Store> RateLimiterService for Grpc<S> {
         _req: Request<pb::GetLeaderRequest>,
     ) -> Result<Response<pb::GetLeaderResponse>, Status> {
         Ok(Response::new(pb::GetLeaderResponse {
-            leader: self.app.leader().leader,
+            leader: self.app.leader().await.leader,
         }))
     }
 
@@ -189,7 +203,7 @@ impl<S: Store> RateLimiterService for Grpc<S> {
         &self,
         _req: Request<pb::GetClusterStatusRequest>,
     ) -> Result<Response<pb::GetClusterStatusResponse>, Status> {
-        let c = self.app.cluster();
+        let c = self.app.cluster().await;
         Ok(Response::new(pb::GetClusterStatusResponse {
             node_id: c.node_id,
             leader: c.leader,

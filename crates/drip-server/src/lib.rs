@@ -7,6 +7,8 @@
 //! - [`serve`]: `drip serve`: store choice, config file, listeners, signals.
 //! - [`server`]: [`server::run`]: HTTP and gRPC over one limiter until shutdown.
 //! - [`app`]: the contract's operations, shared by both protocols.
+//! - [`cluster`]: membership, leader lease, remembered configurations and
+//!   `on_store_error` for nodes sharing Redis.
 //! - [`http`]: the axum routes, extractors and pages; [`openapi`]: its document.
 //! - [`grpc`]: `drip.v1.RateLimiterService`, health and reflection.
 //! - [`model`]: the JSON bodies; [`limits`]: input bounds and checks.
@@ -17,6 +19,7 @@
 
 pub mod app;
 pub mod cli;
+pub mod cluster;
 pub mod config;
 pub mod demo;
 pub mod error;

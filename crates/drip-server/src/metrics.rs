@@ -25,6 +25,24 @@ pub const STORE_ERRORS: &str = "drip_store_errors_total";
 pub const KEYS_HELD: &str = "drip_keys_held";
 /// Acquire waiters whose client went away before their turn.
 pub const ACQUIRE_CANCELLED: &str = "drip_acquire_cancelled_total";
+/// Decisions by where they were made: `mode` = `shared` (the store),
+/// `allow`, `local` or `deny` (`on_store_error` while the store was down).
+pub const DECISIONS_BY_MODE: &str = "drip_decisions_by_mode_total";
+/// 1 while the store is known down.
+pub const STORE_DOWN: &str = "drip_store_down";
+/// Times the store was found down.
+pub const STORE_OUTAGES: &str = "drip_store_outages_total";
+/// 1 while this node holds the leader lease.
+pub const CLUSTER_LEADER: &str = "drip_cluster_leader";
+/// Members alive as this node last saw them.
+pub const CLUSTER_MEMBERS_ALIVE: &str = "drip_cluster_members_alive";
+/// Leader chores refused by their fence (the lease had passed on).
+pub const CLUSTER_CHORES_REFUSED: &str = "drip_cluster_chores_refused_total";
+/// Configurations the leader wrote back after Redis lost them.
+pub const CLUSTER_CONFIGS_RESTORED: &str = "drip_cluster_configs_restored_total";
+/// Configurations (`state="live"`) and deletions (`state="deleted"`) this
+/// node remembers, to write back if Redis loses them.
+pub const CLUSTER_REMEMBERED: &str = "drip_cluster_remembered";
 
 /// Decision latencies are tens of microseconds in memory and up to
 /// milliseconds over a network store.
@@ -122,6 +140,25 @@ impl Metrics {
     /// Records an acquire whose client went away while it waited.
     pub fn acquire_cancelled(&self) {
         self.with(|| counter!(ACQUIRE_CANCELLED).increment(1));
+    }
+
+    /// Sets the cluster's gauges and counters.
+    pub fn cluster(&self, c: &crate::cluster::ClusterMetrics, health: &crate::cluster::Health) {
+        use crate::cluster::Mode;
+        self.with(|| {
+            gauge!(CLUSTER_LEADER).set(if c.leader { 1.0 } else { 0.0 });
+            gauge!(CLUSTER_MEMBERS_ALIVE).set(c.members_alive as f64);
+            counter!(CLUSTER_CHORES_REFUSED).absolute(c.chores_refused);
+            counter!(CLUSTER_CONFIGS_RESTORED).absolute(c.configs_restored);
+            gauge!(CLUSTER_REMEMBERED, "state" => "live").set(c.remembered_live as f64);
+            gauge!(CLUSTER_REMEMBERED, "state" => "deleted").set(c.remembered_deleted as f64);
+            gauge!(STORE_DOWN).set(if health.is_down() { 1.0 } else { 0.0 });
+            counter!(STORE_OUTAGES).absolute(health.outages());
+            for mode in Mode::ALL {
+                counter!(DECISIONS_BY_MODE, "mode" => mode.as_str())
+                    .absolute(health.decisions(mode));
+            }
+        });
     }
 
     /// The Prometheus text exposition of every metric.

@@ -3,13 +3,15 @@
 
 use std::path::PathBuf;
 use std::str::FromStr;
+use std::time::Duration;
 
 #[allow(unused_imports)] // `bail` is used only when a store feature is off.
 use anyhow::{Context, Result, bail};
 use drip::{Limiter, Store};
 use tokio::net::TcpListener;
 
-use crate::config;
+use crate::cluster::{ClusterOptions, OnStoreError, options::parse_duration};
+use crate::config::{self, ClusterSection};
 use crate::server::{self, Listeners, Options};
 
 /// Options of `drip serve`; each may also come from a `DRIP_*` variable.
@@ -21,7 +23,9 @@ pub struct Args {
     /// Address of the gRPC listener.
     #[arg(long, env = "DRIP_GRPC", default_value = "127.0.0.1:50051")]
     pub grpc: String,
-    /// Where bucket state lives: memory, sqlite:PATH or redis://HOST:PORT.
+    /// Where bucket state lives: memory, sqlite:PATH, redis://HOST:PORT, or
+    /// a comma-separated list of redis:// URLs (the seed nodes of a Redis
+    /// Cluster). Nodes given the same Redis form one cluster.
     #[arg(long, env = "DRIP_STORE", default_value = "memory")]
     pub store: StoreSpec,
     /// A TOML file declaring buckets to configure at start ([buckets.NAME]).
@@ -33,6 +37,72 @@ pub struct Args {
     /// This node's id in /v1/cluster (default: hostname:http-port).
     #[arg(long, env = "DRIP_NODE_ID")]
     pub node_id: Option<String>,
+    /// Redis stores: how often this node heartbeats its member record and
+    /// renews the leader lease, e.g. 1s or 250ms [default: 1s; also
+    /// `[cluster] heartbeat` in --config].
+    #[arg(long, env = "DRIP_HEARTBEAT", value_parser = parse_duration)]
+    pub heartbeat: Option<Duration>,
+    /// Redis stores: a member not heard from for this long is listed as not
+    /// alive [default: 3s].
+    #[arg(long, env = "DRIP_MEMBER_TIMEOUT", value_parser = parse_duration)]
+    pub member_timeout: Option<Duration>,
+    /// Redis stores: the leader lease's length; a killed leader is replaced
+    /// within lease + one heartbeat [default: 5s].
+    #[arg(long, env = "DRIP_LEASE", value_parser = parse_duration)]
+    pub lease: Option<Duration>,
+    /// Redis stores: longest wait for Redis before --on-store-error applies
+    /// [default: 1s].
+    #[arg(long, env = "DRIP_STORE_TIMEOUT", value_parser = parse_duration)]
+    pub store_timeout: Option<Duration>,
+    /// Redis stores: what to answer when Redis does not answer: deny (503,
+    /// never over-admits), allow (admit, flagged "degraded"), local (a local
+    /// bucket with rate and capacity divided by the live nodes; charged to
+    /// the shared bucket when Redis returns) [default: deny].
+    #[arg(long, env = "DRIP_ON_STORE_ERROR")]
+    pub on_store_error: Option<OnStoreError>,
+}
+
+impl Args {
+    /// The cluster settings: flag or variable, else the config file, else
+    /// the default.
+    pub fn cluster_options(&self, file: &ClusterSection) -> Result<ClusterOptions> {
+        let d = ClusterOptions::default();
+        let pick = |flag: Option<Duration>,
+                    name: &str,
+                    text: &Option<String>,
+                    default: Duration|
+         -> Result<Duration> {
+            match (flag, text) {
+                (Some(v), _) => Ok(v),
+                (None, Some(t)) => {
+                    parse_duration(t).map_err(|e| anyhow::anyhow!("[cluster] {name}: {e}"))
+                }
+                (None, None) => Ok(default),
+            }
+        };
+        let options = ClusterOptions {
+            heartbeat: pick(self.heartbeat, "heartbeat", &file.heartbeat, d.heartbeat)?,
+            member_timeout: pick(
+                self.member_timeout,
+                "member_timeout",
+                &file.member_timeout,
+                d.member_timeout,
+            )?,
+            lease: pick(self.lease, "lease", &file.lease, d.lease)?,
+            store_timeout: pick(
+                self.store_timeout,
+                "store_timeout",
+                &file.store_timeout,
+                d.store_timeout,
+            )?,
+            on_store_error: self
+                .on_store_error
+                .or(file.on_store_error)
+                .unwrap_or(d.on_store_error),
+        };
+        options.check().map_err(anyhow::Error::msg)?;
+        Ok(options)
+    }
 }
 
 /// The `--store` value.
@@ -42,8 +112,9 @@ pub enum StoreSpec {
     Memory,
     /// A SQLite file shared by the processes of one host.
     Sqlite(PathBuf),
-    /// A Redis server shared by a cluster.
-    Redis(String),
+    /// A Redis server shared by a cluster, or the seed nodes of a Redis
+    /// Cluster (several URLs).
+    Redis(Vec<String>),
 }
 
 impl FromStr for StoreSpec {
@@ -58,7 +129,16 @@ impl FromStr for StoreSpec {
             }
             Ok(StoreSpec::Sqlite(PathBuf::from(path)))
         } else if s.starts_with("redis://") || s.starts_with("rediss://") {
-            Ok(StoreSpec::Redis(s.to_owned()))
+            let urls: Vec<String> = s.split(',').map(|u| u.trim().to_owned()).collect();
+            if let Some(bad) = urls
+                .iter()
+                .find(|u| !(u.starts_with("redis://") || u.starts_with("rediss://")))
+            {
+                return Err(format!(
+                    "{bad:?} is not a Redis URL: a Redis Cluster is given as redis://HOST:PORT,redis://HOST:PORT,..."
+                ));
+            }
+            Ok(StoreSpec::Redis(urls))
         } else {
             Err(format!(
                 "{s:?} is not a store: use memory, sqlite:PATH or redis://HOST:PORT"
@@ -70,34 +150,32 @@ impl FromStr for StoreSpec {
 /// Runs `drip serve` until a signal.
 pub async fn run(args: Args) -> Result<()> {
     // Read the file before binding anything: a bad file is a start-up error.
-    let buckets = match &args.config {
-        Some(path) => config::load(path)?,
-        None => Vec::new(),
+    let (buckets, cluster_file) = match &args.config {
+        Some(path) => config::load_all(path)?,
+        None => Default::default(),
     };
+    #[cfg_attr(not(feature = "redis"), allow(unused_variables))]
+    let cluster_options = args.cluster_options(&cluster_file)?;
     let options = Options {
         admin_token: args.admin_token.clone(),
         node_id: args.node_id.clone(),
         ..Options::default()
     };
     match &args.store {
-        StoreSpec::Memory => serve(Limiter::memory(), &args, buckets, options).await,
+        StoreSpec::Memory => serve(Limiter::memory(), &args, buckets, options, None).await,
         #[cfg(feature = "sqlite")]
         StoreSpec::Sqlite(path) => {
             let store = drip::store::sqlite::SqliteStore::open(path)
                 .with_context(|| format!("opening the SQLite store {}", path.display()))?;
-            serve(Limiter::new(store), &args, buckets, options).await
+            serve(Limiter::new(store), &args, buckets, options, None).await
         }
         #[cfg(not(feature = "sqlite"))]
         StoreSpec::Sqlite(_) => bail!(
             "--store sqlite: is not available in this build: build drip-server with feature \"sqlite\""
         ),
         #[cfg(feature = "redis")]
-        StoreSpec::Redis(url) => {
-            use drip::store::redis::{RedisOptions, RedisStore};
-            let store = RedisStore::connect(url, RedisOptions::default())
-                .await
-                .with_context(|| format!("connecting to the Redis store {url}"))?;
-            serve(Limiter::new(store), &args, buckets, options).await
+        StoreSpec::Redis(urls) => {
+            crate::cluster::start::serve_redis(urls, &args, buckets, options, cluster_options).await
         }
         #[cfg(not(feature = "redis"))]
         StoreSpec::Redis(_) => bail!(
@@ -106,11 +184,26 @@ pub async fn run(args: Args) -> Result<()> {
     }
 }
 
-async fn serve<S: Store>(
+/// Starts a node's part in the cluster once its listeners are bound, and
+/// returns the handle the server reports from and the cluster loop's task
+/// (which leaves the cluster when the token is cancelled).
+pub type StartCluster = Box<
+    dyn FnOnce(
+            &Listeners,
+            &Options,
+            tokio_util::sync::CancellationToken,
+        ) -> Result<(crate::cluster::ClusterHandle, tokio::task::JoinHandle<()>)>
+        + Send,
+>;
+
+/// Configures the file's buckets, binds the listeners, starts the cluster
+/// (if any) and serves until a signal.
+pub async fn serve<S: Store>(
     limiter: Limiter<S>,
     args: &Args,
     buckets: Vec<(String, drip::Policy)>,
-    options: Options,
+    mut options: Options,
+    start_cluster: Option<StartCluster>,
 ) -> Result<()> {
     for (name, policy) in buckets {
         limiter
@@ -126,7 +219,29 @@ async fn serve<S: Store>(
             .await
             .with_context(|| format!("binding the gRPC listener to {}", args.grpc))?,
     };
-    server::run(limiter, listeners, options, signal()).await
+    // The cluster hears of the signal first: a leader releases its lease
+    // at once, before the server drains.
+    let stop = tokio_util::sync::CancellationToken::new();
+    let mut cluster_task = None;
+    if let Some(start) = start_cluster {
+        let (handle, task) = start(&listeners, &options, stop.clone())?;
+        options.cluster = Some(handle);
+        cluster_task = Some(task);
+    }
+    tokio::spawn({
+        let stop = stop.clone();
+        async move {
+            signal().await;
+            stop.cancel();
+        }
+    });
+    let result = server::run(limiter, listeners, options, stop.clone().cancelled_owned()).await;
+    stop.cancel();
+    if let Some(task) = cluster_task {
+        // Let it finish leaving (bounded by the store timeout it uses).
+        let _ = tokio::time::timeout(Duration::from_secs(5), task).await;
+    }
+    result
 }
 
 /// Completes on SIGINT (Ctrl-C) or, on Unix, SIGTERM.
@@ -150,5 +265,87 @@ async fn signal() {
     tokio::select! {
         _ = ctrl_c => {}
         _ = term => {}
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use clap::Parser;
+
+    use super::*;
+
+    #[derive(Parser)]
+    struct Cmd {
+        #[command(flatten)]
+        args: Args,
+    }
+
+    fn args(argv: &[&str]) -> Args {
+        Cmd::try_parse_from(std::iter::once("serve").chain(argv.iter().copied()))
+            .unwrap()
+            .args
+    }
+
+    #[test]
+    fn cluster_settings_come_from_flags_then_the_file_then_defaults() {
+        let file = ClusterSection {
+            heartbeat: Some("200ms".into()),
+            lease: Some("2s".into()),
+            on_store_error: Some(OnStoreError::Allow),
+            ..Default::default()
+        };
+        let o = args(&["--lease", "4s"]).cluster_options(&file).unwrap();
+        assert_eq!(o.heartbeat, Duration::from_millis(200));
+        assert_eq!(o.lease, Duration::from_secs(4));
+        assert_eq!(o.member_timeout, Duration::from_secs(3));
+        assert_eq!(o.on_store_error, OnStoreError::Allow);
+        let o = args(&[])
+            .cluster_options(&ClusterSection::default())
+            .unwrap();
+        assert_eq!(
+            (o.heartbeat, o.lease, o.on_store_error),
+            (
+                Duration::from_secs(1),
+                Duration::from_secs(5),
+                OnStoreError::Deny
+            )
+        );
+        let o = args(&["--on-store-error", "local"])
+            .cluster_options(&file)
+            .unwrap();
+        assert_eq!(o.on_store_error, OnStoreError::Local);
+    }
+
+    #[test]
+    fn bad_cluster_settings_name_the_flag() {
+        let none = ClusterSection::default();
+        let e = args(&["--heartbeat", "2s", "--lease", "1s"])
+            .cluster_options(&none)
+            .unwrap_err();
+        assert!(e.to_string().contains("--lease"), "{e}");
+        let e = args(&["--member-timeout", "500ms"])
+            .cluster_options(&none)
+            .unwrap_err();
+        assert!(e.to_string().contains("--member-timeout"), "{e}");
+        assert!(Cmd::try_parse_from(["serve", "--heartbeat", "soon"]).is_err());
+        assert!(Cmd::try_parse_from(["serve", "--on-store-error", "maybe"]).is_err());
+        let bad = ClusterSection {
+            lease: Some("forever".into()),
+            ..Default::default()
+        };
+        let e = args(&[]).cluster_options(&bad).unwrap_err();
+        assert!(e.to_string().contains("[cluster] lease"), "{e}");
+    }
+
+    #[test]
+    fn several_redis_urls_are_a_redis_cluster() {
+        assert_eq!(
+            "redis://a:1,redis://b:2".parse::<StoreSpec>(),
+            Ok(StoreSpec::Redis(vec![
+                "redis://a:1".into(),
+                "redis://b:2".into()
+            ]))
+        );
+        assert!("redis://a:1,b:2".parse::<StoreSpec>().is_err());
     }
 }

@@ -11,6 +11,7 @@ use tokio_stream::wrappers::TcpListenerStream;
 use tokio_util::sync::CancellationToken;
 
 use crate::app::{App, Node};
+use crate::cluster::ClusterHandle;
 use crate::grpc::{self, Grpc};
 use crate::http;
 
@@ -31,6 +32,8 @@ pub struct Options {
     pub node_id: Option<String>,
     /// How often idle keys are forgotten.
     pub sweep_every: Duration,
+    /// The cluster this node is part of (Redis stores); none: on its own.
+    pub cluster: Option<ClusterHandle>,
 }
 
 impl Default for Options {
@@ -39,6 +42,7 @@ impl Default for Options {
             admin_token: None,
             node_id: None,
             sweep_every: Duration::from_secs(10),
+            cluster: None,
         }
     }
 }
@@ -54,19 +58,15 @@ pub async fn run<S: Store>(
 ) -> anyhow::Result<()> {
     let http_addr = listeners.http.local_addr()?;
     let grpc_addr = listeners.grpc.local_addr()?;
-    let node = Node {
-        id: options.node_id.clone().unwrap_or_else(|| {
-            let host = hostname::get()
-                .ok()
-                .and_then(|h| h.into_string().ok())
-                .unwrap_or_else(|| "localhost".to_owned());
-            format!("{host}:{}", http_addr.port())
-        }),
-        http: http_addr.to_string(),
-        grpc: grpc_addr.to_string(),
-    };
+    let node = node(&options, &listeners)?;
     let stop = CancellationToken::new();
-    let app = App::new(limiter, options.admin_token.clone(), node, stop.clone());
+    let app = App::new(
+        limiter,
+        options.admin_token.clone(),
+        node,
+        stop.clone(),
+        options.cluster.clone(),
+    );
 
     tokio::spawn({
         let stop = stop.clone();
@@ -120,6 +120,24 @@ pub async fn run<S: Store>(
         .set_not_serving::<grpc::pb::rate_limiter_service_server::RateLimiterServiceServer<Grpc<S>>>()
         .await;
     result.map(|_| ())
+}
+
+/// Who this node is: `options.node_id`, or `hostname:http-port`, with the
+/// listeners' addresses.
+pub fn node(options: &Options, listeners: &Listeners) -> anyhow::Result<Node> {
+    let http_addr = listeners.http.local_addr()?;
+    let grpc_addr = listeners.grpc.local_addr()?;
+    Ok(Node {
+        id: options.node_id.clone().unwrap_or_else(|| {
+            let host = hostname::get()
+                .ok()
+                .and_then(|h| h.into_string().ok())
+                .unwrap_or_else(|| "localhost".to_owned());
+            format!("{host}:{}", http_addr.port())
+        }),
+        http: http_addr.to_string(),
+        grpc: grpc_addr.to_string(),
+    })
 }
 
 /// Forgets idle keys every `every` until shutdown.

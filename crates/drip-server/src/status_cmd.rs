@@ -1,10 +1,11 @@
-//! `drip status`: ask a server for its buckets and print them as a table.
+//! `drip status`: ask a server for its buckets and print them as a table,
+//! then the cluster it is part of: members, alive, last seen, leader.
 
 use std::io::Write;
 
 use anyhow::{Context, Result, bail};
 
-use crate::model::{BucketList, ErrorBody};
+use crate::model::{BucketList, ClusterStatus, ErrorBody};
 
 /// Options of `drip status`.
 #[derive(clap::Args, Debug)]
@@ -30,6 +31,65 @@ pub async fn fetch(url: &str) -> Result<BucketList> {
     }
     serde_json::from_slice(&body)
         .with_context(|| format!("{endpoint} did not answer a bucket list"))
+}
+
+/// Fetches the cluster as the server at `url` sees it.
+pub async fn fetch_cluster(url: &str) -> Result<ClusterStatus> {
+    let endpoint = format!("{}/v1/cluster", url.trim_end_matches('/'));
+    let res = reqwest::get(&endpoint)
+        .await
+        .with_context(|| format!("could not reach {endpoint}"))?;
+    if !res.status().is_success() {
+        bail!("{endpoint} answered {}", res.status());
+    }
+    res.json()
+        .await
+        .with_context(|| format!("{endpoint} did not answer a cluster status"))
+}
+
+/// Writes the cluster's members as a table, the leader marked with `*`.
+pub fn render_cluster(c: &ClusterStatus, out: &mut impl Write) -> std::io::Result<()> {
+    let leader = if c.leader.is_empty() {
+        "none"
+    } else {
+        &c.leader
+    };
+    let alive = c.nodes.iter().filter(|n| n.alive).count();
+    writeln!(
+        out,
+        "cluster: {} members, {alive} alive, leader {leader} (seen from {})",
+        c.nodes.len(),
+        c.node_id
+    )?;
+    let width = c
+        .nodes
+        .iter()
+        .map(|n| n.node_id.len() + 2)
+        .max()
+        .unwrap_or(0)
+        .max("node".len());
+    writeln!(
+        out,
+        "{:<width$}  {:<21}  {:<21}  {:<5}  {:>12}",
+        "node", "http", "grpc", "alive", "last_seen_ms"
+    )?;
+    for n in &c.nodes {
+        let id = if n.node_id == c.leader {
+            format!("{} *", n.node_id)
+        } else {
+            n.node_id.clone()
+        };
+        writeln!(
+            out,
+            "{:<width$}  {:<21}  {:<21}  {:<5}  {:>12}",
+            id,
+            n.http,
+            n.grpc,
+            if n.alive { "yes" } else { "no" },
+            n.last_seen_ms
+        )?;
+    }
+    Ok(())
 }
 
 /// Writes `list` as a table.
@@ -79,5 +139,11 @@ pub fn render(list: &BucketList, out: &mut impl Write) -> std::io::Result<()> {
 pub async fn run(args: &Args, out: &mut impl Write) -> Result<()> {
     let list = fetch(&args.url).await?;
     render(&list, out)?;
+    // After the buckets, so the table stays first; a server without
+    // /v1/cluster is shown without it.
+    if let Ok(cluster) = fetch_cluster(&args.url).await {
+        writeln!(out)?;
+        render_cluster(&cluster, out)?;
+    }
     Ok(())
 }

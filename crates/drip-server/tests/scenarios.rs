@@ -9,6 +9,8 @@
 //! its answer (`t1`). A slow or loaded machine widens nothing but the
 //! measured interval.
 
+#[cfg(feature = "redis")]
+mod cluster_support;
 mod common;
 #[cfg(feature = "redis")]
 #[path = "../../drip/tests/redis_support/mod.rs"]
@@ -161,6 +163,59 @@ async fn scenario_f(c: &impl Client) {
     assert_eq!(s.processed_requests + s.queue_size, 50);
 }
 
+/// Three `drip serve` processes on one Redis, each call sent to the next
+/// node in turn (issue 15).
+#[cfg(feature = "redis")]
+struct RoundRobin {
+    cluster: cluster_support::TestCluster,
+    next: std::sync::atomic::AtomicUsize,
+}
+
+#[cfg(feature = "redis")]
+impl RoundRobin {
+    fn start() -> RoundRobin {
+        RoundRobin {
+            cluster: cluster_support::TestCluster::single(3, cluster_support::FAST),
+            next: Default::default(),
+        }
+    }
+
+    fn node(&self) -> usize {
+        self.next.fetch_add(1, std::sync::atomic::Ordering::Relaxed) % self.cluster.nodes.len()
+    }
+}
+
+#[cfg(feature = "redis")]
+impl Client for RoundRobin {
+    async fn configure(
+        &self,
+        bucket: &str,
+        mode: &str,
+        capacity: u64,
+        leak_rate: f64,
+        reset: bool,
+    ) {
+        let body = serde_json::json!({"mode": mode, "capacity": capacity, "leak_rate": leak_rate, "reset": reset});
+        assert_eq!(self.cluster.configure(self.node(), bucket, body).await, 200);
+    }
+
+    async fn allow(&self, bucket: &str, key: &str) -> DecisionBody {
+        let (code, body, _) = self.cluster.allow(self.node(), bucket, key).await;
+        let d: DecisionBody = serde_json::from_value(body).unwrap();
+        assert_eq!(code, if d.allowed { 200 } else { 429 });
+        d
+    }
+
+    async fn status(&self, bucket: &str, key: &str) -> BucketStatus {
+        let (code, body) = self
+            .cluster
+            .get(self.node(), &format!("/v1/buckets/{bucket}?key={key}"))
+            .await;
+        assert_eq!(code, 200);
+        serde_json::from_value(body).unwrap()
+    }
+}
+
 macro_rules! over_both_protocols {
     ($($name:ident)*) => {
         mod http {
@@ -198,6 +253,19 @@ macro_rules! over_both_protocols {
                         .unwrap();
                     let server = TestServer::start(drip::Limiter::new(store), Default::default()).await;
                     super::$name(&Http(&server)).await;
+                }
+            )*
+        }
+        #[cfg(feature = "redis")]
+        mod cluster_round_robin {
+            use super::*;
+            $(
+                #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+                async fn $name() {
+                    if !redis_support::available() {
+                        return;
+                    }
+                    super::$name(&RoundRobin::start()).await;
                 }
             )*
         }

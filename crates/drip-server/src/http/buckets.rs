@@ -145,6 +145,9 @@ pub async fn acquire<S: Store>(
     Ok(decision_response(&answer, request_id))
 }
 
+/// The header set on decisions made without the shared store.
+pub const DEGRADED_HEADER: &str = "drip-degraded";
+
 /// 200 with `RateLimit`, or 429 with `Retry-After`, `RateLimit-Policy` and
 /// `RateLimit` (built by `drip::headers`, from the decision alone); the body
 /// echoes `request_id`.
@@ -155,11 +158,20 @@ fn decision_response(v: &Answer, request_id: String) -> Response {
     } else {
         StatusCode::TOO_MANY_REQUESTS
     };
-    let body = DecisionBody {
+    let mut body = serde_json::to_value(DecisionBody {
         request_id,
         ..v.body()
-    };
+    })
+    .unwrap_or_default();
+    if v.degraded {
+        // Decided without the shared store: say so in the body and a header.
+        body["degraded"] = serde_json::Value::Bool(true);
+    }
     let mut res = (status, Json(body)).into_response();
+    if v.degraded {
+        res.headers_mut()
+            .insert(DEGRADED_HEADER, http::HeaderValue::from_static("true"));
+    }
     headers::fields(&headers::sf_string(&v.bucket), d).append_to(res.headers_mut());
     res
 }
@@ -232,7 +244,7 @@ pub async fn list<S: Store>(State(app): AppState<S>) -> Result<Json<BucketList>,
     responses((status = 200, description = "The cluster", body = ClusterStatus))
 )]
 pub async fn cluster<S: Store>(State(app): AppState<S>) -> Json<ClusterStatus> {
-    Json(app.cluster())
+    Json(app.cluster().await)
 }
 
 /// The node holding the leader lease.
@@ -243,5 +255,5 @@ pub async fn cluster<S: Store>(State(app): AppState<S>) -> Json<ClusterStatus> {
     responses((status = 200, description = "The leader", body = Leader))
 )]
 pub async fn leader<S: Store>(State(app): AppState<S>) -> Json<Leader> {
-    Json(app.leader())
+    Json(app.leader().await)
 }

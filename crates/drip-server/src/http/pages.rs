@@ -21,15 +21,18 @@ pub async fn healthz() -> Json<Value> {
     Json(json!({"status": "ok"}))
 }
 
-/// The store answers.
+/// The store answers (or, while it is down, the node answers by
+/// `on_store_error = allow | local`: ready but degraded).
 #[utoipa::path(get, path = "/readyz", tag = "service",
     responses(
-        (status = 200, description = "Ready", body = Object, example = json!({"status": "ready"})),
-        (status = 503, description = "The store does not answer", body = crate::model::ErrorBody),
+        (status = 200, description = "Ready; `{\"status\": \"degraded\", \"on_store_error\": \"local\"}` while the store is down under allow or local", body = Object, example = json!({"status": "ready"})),
+        (status = 503, description = "The store does not answer (on_store_error = deny)", body = crate::model::ErrorBody),
     ))]
 pub async fn readyz<S: Store>(State(app): State<Arc<App<S>>>) -> Result<Json<Value>, ApiError> {
-    app.ready().await?;
-    Ok(Json(json!({"status": "ready"})))
+    Ok(Json(match app.ready().await? {
+        None => json!({"status": "ready"}),
+        Some(policy) => json!({"status": "degraded", "on_store_error": policy.as_str()}),
+    }))
 }
 
 /// Prometheus metrics.
