@@ -14,6 +14,8 @@
 //! - [`metrics`]: the Prometheus metrics of one server.
 //! - [`config`]: the TOML file declaring buckets.
 //! - [`status_cmd`]: `drip status`; [`demo`]: `drip demo`.
+//! - [`proxy`]: `drip proxy`, the rate-limiting HTTP reverse proxy.
+//! - [`metrics_listener`]: `--metrics ADDR` of the traffic tools.
 
 pub mod app;
 pub mod cli;
@@ -24,8 +26,10 @@ pub mod grpc;
 pub mod http;
 pub mod limits;
 pub mod metrics;
+pub mod metrics_listener;
 pub mod model;
 pub mod openapi;
+pub mod proxy;
 pub mod serve;
 pub mod server;
 pub mod status_cmd;
