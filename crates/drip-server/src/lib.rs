@@ -15,6 +15,7 @@
 //! - [`config`]: the TOML file declaring buckets.
 //! - [`status_cmd`]: `drip status`; [`demo`]: `drip demo`.
 //! - [`proxy`]: `drip proxy`, the rate-limiting HTTP reverse proxy.
+//! - [`shaper`]: `drip shape`, the TCP bandwidth shaper.
 //! - [`metrics_listener`]: `--metrics ADDR` of the traffic tools.
 
 pub mod app;
@@ -32,4 +33,5 @@ pub mod openapi;
 pub mod proxy;
 pub mod serve;
 pub mod server;
+pub mod shaper;
 pub mod status_cmd;

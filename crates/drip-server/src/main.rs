@@ -3,7 +3,7 @@
 use anyhow::Result;
 use clap::Parser;
 use drip_server::cli::{Cli, Command};
-use drip_server::{demo, proxy, serve, status_cmd};
+use drip_server::{demo, proxy, serve, shaper, status_cmd};
 
 fn main() -> Result<()> {
     match Cli::parse().command {
@@ -15,6 +15,10 @@ fn main() -> Result<()> {
         Command::Proxy(args) => {
             init_tracing();
             runtime()?.block_on(proxy::run(args))
+        }
+        Command::Shape(args) => {
+            init_tracing();
+            runtime()?.block_on(shaper::run(args))
         }
         Command::Status(args) => {
             runtime()?.block_on(status_cmd::run(&args, &mut std::io::stdout().lock()))
