@@ -33,7 +33,14 @@ async fn statuses(client: &reqwest::Client, url: &str, n: usize) -> Vec<u16> {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn police_per_ip_with_429_headers() {
     let up = upstream().await;
-    let proxy = Proc::proxy(&["--upstream", &up.url(), "--capacity", "3", "--leak-rate", SLOW]);
+    let proxy = Proc::proxy(&[
+        "--upstream",
+        &up.url(),
+        "--capacity",
+        "3",
+        "--leak-rate",
+        SLOW,
+    ]);
     let (a, b) = (client_from("127.0.0.1"), client_from("127.0.0.2"));
     let url = proxy.url("/hello");
 
@@ -64,43 +71,83 @@ async fn police_per_ip_with_429_headers() {
 async fn header_and_const_keys() {
     let up = upstream().await;
     let by_header = Proc::proxy(&[
-        "--upstream", &up.url(), "--capacity", "2", "--leak-rate", SLOW,
-        "--key", "header:x-api-key",
+        "--upstream",
+        &up.url(),
+        "--capacity",
+        "2",
+        "--leak-rate",
+        SLOW,
+        "--key",
+        "header:x-api-key",
     ]);
     let c = reqwest::Client::new();
     let send = |key: &'static str| {
         let c = c.clone();
         let url = by_header.url("/hello");
         async move {
-            c.get(url).header("x-api-key", key).send().await.unwrap().status().as_u16()
+            c.get(url)
+                .header("x-api-key", key)
+                .send()
+                .await
+                .unwrap()
+                .status()
+                .as_u16()
         }
     };
-    assert_eq!([send("alice").await, send("alice").await, send("alice").await], [200, 200, 429]);
-    assert_eq!([send("bob").await, send("bob").await, send("bob").await], [200, 200, 429]);
+    assert_eq!(
+        [
+            send("alice").await,
+            send("alice").await,
+            send("alice").await
+        ],
+        [200, 200, 429]
+    );
+    assert_eq!(
+        [send("bob").await, send("bob").await, send("bob").await],
+        [200, 200, 429]
+    );
 
     // const: two client addresses share one bucket.
     let shared = Proc::proxy(&[
-        "--upstream", &up.url(), "--capacity", "2", "--leak-rate", SLOW, "--key", "const",
+        "--upstream",
+        &up.url(),
+        "--capacity",
+        "2",
+        "--leak-rate",
+        SLOW,
+        "--key",
+        "const",
     ]);
     let url = shared.url("/hello");
     assert_eq!(statuses(&client_from("127.0.0.1"), &url, 1).await, [200]);
-    assert_eq!(statuses(&client_from("127.0.0.3"), &url, 2).await, [200, 429]);
+    assert_eq!(
+        statuses(&client_from("127.0.0.3"), &url, 2).await,
+        [200, 429]
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn forwarded_for_is_ignored_unless_trusted() {
     let up = upstream().await;
-    let args = ["--upstream", &up.url(), "--capacity", "1", "--leak-rate", SLOW];
+    let args = [
+        "--upstream",
+        &up.url(),
+        "--capacity",
+        "1",
+        "--leak-rate",
+        SLOW,
+    ];
     let c = reqwest::Client::new();
 
     // Untrusted: a client changing X-Forwarded-For still has one bucket.
     let untrusted = Proc::proxy(&args);
-    let send = |p: &Proc, xff: &str| {
-        c.get(p.url("/hello")).header("x-forwarded-for", xff).send()
-    };
+    let send = |p: &Proc, xff: &str| c.get(p.url("/hello")).header("x-forwarded-for", xff).send();
     assert_eq!(send(&untrusted, "1.1.1.1").await.unwrap().status(), 200);
     // The proxy appends the address it got the request from.
-    assert_eq!(up.seen.xff.lock().unwrap().as_deref(), Some("1.1.1.1, 127.0.0.1"));
+    assert_eq!(
+        up.seen.xff.lock().unwrap().as_deref(),
+        Some("1.1.1.1, 127.0.0.1")
+    );
     assert_eq!(send(&untrusted, "2.2.2.2").await.unwrap().status(), 429);
 
     // Behind one trusted proxy: the last hop is the client.
@@ -109,13 +156,23 @@ async fn forwarded_for_is_ignored_unless_trusted() {
     let trusted = Proc::proxy(&trusted_args);
     assert_eq!(send(&trusted, "1.1.1.1").await.unwrap().status(), 200);
     assert_eq!(send(&trusted, "2.2.2.2").await.unwrap().status(), 200);
-    assert_eq!(send(&trusted, "9.9.9.9, 2.2.2.2").await.unwrap().status(), 429);
+    assert_eq!(
+        send(&trusted, "9.9.9.9, 2.2.2.2").await.unwrap().status(),
+        429
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn ten_megabyte_bodies_stream_through_unchanged() {
     let up = upstream().await;
-    let proxy = Proc::proxy(&["--upstream", &up.url(), "--capacity", "100", "--leak-rate", "100"]);
+    let proxy = Proc::proxy(&[
+        "--upstream",
+        &up.url(),
+        "--capacity",
+        "100",
+        "--leak-rate",
+        "100",
+    ]);
     let c = reqwest::Client::new();
     // Warm up (runtime, pools), then measure what the bodies add.
     assert_eq!(get(&c, &proxy.url("/hello")).await.status(), 200);
@@ -141,7 +198,10 @@ async fn ten_megabyte_bodies_stream_through_unchanged() {
 
     // Neither body was held whole: the peak grew by far less than 10 MB.
     let grown = proxy.peak_rss().saturating_sub(before);
-    eprintln!("proxy peak RSS grew by {} KiB for two 10 MB bodies", grown / 1024);
+    eprintln!(
+        "proxy peak RSS grew by {} KiB for two 10 MB bodies",
+        grown / 1024
+    );
     assert!(grown < 4 * 1024 * 1024, "peak RSS grew by {grown} bytes");
 }
 
@@ -150,15 +210,25 @@ async fn shape_releases_at_the_rate_in_fifo_order() {
     let up = upstream().await;
     // 5/s: 26 requests leave over 25 intervals, 5 s.
     let proxy = Proc::proxy(&[
-        "--upstream", &up.url(), "--capacity", "1", "--leak-rate", "5", "--mode", "shape",
-        "--key", "const",
+        "--upstream",
+        &up.url(),
+        "--capacity",
+        "1",
+        "--leak-rate",
+        "5",
+        "--mode",
+        "shape",
+        "--key",
+        "const",
     ]);
     let c = reqwest::Client::new();
     let n = 26u64;
     let mut tasks = Vec::new();
     for i in 0..n {
         let req = c.get(proxy.url("/seq")).header("x-seq", i.to_string());
-        tasks.push(tokio::spawn(async move { req.send().await.unwrap().status().as_u16() }));
+        tasks.push(tokio::spawn(async move {
+            req.send().await.unwrap().status().as_u16()
+        }));
         // Arrivals 40 ms apart (5x faster than the rate), so their order is known.
         tokio::time::sleep(Duration::from_millis(40)).await;
     }
@@ -167,11 +237,19 @@ async fn shape_releases_at_the_rate_in_fifo_order() {
     }
     let seen = up.seen.seq.lock().unwrap().clone();
     let order: Vec<u64> = seen.iter().map(|s| s.0).collect();
-    assert_eq!(order, (0..n).collect::<Vec<_>>(), "departures out of arrival order");
+    assert_eq!(
+        order,
+        (0..n).collect::<Vec<_>>(),
+        "departures out of arrival order"
+    );
     let span = seen.last().unwrap().1 - seen[0].1;
     let ideal = Duration::from_millis(200) * (n as u32 - 1);
     let error = (span.as_secs_f64() - ideal.as_secs_f64()).abs() / ideal.as_secs_f64();
-    eprintln!("{} departures over {span:?} (ideal {ideal:?}): error {:.2}%", n, error * 100.0);
+    eprintln!(
+        "{} departures over {span:?} (ideal {ideal:?}): error {:.2}%",
+        n,
+        error * 100.0
+    );
     assert!(error < 0.05, "span {span:?} vs ideal {ideal:?}");
 }
 
@@ -179,8 +257,16 @@ async fn shape_releases_at_the_rate_in_fifo_order() {
 async fn queue_timeout_answers_429_at_once() {
     let up = upstream().await;
     let proxy = Proc::proxy(&[
-        "--upstream", &up.url(), "--capacity", "1", "--leak-rate", "1", "--mode", "shape",
-        "--queue-timeout", "500ms",
+        "--upstream",
+        &up.url(),
+        "--capacity",
+        "1",
+        "--leak-rate",
+        "1",
+        "--mode",
+        "shape",
+        "--queue-timeout",
+        "500ms",
     ]);
     let c = reqwest::Client::new();
     assert_eq!(get(&c, &proxy.url("/hello")).await.status(), 200);
@@ -199,8 +285,16 @@ async fn queue_timeout_answers_429_at_once() {
 async fn two_proxies_share(store: &str) {
     let up = upstream().await;
     let args = [
-        "--upstream", &up.url(), "--capacity", "10", "--leak-rate", SLOW, "--key", "const",
-        "--store", store,
+        "--upstream",
+        &up.url(),
+        "--capacity",
+        "10",
+        "--leak-rate",
+        SLOW,
+        "--key",
+        "const",
+        "--store",
+        store,
     ];
     let (p1, p2) = (Proc::proxy(&args), Proc::proxy(&args));
     let c = reqwest::Client::new();
@@ -238,8 +332,14 @@ async fn two_proxies_on_one_redis_share_one_limit() {
 async fn upstream_down_is_502_slow_is_504_and_the_proxy_stays_up() {
     let port = free_port();
     let mut proxy = Proc::proxy(&[
-        "--upstream", &format!("http://127.0.0.1:{port}"), "--capacity", "100", "--leak-rate",
-        "100", "--upstream-timeout", "300ms",
+        "--upstream",
+        &format!("http://127.0.0.1:{port}"),
+        "--capacity",
+        "100",
+        "--leak-rate",
+        "100",
+        "--upstream-timeout",
+        "300ms",
     ]);
     let c = reqwest::Client::new();
     for _ in 0..5 {
@@ -251,7 +351,11 @@ async fn upstream_down_is_502_slow_is_504_and_the_proxy_stays_up() {
     assert!(proxy.alive());
 
     // The upstream comes up on that port: the same proxy forwards again.
-    let _up = upstream_on(tokio::net::TcpListener::bind(("127.0.0.1", port)).await.unwrap());
+    let _up = upstream_on(
+        tokio::net::TcpListener::bind(("127.0.0.1", port))
+            .await
+            .unwrap(),
+    );
     assert_eq!(get(&c, &proxy.url("/hello")).await.status(), 200);
 
     let t = Instant::now();
@@ -267,11 +371,20 @@ async fn upstream_down_is_502_slow_is_504_and_the_proxy_stays_up() {
 async fn http2_metrics_and_graceful_shutdown() {
     let up = upstream().await;
     let mut proxy = Proc::proxy(&[
-        "--upstream", &up.url(), "--capacity", "1", "--leak-rate", SLOW, "--metrics",
+        "--upstream",
+        &up.url(),
+        "--capacity",
+        "1",
+        "--leak-rate",
+        SLOW,
+        "--metrics",
         "127.0.0.1:0",
     ]);
     // A cleartext HTTP/2 client is served too.
-    let h2 = reqwest::Client::builder().http2_prior_knowledge().build().unwrap();
+    let h2 = reqwest::Client::builder()
+        .http2_prior_knowledge()
+        .build()
+        .unwrap();
     let r = get(&h2, &proxy.url("/hello")).await;
     assert_eq!(r.version(), reqwest::Version::HTTP_2);
     assert_eq!(r.status(), 200);
@@ -279,7 +392,11 @@ async fn http2_metrics_and_graceful_shutdown() {
     assert_eq!(get(&h2, &proxy.url("/hello")).await.status(), 429);
 
     let metrics_url = format!("http://{}/metrics", proxy.metrics.as_ref().unwrap());
-    let text = get(&reqwest::Client::new(), &metrics_url).await.text().await.unwrap();
+    let text = get(&reqwest::Client::new(), &metrics_url)
+        .await
+        .text()
+        .await
+        .unwrap();
     assert!(
         text.contains(r#"drip_decisions_total{bucket="proxy",outcome="allowed"} 1"#),
         "{text}"

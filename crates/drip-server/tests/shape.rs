@@ -87,9 +87,7 @@ async fn receive(r: &mut (impl AsyncReadExt + Unpin)) -> Received {
 /// receives until the upstream closes; returns what it received.
 async fn client(shaper: &str, local: &str, up: u64) -> Received {
     let socket = TcpSocket::new_v4().unwrap();
-    socket
-        .bind(format!("{local}:0").parse().unwrap())
-        .unwrap();
+    socket.bind(format!("{local}:0").parse().unwrap()).unwrap();
     let stream: TcpStream = socket.connect(shaper.parse().unwrap()).await.unwrap();
     let (mut r, mut w) = stream.into_split();
     let sender = tokio::spawn(async move {
@@ -102,7 +100,14 @@ async fn client(shaper: &str, local: &str, up: u64) -> Received {
 }
 
 fn shaper(upstream: &str, extra: &[&str]) -> Proc {
-    let mut args = vec!["--upstream", upstream, "--rate", "2MiB/s", "--burst", "256KiB"];
+    let mut args = vec![
+        "--upstream",
+        upstream,
+        "--rate",
+        "2MiB/s",
+        "--burst",
+        "256KiB",
+    ];
     args.extend_from_slice(extra);
     Proc::start("shape", "shape listening on ", &args)
 }
@@ -139,7 +144,12 @@ async fn per_connection_both_directions_at_the_rate_within_burst_memory() {
     // The upstream records the upload when it ends (polled, not slept on).
     let deadline = Instant::now() + std::time::Duration::from_secs(10);
     let up = loop {
-        let found = uploads.lock().unwrap().iter().copied().find(|u| u.bytes > 0);
+        let found = uploads
+            .lock()
+            .unwrap()
+            .iter()
+            .copied()
+            .find(|u| u.bytes > 0);
         if let Some(u) = found {
             break u;
         }
@@ -156,7 +166,10 @@ async fn per_connection_both_directions_at_the_rate_within_burst_memory() {
     // waiting to go.
     let grown = shaper.peak_rss().saturating_sub(before);
     eprintln!("shaper peak RSS grew by {} KiB", grown / 1024);
-    assert!(grown < 2 * 64 * 1024 + 512 * 1024, "peak RSS grew by {grown} bytes");
+    assert!(
+        grown < 2 * 64 * 1024 + 512 * 1024,
+        "peak RSS grew by {grown} bytes"
+    );
 }
 
 async fn per_client_three_connections_share_one_rate() {
@@ -228,9 +241,15 @@ fn bad_rates_name_the_flag_and_the_form() {
         } else {
             args.extend([flag, value]);
         }
-        let out = std::process::Command::new(DRIP).args(&args).output().unwrap();
+        let out = std::process::Command::new(DRIP)
+            .args(&args)
+            .output()
+            .unwrap();
         assert!(!out.status.success());
         let err = String::from_utf8_lossy(&out.stderr);
-        assert!(err.contains(&format!("{flag} must be")) && err.contains(form), "{err}");
+        assert!(
+            err.contains(&format!("{flag} must be")) && err.contains(form),
+            "{err}"
+        );
     }
 }

@@ -231,7 +231,12 @@ mod tests {
         let w: WindowArg = "1000/1h".parse().unwrap();
         assert_eq!(w.limit, 1000);
         assert_eq!(w.period, Duration::from_secs(3600));
-        assert!("1000".parse::<WindowArg>().unwrap_err().contains("--window"));
+        assert!(
+            "1000"
+                .parse::<WindowArg>()
+                .unwrap_err()
+                .contains("--window")
+        );
         assert!("x/1s".parse::<WindowArg>().is_err());
     }
 }

@@ -2,16 +2,15 @@
 
 use std::net::IpAddr;
 
-use axum::response::Response;
-use http::request::Parts;
 use http::StatusCode;
+use http::request::Parts;
 
 use super::args::KeySpec;
-use super::respond;
+use super::respond::Refusal;
 use crate::limits::MAX_KEY_BYTES;
 
 /// The key of the request `parts` from `client`.
-pub fn key(spec: &KeySpec, client: IpAddr, parts: &Parts) -> Result<String, Response> {
+pub fn key(spec: &KeySpec, client: IpAddr, parts: &Parts) -> Result<String, Refusal> {
     let key = match spec {
         KeySpec::Ip => client.to_string(),
         KeySpec::Const => String::new(),
@@ -28,10 +27,10 @@ pub fn key(spec: &KeySpec, client: IpAddr, parts: &Parts) -> Result<String, Resp
             KeySpec::Header(name) => format!("the {name} header"),
             _ => "the path".to_owned(),
         };
-        return Err(respond::error(
+        return Err(Refusal::new(
             StatusCode::BAD_REQUEST,
             "invalid_key",
-            &format!("{what} is the rate-limit key and must be at most {MAX_KEY_BYTES} bytes"),
+            format!("{what} is the rate-limit key and must be at most {MAX_KEY_BYTES} bytes"),
         ));
     }
     Ok(key)

@@ -107,13 +107,7 @@ impl WithLimiter for Job {
             ))
         });
         let proxy = server::Proxy {
-            gate: gate::Gate::new(
-                limiter,
-                &args.bucket,
-                &policy,
-                args.queue_timeout,
-                metrics,
-            ),
+            gate: gate::Gate::new(limiter, &args.bucket, &policy, args.queue_timeout, metrics),
             upstream,
             key: args.key,
             cost: args.cost,

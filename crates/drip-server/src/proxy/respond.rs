@@ -12,12 +12,41 @@
 //! | 504    | `upstream_timeout` | no response head within `--upstream-timeout`      |
 
 use axum::body::Body;
-use axum::response::Response;
+use axum::response::{IntoResponse, Response};
 use drip::Decision;
 use drip::tower::headers::{RATELIMIT, RATELIMIT_POLICY, retry_after};
-use http::header::{CONTENT_TYPE, HeaderValue, RETRY_AFTER};
 use http::StatusCode;
+use http::header::{CONTENT_TYPE, HeaderValue, RETRY_AFTER};
 use serde_json::json;
+
+/// A request the proxy answers itself, before any decision: a small error
+/// to carry, turned into its JSON answer by [`IntoResponse`].
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Refusal {
+    /// The status.
+    pub status: StatusCode,
+    /// The `code` of the body.
+    pub code: &'static str,
+    /// The `message` of the body.
+    pub message: String,
+}
+
+impl Refusal {
+    /// A refusal with `status`, `code` and `message`.
+    pub fn new(status: StatusCode, code: &'static str, message: impl Into<String>) -> Self {
+        Refusal {
+            status,
+            code,
+            message: message.into(),
+        }
+    }
+}
+
+impl IntoResponse for Refusal {
+    fn into_response(self) -> Response {
+        error(self.status, self.code, &self.message)
+    }
+}
 
 /// A JSON error answer.
 pub fn error(status: StatusCode, code: &str, message: &str) -> Response {
@@ -31,9 +60,7 @@ fn error_with(
     extra: serde_json::Map<String, serde_json::Value>,
 ) -> Response {
     let mut body = json!({"error": {"code": code, "message": message}});
-    body.as_object_mut()
-        .expect("an object")
-        .extend(extra);
+    body.as_object_mut().expect("an object").extend(extra);
     let mut r = Response::new(Body::from(body.to_string()));
     *r.status_mut() = status;
     r.headers_mut()
@@ -43,12 +70,21 @@ fn error_with(
 
 /// 429 for a request the bucket refused now: `Retry-After`,
 /// `RateLimit-Policy` and `RateLimit`.
-pub fn limited(d: &Decision, policy: Option<&HeaderValue>, ratelimit: Option<HeaderValue>) -> Response {
+pub fn limited(
+    d: &Decision,
+    policy: Option<&HeaderValue>,
+    ratelimit: Option<HeaderValue>,
+) -> Response {
     let retry_ms = d.retry_after.div_ceil(1_000_000);
     let mut extra = serde_json::Map::new();
     extra.insert("retry_after_ms".into(), retry_ms.into());
     let message = format!("too many requests: retry in {retry_ms} ms");
-    let mut r = error_with(StatusCode::TOO_MANY_REQUESTS, "rate_limited", &message, extra);
+    let mut r = error_with(
+        StatusCode::TOO_MANY_REQUESTS,
+        "rate_limited",
+        &message,
+        extra,
+    );
     let h = r.headers_mut();
     h.insert(RETRY_AFTER, retry_after(d));
     if let Some(p) = policy {

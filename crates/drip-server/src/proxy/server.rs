@@ -9,7 +9,7 @@ use anyhow::{Context, Result};
 use axum::Router;
 use axum::body::Body;
 use axum::extract::{ConnectInfo, State};
-use axum::response::Response;
+use axum::response::{IntoResponse, Response};
 use drip::Store;
 use drip::tower::headers::RATELIMIT;
 use http::Request;
@@ -63,11 +63,11 @@ async fn handle<S: Store>(
     let client = client_ip(peer, &parts.headers, proxy.trusted);
     let key = match key::key(&proxy.key, client, &parts) {
         Ok(k) => k,
-        Err(r) => return r,
+        Err(r) => return r.into_response(),
     };
     let cost = match cost::cost(proxy.cost, &body) {
         Ok(c) => c,
-        Err(r) => return r,
+        Err(r) => return r.into_response(),
     };
     let decision = match proxy.gate.pass(&key, cost).await {
         Ok(d) => d,

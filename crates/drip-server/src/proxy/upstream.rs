@@ -7,7 +7,7 @@ use std::net::IpAddr;
 use std::time::Duration;
 
 use axum::body::Body;
-use axum::response::Response;
+use axum::response::{IntoResponse, Response};
 use http::header::{self, HeaderMap, HeaderName, HeaderValue};
 use http::uri::{Authority, Scheme};
 use http::{Request, StatusCode, Uri, Version};
@@ -16,7 +16,7 @@ use hyper_util::client::legacy::connect::HttpConnector;
 use hyper_util::rt::{TokioExecutor, TokioTimer};
 
 use super::client_ip::X_FORWARDED_FOR;
-use super::respond;
+use super::respond::{self, Refusal};
 
 /// Idle upstream connections are kept this long for reuse.
 const POOL_IDLE: Duration = Duration::from_secs(90);
@@ -41,9 +41,7 @@ impl Upstream {
         preserve_host: bool,
     ) -> Result<Upstream, String> {
         let rule = "--upstream must be an http:// URL such as http://127.0.0.1:9000 or http://app:9000/api";
-        let uri: Uri = url
-            .parse()
-            .map_err(|e| format!("{rule} ({url:?}: {e})"))?;
+        let uri: Uri = url.parse().map_err(|e| format!("{rule} ({url:?}: {e})"))?;
         let (Some(scheme), Some(authority)) = (uri.scheme(), uri.authority()) else {
             return Err(format!("{rule} (got {url:?})"));
         };
@@ -77,7 +75,7 @@ impl Upstream {
     pub async fn forward(&self, req: Request<Body>, client: IpAddr) -> Response {
         let req = match self.rewrite(req, client) {
             Ok(r) => r,
-            Err(r) => return r,
+            Err(r) => return r.into_response(),
         };
         match tokio::time::timeout(self.timeout, self.client.request(req)).await {
             Err(_) => respond::error(
@@ -113,7 +111,7 @@ impl Upstream {
     }
 
     /// The request as the upstream gets it.
-    fn rewrite(&self, req: Request<Body>, client: IpAddr) -> Result<Request<Body>, Response> {
+    fn rewrite(&self, req: Request<Body>, client: IpAddr) -> Result<Request<Body>, Refusal> {
         let (mut parts, body) = req.into_parts();
         let path_and_query = parts.uri.path_and_query().map_or("/", |p| p.as_str());
         let uri = Uri::builder()
@@ -122,7 +120,7 @@ impl Upstream {
             .path_and_query(format!("{}{}", self.base_path, path_and_query))
             .build()
             .map_err(|_| {
-                respond::error(
+                Refusal::new(
                     StatusCode::BAD_REQUEST,
                     "invalid_path",
                     "the request path cannot be forwarded",
@@ -205,7 +203,12 @@ mod tests {
         assert!(Upstream::new("http://127.0.0.1:9000", t, t, false).is_ok());
         let u = Upstream::new("http://app:9000/api/", t, t, false).unwrap();
         assert_eq!(u.base_path, "/api");
-        for bad in ["127.0.0.1:9000", "https://a:1", "http://a:1/?q", "not a url"] {
+        for bad in [
+            "127.0.0.1:9000",
+            "https://a:1",
+            "http://a:1/?q",
+            "not a url",
+        ] {
             let e = Upstream::new(bad, t, t, false).err().unwrap();
             assert!(e.starts_with("--upstream"), "{e}");
         }

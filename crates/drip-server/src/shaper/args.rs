@@ -97,7 +97,8 @@ impl Args {
     /// a reservation waits for that moment.
     pub fn policy(&self) -> Result<Policy, String> {
         let rate = Rate::per_second(self.rate).map_err(|e| format!("--rate: {}", e.message))?;
-        let limit = Limit::new(rate, self.burst()?).map_err(|e| format!("--burst: {}", e.message))?;
+        let limit =
+            Limit::new(rate, self.burst()?).map_err(|e| format!("--burst: {}", e.message))?;
         Ok(Policy::police(limit))
     }
 

@@ -45,9 +45,9 @@ impl WithLimiter for Job {
             .configure(&args.bucket, policy)
             .await
             .with_context(|| format!("configuring bucket {:?}", args.bucket))?;
-        let listener = TcpListener::bind(&args.listen)
-            .await
-            .with_context(|| format!("binding the shaper listener (--listen) to {}", args.listen))?;
+        let listener = TcpListener::bind(&args.listen).await.with_context(|| {
+            format!("binding the shaper listener (--listen) to {}", args.listen)
+        })?;
         tracing::info!(
             "shape listening on {}, forwarding to {} at {} B/s per {:?} each way (burst {} B)",
             listener.local_addr()?,

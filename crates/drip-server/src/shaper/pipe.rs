@@ -58,7 +58,9 @@ where
                 meter.metrics.store_error("decide");
                 io::Error::other(format!("rate-limit store: {e}"))
             })?;
-        let elapsed = started.elapsed().saturating_sub(Duration::from_nanos(d.wait));
+        let elapsed = started
+            .elapsed()
+            .saturating_sub(Duration::from_nanos(d.wait));
         meter.metrics.decision(meter.bucket, d.outcome, elapsed);
         if !d.allowed() {
             return Err(io::Error::other(format!(

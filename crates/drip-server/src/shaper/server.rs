@@ -55,18 +55,22 @@ impl<S: Store> Shaper<S> {
 
     /// Shapes one client connection until both directions end or one fails.
     async fn connection(&self, client: TcpStream, peer: SocketAddr) {
-        let upstream =
-            match tokio::time::timeout(CONNECT_TIMEOUT, TcpStream::connect(&self.upstream)).await {
-                Ok(Ok(s)) => s,
-                Ok(Err(e)) => {
-                    tracing::warn!(%peer, "upstream {} unreachable: {e}", self.upstream);
-                    return;
-                }
-                Err(_) => {
-                    tracing::warn!(%peer, "upstream {} did not accept within {CONNECT_TIMEOUT:?}", self.upstream);
-                    return;
-                }
-            };
+        let upstream = match tokio::time::timeout(
+            CONNECT_TIMEOUT,
+            TcpStream::connect(&self.upstream),
+        )
+        .await
+        {
+            Ok(Ok(s)) => s,
+            Ok(Err(e)) => {
+                tracing::warn!(%peer, "upstream {} unreachable: {e}", self.upstream);
+                return;
+            }
+            Err(_) => {
+                tracing::warn!(%peer, "upstream {} did not accept within {CONNECT_TIMEOUT:?}", self.upstream);
+                return;
+            }
+        };
         let _ = client.set_nodelay(true);
         let _ = upstream.set_nodelay(true);
         let (key_up, key_down) = self.keys(peer);

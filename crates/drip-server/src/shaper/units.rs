@@ -67,9 +67,15 @@ mod tests {
         assert_eq!(rate("--rate", "64B/s").unwrap(), 64);
         for bad in ["1MiB", "fast/s", "1Mb/s", "0B/s", "-1K/s", ""] {
             let e = rate("--rate", bad).unwrap_err();
-            assert!(e.starts_with("--rate must be") && e.contains("1MiB/s"), "{e}");
+            assert!(
+                e.starts_with("--rate must be") && e.contains("1MiB/s"),
+                "{e}"
+            );
         }
         let e = size("--burst", "lots").unwrap_err();
-        assert!(e.starts_with("--burst must be") && e.contains("64KiB"), "{e}");
+        assert!(
+            e.starts_with("--burst must be") && e.contains("64KiB"),
+            "{e}"
+        );
     }
 }
