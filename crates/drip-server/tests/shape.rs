@@ -253,3 +253,36 @@ fn bad_rates_name_the_flag_and_the_form() {
         );
     }
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn metrics_and_graceful_shutdown() {
+    let (up_addr, _) = upstream(1000).await;
+    let mut shaper = Proc::start(
+        "shape",
+        "shape listening on ",
+        &[
+            "--upstream",
+            &up_addr,
+            "--rate",
+            "1MiB/s",
+            "--metrics",
+            "127.0.0.1:0",
+        ],
+    );
+    assert_eq!(client(&shaper.addr, "127.0.0.1", 10).await.bytes, 1000);
+    let url = format!("http://{}/metrics", shaper.metrics.as_ref().unwrap());
+    let text = reqwest::get(url).await.unwrap().text().await.unwrap();
+    let allowed = text
+        .lines()
+        .find(|l| l.starts_with(r#"drip_decisions_total{bucket="shape",outcome="allowed"}"#))
+        .and_then(|l| l.rsplit(' ').next())
+        .and_then(|v| v.parse::<u64>().ok());
+    // At least one chunk each way.
+    assert!(allowed >= Some(2), "{text}");
+    shaper.signal("TERM");
+    assert!(
+        shaper
+            .wait_exit(std::time::Duration::from_secs(10))
+            .success()
+    );
+}
