@@ -406,3 +406,45 @@ async fn http2_metrics_and_graceful_shutdown() {
     proxy.signal("TERM");
     assert!(proxy.wait_exit(Duration::from_secs(10)).success());
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn cost_bytes_charges_the_declared_body_length() {
+    let up = upstream().await;
+    let proxy = Proc::proxy(&[
+        "--upstream",
+        &up.url(),
+        "--capacity",
+        "100",
+        "--leak-rate",
+        SLOW,
+        "--key",
+        "const",
+        "--cost",
+        "bytes",
+    ]);
+    let c = reqwest::Client::new();
+    let post = |body: reqwest::Body| c.post(proxy.url("/sum")).body(body).send();
+    assert_eq!(post(vec![1u8; 60].into()).await.unwrap().status(), 200);
+    // No body: costs 1.
+    assert_eq!(get(&c, &proxy.url("/hello")).await.status(), 200);
+    let r = post(vec![1u8; 60].into()).await.unwrap();
+    assert_eq!(r.status(), 429);
+    assert_eq!(
+        r.json::<Value>().await.unwrap()["error"]["code"],
+        "rate_limited"
+    );
+    let r = post(vec![1u8; 200].into()).await.unwrap();
+    assert_eq!(r.status(), 429);
+    assert_eq!(
+        r.json::<Value>().await.unwrap()["error"]["code"],
+        "exceeds_capacity"
+    );
+    // A chunked body cannot be charged before it is read.
+    let chunks = futures_util::stream::iter([Ok::<_, std::io::Error>(vec![1u8; 10])]);
+    let r = post(reqwest::Body::wrap_stream(chunks)).await.unwrap();
+    assert_eq!(r.status(), 411);
+    assert_eq!(
+        r.json::<Value>().await.unwrap()["error"]["code"],
+        "length_required"
+    );
+}
