@@ -23,6 +23,24 @@ pub async fn bind(addr: &str) -> Result<TcpListener> {
     Ok(listener)
 }
 
+/// How often [`upkeep`] folds the recorded latencies into their buckets.
+const UPKEEP_EVERY: std::time::Duration = std::time::Duration::from_secs(5);
+
+/// Folds recorded samples into the histograms every few seconds until
+/// `stop`: the recorder keeps every latency sample until a render, so
+/// without a scrape (no `--metrics`, or a slow scraper) they would pile up.
+pub async fn upkeep(metrics: Arc<Metrics>, stop: tokio_util::sync::CancellationToken) {
+    let mut tick = tokio::time::interval(UPKEEP_EVERY);
+    loop {
+        tokio::select! {
+            _ = stop.cancelled() => return,
+            _ = tick.tick() => {
+                metrics.render();
+            }
+        }
+    }
+}
+
 /// Serves `GET /metrics` from `metrics` until `shutdown` completes.
 pub async fn serve(
     listener: TcpListener,

@@ -99,6 +99,7 @@ impl WithLimiter for Job {
                 stop.cancel();
             }
         });
+        tokio::spawn(metrics_listener::upkeep(metrics.clone(), stop.clone()));
         let metrics_task = metrics_listener.map(|l| {
             tokio::spawn(metrics_listener::serve(
                 l,

@@ -10,6 +10,7 @@ use axum::Router;
 use axum::body::Body;
 use axum::extract::{ConnectInfo, State};
 use axum::response::{IntoResponse, Response};
+use axum::serve::ListenerExt;
 use drip::Store;
 use drip::tower::headers::RATELIMIT;
 use http::Request;
@@ -45,6 +46,10 @@ pub async fn serve<S: Store>(
     let app = Router::new()
         .fallback(handle::<S>)
         .with_state(Arc::new(proxy));
+    // Small responses must not wait on Nagle's algorithm.
+    let listener = listener.tap_io(|tcp| {
+        let _ = tcp.set_nodelay(true);
+    });
     axum::serve(
         listener,
         app.into_make_service_with_connect_info::<SocketAddr>(),
