@@ -2,14 +2,17 @@
 # `drip shape` achieved-rate error at 64 KiB/s, 1 MiB/s, 100 MiB/s and
 # 1 GiB/s of target, each over SECONDS after the burst, beside `trickle -s -d`
 # (userspace shaping by LD_PRELOAD) at the same rate in the same round, and
-# the unshaped loopback (the ceiling of this machine).
+# the unshaped loopback and the unlimited shaper (the ceilings of this
+# machine). Note: trickle wraps read/select/poll but not epoll, so it does
+# not shape a tokio program such as the probe; its column shows that, and tc
+# needs CAP_NET_ADMIN on a loopback other sessions share, so it is not used.
 #
 # The probe (crates/drip-server/examples/rate_probe.rs) is both the upstream,
 # sending as fast as its socket takes, and the client, timing what arrives
 # after the burst.
 #
 # Usage: scripts/bench-shape.sh
-#   ROUNDS=1 SECONDS_PER_RUN=10 RATES="65536 1048576 104857600 1073741824"
+#   ROUNDS=1 SECONDS_PER_RUN=10 RATES="65536 1048576 104857600 536870912 1073741824"
 #   can be changed from the environment. trickle is installed with apt when
 #   missing and we are root; without it the peer column is skipped.
 set -euo pipefail
@@ -17,7 +20,7 @@ cd "$(dirname "$0")/.."
 
 ROUNDS=${ROUNDS:-1}
 SECONDS_PER_RUN=${SECONDS_PER_RUN:-10}
-RATES=${RATES:-"65536 1048576 104857600 1073741824"}
+RATES=${RATES:-"65536 1048576 104857600 536870912 1073741824"}
 SHAPE_PORT=${SHAPE_PORT:-18281}
 UP_PORT=${UP_PORT:-18282}
 TARGET_DIR=${CARGO_TARGET_DIR:-target}
@@ -59,6 +62,16 @@ err_pct() { awk -v a="$1" -v t="$2" 'BEGIN { printf "%+.3f%%", (a / t - 1) * 100
 echo
 echo "== unshaped loopback (ceiling)"
 echo "$("$PROBE" "127.0.0.1:$UP_PORT" "127.0.0.1:$UP_PORT" "$SECONDS_PER_RUN" 0)"
+
+echo
+echo "== through drip shape, unlimited (--rate 1000GiB/s): the shaper's own ceiling"
+"$TARGET_DIR/release/drip" shape --listen "127.0.0.1:$SHAPE_PORT" --upstream "127.0.0.1:$UP_PORT" \
+    --rate 1000GiB/s 2>/dev/null &
+pid=$!
+PIDS+=($pid)
+wait_port "$SHAPE_PORT"
+"$PROBE" "127.0.0.1:$SHAPE_PORT" "127.0.0.1:$UP_PORT" "$SECONDS_PER_RUN" 0
+kill "$pid"; wait "$pid" 2>/dev/null || true
 
 echo
 echo "== achieved rate over ${SECONDS_PER_RUN}s after the burst (burst = max(64 KiB, 50 ms of rate))"
