@@ -448,3 +448,56 @@ async fn cost_bytes_charges_the_declared_body_length() {
         "length_required"
     );
 }
+
+/// A client that gives up while queued keeps its place (the store has no
+/// "give back"): the next request waits behind the abandoned slot, and the
+/// abandoned wait is counted.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_client_leaving_the_queue_keeps_its_place() {
+    let up = upstream().await;
+    let proxy = Proc::proxy(&[
+        "--upstream",
+        &up.url(),
+        "--capacity",
+        "1",
+        "--leak-rate",
+        "2",
+        "--mode",
+        "shape",
+        "--key",
+        "const",
+        "--metrics",
+        "127.0.0.1:0",
+    ]);
+    let c = reqwest::Client::new();
+    let t = Instant::now();
+    assert_eq!(get(&c, &proxy.url("/hello")).await.status(), 200);
+    // Its turn is 500 ms away; it leaves after 100 ms.
+    let gone = c
+        .get(proxy.url("/hello"))
+        .timeout(Duration::from_millis(100))
+        .send()
+        .await;
+    assert!(gone.is_err());
+    // The next turn is 1 s after the first, not 500 ms.
+    assert_eq!(get(&c, &proxy.url("/hello")).await.status(), 200);
+    let waited = t.elapsed();
+    assert!(
+        waited >= Duration::from_millis(950),
+        "went after {waited:?}"
+    );
+
+    let url = format!("http://{}/metrics", proxy.metrics.as_ref().unwrap());
+    let deadline = Instant::now() + Duration::from_secs(5);
+    loop {
+        let text = get(&c, &url).await.text().await.unwrap();
+        if text.contains("drip_acquire_cancelled_total 1") {
+            break;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "no cancelled wait counted:\n{text}"
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+}
