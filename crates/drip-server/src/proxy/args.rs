@@ -15,7 +15,7 @@ Examples:
   drip proxy --listen 0.0.0.0:8080 --upstream http://127.0.0.1:9000 --capacity 10 --leak-rate 5
 
   # Queue each API key's requests and let them go at 2/s, waiting at most 3 s:
-  drip proxy --listen :8080 --upstream http://app:9000 --capacity 20 --leak-rate 2 \\
+  drip proxy --listen 0.0.0.0:8080 --upstream http://app:9000 --capacity 20 --leak-rate 2 \\
       --mode shape --key header:X-Api-Key --queue-timeout 3s
 
   # Two proxies sharing one limit through Redis, behind one load balancer:

@@ -25,7 +25,7 @@ Examples:
   drip shape --listen 0.0.0.0:8443 --upstream backend:443 --rate 10MB/s --per client
 
   # All traffic through two shapers on two hosts at 100 MiB/s together:
-  drip shape --listen :9000 --upstream app:9000 --rate 100MiB/s --per total --store redis://10.0.0.5:6379")]
+  drip shape --listen 0.0.0.0:9000 --upstream app:9000 --rate 100MiB/s --per total --store redis://10.0.0.5:6379")]
 pub struct Args {
     /// Address to accept TCP connections on, e.g. 127.0.0.1:9000.
     #[arg(long, default_value = "127.0.0.1:9000")]
