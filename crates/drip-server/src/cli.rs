@@ -1,8 +1,9 @@
-//! The command line: `drip demo`, `drip serve`, `drip status`.
+//! The command line: `drip demo`, `drip serve`, `drip status`, `drip proxy`,
+//! `drip shape`.
 
 use clap::{Parser, Subcommand};
 
-use crate::{demo, serve, status_cmd};
+use crate::{demo, proxy, serve, shaper, status_cmd};
 
 /// drip: an exact leaky-bucket rate limiter.
 #[derive(Parser, Debug)]
@@ -24,4 +25,10 @@ pub enum Command {
     Serve(serve::Args),
     /// Print a server's buckets and their levels.
     Status(status_cmd::Args),
+    /// An HTTP reverse proxy that limits each client through a bucket:
+    /// police (429) or shape (queue, FIFO per key).
+    Proxy(proxy::Args),
+    /// A TCP proxy that holds each connection, client or all traffic to a
+    /// byte rate in each direction.
+    Shape(shaper::Args),
 }

@@ -16,6 +16,9 @@
 //! - [`metrics`]: the Prometheus metrics of one server.
 //! - [`config`]: the TOML file declaring buckets.
 //! - [`status_cmd`]: `drip status`; [`demo`]: `drip demo`.
+//! - [`proxy`]: `drip proxy`, the rate-limiting HTTP reverse proxy.
+//! - [`shaper`]: `drip shape`, the TCP bandwidth shaper.
+//! - [`metrics_listener`]: `--metrics ADDR` of the traffic tools.
 
 pub mod app;
 pub mod cli;
@@ -27,9 +30,12 @@ pub mod grpc;
 pub mod http;
 pub mod limits;
 pub mod metrics;
+pub mod metrics_listener;
 pub mod model;
 pub mod openapi;
+pub mod proxy;
 pub mod request_id;
 pub mod serve;
 pub mod server;
+pub mod shaper;
 pub mod status_cmd;

@@ -3,7 +3,7 @@
 use anyhow::Result;
 use clap::Parser;
 use drip_server::cli::{Cli, Command};
-use drip_server::{demo, serve, status_cmd};
+use drip_server::{demo, proxy, serve, shaper, status_cmd};
 
 fn main() -> Result<()> {
     match Cli::parse().command {
@@ -11,6 +11,14 @@ fn main() -> Result<()> {
         Command::Serve(args) => {
             init_tracing();
             runtime()?.block_on(serve::run(args))
+        }
+        Command::Proxy(args) => {
+            init_tracing();
+            runtime()?.block_on(proxy::run(args))
+        }
+        Command::Shape(args) => {
+            init_tracing();
+            runtime()?.block_on(shaper::run(args))
         }
         Command::Status(args) => {
             runtime()?.block_on(status_cmd::run(&args, &mut std::io::stdout().lock()))

@@ -244,8 +244,47 @@ pub async fn serve<S: Store>(
     result
 }
 
+/// A job to run over a limiter on whichever store `--store` names (the
+/// traffic tools: `drip proxy`, `drip shape`).
+pub trait WithLimiter {
+    /// Runs the job over `limiter`.
+    fn run<S: Store>(self, limiter: Limiter<S>) -> impl Future<Output = Result<()>>;
+}
+
+/// Opens the store `spec` names (Redis with its default, explicit
+/// timeouts) and runs `job` over a limiter on it.
+pub async fn with_store(spec: &StoreSpec, job: impl WithLimiter) -> Result<()> {
+    match spec {
+        StoreSpec::Memory => job.run(Limiter::memory()).await,
+        #[cfg(feature = "sqlite")]
+        StoreSpec::Sqlite(path) => {
+            let store = drip::store::sqlite::SqliteStore::open(path)
+                .with_context(|| format!("opening the SQLite store {}", path.display()))?;
+            job.run(Limiter::new(store)).await
+        }
+        #[cfg(not(feature = "sqlite"))]
+        StoreSpec::Sqlite(_) => bail!(
+            "--store sqlite: is not available in this build: build drip-server with feature \"sqlite\""
+        ),
+        #[cfg(feature = "redis")]
+        StoreSpec::Redis(urls) => {
+            use drip::store::redis::{RedisOptions, RedisStore};
+            let store = match urls.as_slice() {
+                [url] => RedisStore::connect(url, RedisOptions::default()).await,
+                _ => RedisStore::connect_cluster(urls, RedisOptions::default()).await,
+            }
+            .with_context(|| format!("connecting to the Redis store {}", urls.join(",")))?;
+            job.run(Limiter::new(store)).await
+        }
+        #[cfg(not(feature = "redis"))]
+        StoreSpec::Redis(_) => bail!(
+            "--store redis:// is not available in this build: build drip-server with feature \"redis\""
+        ),
+    }
+}
+
 /// Completes on SIGINT (Ctrl-C) or, on Unix, SIGTERM.
-async fn signal() {
+pub async fn signal() {
     let ctrl_c = async {
         if tokio::signal::ctrl_c().await.is_err() {
             std::future::pending::<()>().await;

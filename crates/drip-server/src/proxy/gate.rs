@@ -1,0 +1,134 @@
+//! The door every request passes: one decision through [`Limiter`] (one
+//! store call), then, in shape mode, the wait for its turn.
+//!
+//! Police mode is [`Limiter::check`]. Shape mode is [`Limiter::acquire`]
+//! with `--queue-timeout`: the request takes its place at once (so waiters
+//! go strictly first come, first served per key, across every proxy on the
+//! same store) and is answered 429 at once when its place is beyond the
+//! timeout.
+//!
+//! A client that disconnects while it waits does **not** give its place
+//! back: the place was written to the store when the request arrived, and
+//! the store has no "give back" operation yet (a later request's place is
+//! already computed from it, on this node or another). The slot simply
+//! passes unused, as a departure would; `drip_acquire_cancelled_total`
+//! counts these.
+
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use axum::response::Response;
+use drip::tower::headers;
+use drip::{Decision, Limiter, Mode, Outcome, Policy, Store};
+use http::{HeaderValue, StatusCode};
+
+use super::respond;
+use crate::metrics::Metrics;
+
+/// The bucket, its policy and how to wait.
+pub struct Gate<S: Store> {
+    limiter: Limiter<S>,
+    bucket: String,
+    mode: Mode,
+    queue_timeout: Duration,
+    /// `RateLimit-Policy`, built once from the policy read at start.
+    policy_header: Option<HeaderValue>,
+    metrics: Arc<Metrics>,
+}
+
+impl<S: Store> Gate<S> {
+    /// A gate on `bucket`, configured with `policy`.
+    pub fn new(
+        limiter: Limiter<S>,
+        bucket: &str,
+        policy: &Policy,
+        queue_timeout: Duration,
+        metrics: Arc<Metrics>,
+    ) -> Self {
+        Gate {
+            limiter,
+            bucket: bucket.to_owned(),
+            mode: policy.mode(),
+            queue_timeout,
+            policy_header: headers::ratelimit_policy(bucket, policy),
+            metrics,
+        }
+    }
+
+    /// Admits `cost` units for `key` (after its turn, in shape mode) and
+    /// returns the decision, or the answer that refuses the request.
+    pub async fn pass(&self, key: &str, cost: u64) -> Result<Decision, Response> {
+        let started = Instant::now();
+        let decided = match self.mode {
+            Mode::Police => self.limiter.check(&self.bucket, key, cost).await,
+            Mode::Shape => {
+                let waiting = Waiting::new(&self.metrics);
+                let d = self
+                    .limiter
+                    .acquire(&self.bucket, key, cost, Some(self.queue_timeout))
+                    .await;
+                waiting.done();
+                d
+            }
+        };
+        let d = match decided {
+            Ok(d) => d,
+            Err(e) => {
+                self.metrics.store_error("decide");
+                tracing::warn!(bucket = %self.bucket, "store error: {e}");
+                return Err(respond::error(
+                    StatusCode::SERVICE_UNAVAILABLE,
+                    "store_unavailable",
+                    "the rate-limit store did not answer; try again",
+                ));
+            }
+        };
+        // The wait in shape mode is the turn, not the store's time.
+        let elapsed = started
+            .elapsed()
+            .saturating_sub(Duration::from_nanos(if d.allowed() { d.wait } else { 0 }));
+        self.metrics.decision(&self.bucket, d.outcome, elapsed);
+        match d.outcome {
+            Outcome::Allowed => Ok(d),
+            Outcome::Limited => Err(respond::limited(
+                &d,
+                self.policy_header.as_ref(),
+                self.ratelimit(&d),
+            )),
+            Outcome::Exceeds => Err(respond::exceeds(cost, self.policy_header.as_ref())),
+        }
+    }
+
+    /// The `RateLimit` field of a decision.
+    pub fn ratelimit(&self, d: &Decision) -> Option<HeaderValue> {
+        headers::ratelimit(&self.bucket, d)
+    }
+}
+
+/// Counts an acquire whose future was dropped (its client went away)
+/// before its turn.
+struct Waiting<'a> {
+    metrics: &'a Metrics,
+    armed: bool,
+}
+
+impl<'a> Waiting<'a> {
+    fn new(metrics: &'a Metrics) -> Self {
+        Waiting {
+            metrics,
+            armed: true,
+        }
+    }
+
+    fn done(mut self) {
+        self.armed = false;
+    }
+}
+
+impl Drop for Waiting<'_> {
+    fn drop(&mut self) {
+        if self.armed {
+            self.metrics.acquire_cancelled();
+        }
+    }
+}

@@ -1,0 +1,124 @@
+//! `drip proxy`: an HTTP reverse proxy that polices (429) or queues (FIFO)
+//! each client's requests through one drip bucket.
+//!
+//! - [`args`]: the flags and the policy they describe.
+//! - [`client_ip`]: who the client is (`--trust-forwarded`); [`key`] and
+//!   [`cost`]: what a request is limited under and what it costs.
+//! - [`gate`]: the one decision per request, through `Limiter`, and the
+//!   wait in shape mode (why a disconnected waiter keeps its place).
+//! - [`upstream`]: the pooled client, streaming, 502/504.
+//! - [`respond`]: the proxy's own JSON answers; [`server`]: the listener.
+
+pub mod args;
+pub mod client_ip;
+pub mod cost;
+pub mod gate;
+pub mod key;
+pub mod respond;
+pub mod server;
+pub mod upstream;
+
+use std::sync::Arc;
+
+use anyhow::{Context, Result, anyhow};
+use drip::{Limiter, Policy, Store};
+use tokio::net::TcpListener;
+use tokio_util::sync::CancellationToken;
+
+pub use args::Args;
+
+use crate::metrics::Metrics;
+use crate::serve::{self, WithLimiter};
+use crate::{limits, metrics_listener};
+
+/// Runs `drip proxy` until SIGINT or SIGTERM.
+pub async fn run(args: Args) -> Result<()> {
+    limits::bucket_id(&args.bucket).map_err(|e| anyhow!("--bucket: {e}"))?;
+    let policy = args.policy().map_err(|e| anyhow!(e))?;
+    let store = args.store.clone();
+    serve::with_store(&store, Job { args, policy }).await
+}
+
+struct Job {
+    args: Args,
+    policy: Option<Policy>,
+}
+
+impl WithLimiter for Job {
+    async fn run<S: Store>(self, limiter: Limiter<S>) -> Result<()> {
+        let Job { args, policy } = self;
+        let upstream = upstream::Upstream::new(
+            &args.upstream,
+            args.connect_timeout,
+            args.upstream_timeout,
+            args.preserve_host,
+        )
+        .map_err(|e| anyhow!(e))?;
+        // The policy is known once, here: from the flags, or read from the
+        // store; never per request.
+        let policy = match policy {
+            Some(p) => {
+                limiter
+                    .configure(&args.bucket, p.clone())
+                    .await
+                    .with_context(|| format!("configuring bucket {:?}", args.bucket))?;
+                p
+            }
+            None => limiter
+                .policy(&args.bucket)
+                .await
+                .with_context(|| format!("reading bucket {:?} from the store", args.bucket))?
+                .ok_or_else(|| {
+                    anyhow!(
+                        "bucket {:?} is not configured in the store: configure it first, or pass --capacity and --leak-rate",
+                        args.bucket
+                    )
+                })?,
+        };
+        let metrics = Arc::new(Metrics::new());
+        let listener = TcpListener::bind(&args.listen)
+            .await
+            .with_context(|| format!("binding the proxy listener (--listen) to {}", args.listen))?;
+        tracing::info!(
+            "proxy listening on http://{}, forwarding to {} (bucket {:?}, {} mode)",
+            listener.local_addr()?,
+            args.upstream,
+            args.bucket,
+            policy.mode().as_str()
+        );
+        let metrics_listener = match &args.metrics {
+            Some(addr) => Some(metrics_listener::bind(addr).await?),
+            None => None,
+        };
+        let stop = CancellationToken::new();
+        tokio::spawn({
+            let stop = stop.clone();
+            async move {
+                serve::signal().await;
+                tracing::info!("shutting down: finishing the requests in flight");
+                stop.cancel();
+            }
+        });
+        tokio::spawn(metrics_listener::upkeep(metrics.clone(), stop.clone()));
+        let metrics_task = metrics_listener.map(|l| {
+            tokio::spawn(metrics_listener::serve(
+                l,
+                metrics.clone(),
+                stop.clone().cancelled_owned(),
+            ))
+        });
+        let proxy = server::Proxy {
+            gate: gate::Gate::new(limiter, &args.bucket, &policy, args.queue_timeout, metrics),
+            upstream,
+            key: args.key,
+            cost: args.cost,
+            trusted: args.trust_forwarded,
+        };
+        let served = server::serve(proxy, listener, stop.clone().cancelled_owned()).await;
+        stop.cancel();
+        if let Some(t) = metrics_task {
+            t.await.context("the metrics listener panicked")??;
+        }
+        served
+    }
+}
