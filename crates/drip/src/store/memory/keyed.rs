@@ -6,7 +6,9 @@ use std::sync::Arc;
 
 use dashmap::DashMap;
 use dashmap::mapref::entry::Entry;
-use parking_lot::{RwLock, RwLockReadGuard};
+use std::sync::PoisonError;
+
+use crossbeam_utils::sync::{ShardedLock, ShardedLockReadGuard, ShardedLockWriteGuard};
 
 use super::KeyBudget;
 use super::cell::Cell;
@@ -24,8 +26,10 @@ use crate::store::{Counters, KeyStatus};
 pub struct KeyedBucket<K: Hash + Eq, C: Clock = MonotonicClock> {
     /// The policy: shared by decisions, held alone by a reconfiguration or
     /// a rebase, which carry every key over while no decision runs.
-    /// (Lock order: this, then a shard of `keys`.)
-    config: RwLock<Config>,
+    /// (Lock order: this, then a shard of `keys`.) Per-thread read locks
+    /// (crossbeam's `ShardedLock`): threads deciding at once do not write
+    /// one shared lock word.
+    config: ShardedLock<Config>,
     keys: DashMap<K, Cell>,
     clock: C,
     budget: Arc<KeyBudget>,
@@ -48,7 +52,7 @@ impl<K: Hash + Eq + Clone, C: Clock> KeyedBucket<K, C> {
 
     pub(super) fn with_budget(policy: Policy, clock: C, budget: Arc<KeyBudget>) -> Self {
         KeyedBucket {
-            config: RwLock::new(Config::new(policy, clock.now())),
+            config: ShardedLock::new(Config::new(policy, clock.now())),
             keys: DashMap::new(),
             clock,
             budget,
@@ -107,7 +111,7 @@ impl<K: Hash + Eq + Clone, C: Clock> KeyedBucket<K, C> {
         Q: Hash + Eq + ToOwned<Owned = K> + ?Sized,
     {
         let now = self.clock.now();
-        let config = self.config.read();
+        let config = self.read_config();
         // The common case: a known key, decided under the shard's read lock.
         if let Some(cell) = self.keys.get(key)
             && let Some(answer) = cell.decide(&config, now, req)
@@ -122,7 +126,7 @@ impl<K: Hash + Eq + Clone, C: Clock> KeyedBucket<K, C> {
     #[inline(never)]
     fn decide_slow<'a, Q, A: Answer>(
         &'a self,
-        mut config: RwLockReadGuard<'a, Config>,
+        mut config: ShardedLockReadGuard<'a, Config>,
         key: &Q,
         now: Nanos,
         req: Request,
@@ -134,7 +138,7 @@ impl<K: Hash + Eq + Clone, C: Clock> KeyedBucket<K, C> {
         if config.needs_rebase(now) {
             drop(config);
             self.rebase(now);
-            config = self.config.read();
+            config = self.read_config();
         }
         let mut cell = match self.keys.entry(key.to_owned()) {
             Entry::Occupied(e) => e.into_ref(),
@@ -154,6 +158,17 @@ impl<K: Hash + Eq + Clone, C: Clock> KeyedBucket<K, C> {
             .expect("a key holding its whole state always decides"))
     }
 
+    // A panic under the lock leaves the config whole (it is replaced in
+    // one assignment), so a poisoned lock is used as it is.
+    #[inline(always)]
+    fn read_config(&self) -> ShardedLockReadGuard<'_, Config> {
+        self.config.read().unwrap_or_else(PoisonError::into_inner)
+    }
+
+    fn write_config(&self) -> ShardedLockWriteGuard<'_, Config> {
+        self.config.write().unwrap_or_else(PoisonError::into_inner)
+    }
+
     /// Level and counters of `key` now.
     pub fn status<Q>(&self, key: &Q) -> KeyStatus
     where
@@ -161,7 +176,7 @@ impl<K: Hash + Eq + Clone, C: Clock> KeyedBucket<K, C> {
         Q: Hash + Eq + ?Sized,
     {
         let now = self.clock.now();
-        let config = self.config.read();
+        let config = self.read_config();
         let (state, counters) = self.keys.get(key).map_or_else(
             || (State::default(), Counters::default()),
             |cell| (cell.state(&config), cell.counters()),
@@ -175,7 +190,7 @@ impl<K: Hash + Eq + Clone, C: Clock> KeyedBucket<K, C> {
 
     /// The current policy.
     pub fn policy(&self) -> Policy {
-        self.config.read().policy.clone()
+        self.read_config().policy.clone()
     }
 
     /// Replaces the policy. Without `reset` every key's water and window
@@ -185,7 +200,7 @@ impl<K: Hash + Eq + Clone, C: Clock> KeyedBucket<K, C> {
     /// to the keys held.
     pub fn reconfigure(&self, policy: Policy, reset: bool) {
         let now = self.clock.now();
-        let mut config = self.config.write();
+        let mut config = self.write_config();
         let new = Config::new(policy, now);
         if reset {
             let n = self.keys.len();
@@ -206,7 +221,7 @@ impl<K: Hash + Eq + Clone, C: Clock> KeyedBucket<K, C> {
     /// the new base, while no decision runs.
     #[cold]
     fn rebase(&self, now: Nanos) {
-        let mut config = self.config.write();
+        let mut config = self.write_config();
         if !config.needs_rebase(now) {
             return;
         }
@@ -222,7 +237,7 @@ impl<K: Hash + Eq + Clone, C: Clock> KeyedBucket<K, C> {
     /// Returns how many keys were removed.
     pub fn sweep(&self) -> usize {
         let now = self.clock.now();
-        let config = self.config.read();
+        let config = self.read_config();
         let before = self.keys.len();
         self.keys.retain(|_, cell| !cell.is_idle(&config, now));
         self.keys.shrink_to_fit();
@@ -254,6 +269,13 @@ mod tests {
     use crate::{Limit, ManualClock, Rate};
 
     #[test]
+    fn a_key_is_two_words() {
+        // Entry size is what deciding over many keys pays for most.
+        assert_eq!(size_of::<Cell>(), 16);
+        assert_eq!(size_of::<(u64, Cell)>(), 24);
+    }
+
+    #[test]
     fn keys_stay_words_across_rebases_and_decide_as_the_core() {
         // 1 GiB/s of bytes (2^21 ticks per ns): a rebase every ~2200 s of
         // clock; 400 steps of 7.3 s or more: several rebases.
@@ -261,7 +283,7 @@ mod tests {
         let policy = Policy::police(Limit::new(rate, 1 << 20).unwrap());
         let clock = ManualClock::new(3 << 40);
         let bucket = KeyedBucket::new(policy.clone(), clock.clone());
-        let first_base = bucket.config.read().base;
+        let first_base = bucket.read_config().base;
         let mut state = State::default();
         for i in 0..400u64 {
             let now = (3 << 40) + i * 37_300_000_000 + i % 3;
@@ -278,7 +300,7 @@ mod tests {
             }
         }
         assert!(
-            bucket.config.read().base > first_base,
+            bucket.read_config().base > first_base,
             "the test must rebase"
         );
         assert!(
