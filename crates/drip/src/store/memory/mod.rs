@@ -43,6 +43,8 @@
 //!    state (the conformance suite, `tests/memory_conformance.rs`, and the
 //!    reference-model proptests, `tests/model.rs`).
 
+#![forbid(unsafe_code)]
+
 use std::collections::BTreeMap;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, PoisonError};
