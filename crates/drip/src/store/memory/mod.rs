@@ -61,6 +61,7 @@ mod config;
 mod keyed;
 #[cfg(all(test, drip_loom))]
 mod loom_models;
+mod shards;
 mod sync;
 mod word;
 
