@@ -16,7 +16,7 @@
 //! Everything comes from the [`Decision`] (its [`Quota`]
 //! names the policy), so no store is asked again. [`fields`] gives the
 //! names and values as text; with the `http` feature (on with `tower`),
-//! [`Fields::append_to`] writes them into an `http::HeaderMap`.
+//! `Fields::append_to` writes them into an `http::HeaderMap`.
 
 use crate::core::{NANOS_PER_SEC, Nanos, Outcome};
 use crate::{Decision, Quota};

@@ -17,14 +17,21 @@ use super::word::WordTat;
 use crate::core::{self, Answer, Nanos, Request, State};
 use crate::store::Counters;
 
-/// One key.
+/// One key: 16 bytes, so a map entry of a `u64` key is 24 (what deciding
+/// over many keys pays for most is the cache lines its entries take).
 pub(super) struct Cell {
-    /// The `tat` in ticks since the bucket's base, unless `full` is set.
+    /// The `tat` in ticks since the bucket's base, unless `extra.full` is set.
     tat: WordTat,
+    /// Counters and the whole state, for keys that have either.
+    extra: Option<Box<Extra>>,
+}
+
+/// What not every key has.
+struct Extra {
     /// The whole state, for keys the word cannot hold.
-    full: Option<Box<Mutex<State>>>,
+    full: Option<Mutex<State>>,
     /// Requests allowed and rejected, when the bucket counts.
-    counts: Option<Box<[AtomicU64; 2]>>,
+    counts: Option<[AtomicU64; 2]>,
 }
 
 impl Cell {
@@ -32,11 +39,30 @@ impl Cell {
     pub(super) fn new(config: &Config, counting: bool) -> Cell {
         let mut cell = Cell {
             tat: WordTat::new(0),
-            full: None,
-            counts: counting.then(|| Box::new([AtomicU64::new(0), AtomicU64::new(0)])),
+            extra: counting.then(|| {
+                Box::new(Extra {
+                    full: None,
+                    counts: Some([AtomicU64::new(0), AtomicU64::new(0)]),
+                })
+            }),
         };
         cell.store(config, State::default());
         cell
+    }
+
+    fn full(&self) -> Option<&Mutex<State>> {
+        self.extra.as_ref().and_then(|e| e.full.as_ref())
+    }
+
+    fn set_full(&mut self, state: Option<State>) {
+        let full = state.map(Mutex::new);
+        match &mut self.extra {
+            Some(e) => e.full = full,
+            None if full.is_some() => {
+                self.extra = Some(Box::new(Extra { full, counts: None }));
+            }
+            None => {}
+        }
     }
 
     /// Decides `req` at `now`, or `None` when the word cannot (a value
@@ -44,7 +70,7 @@ impl Cell {
     /// again with exclusive access ([`spill`](Self::spill) first).
     #[inline(always)]
     pub(super) fn decide<A: Answer>(&self, config: &Config, now: Nanos, req: Request) -> Option<A> {
-        let answer = match &self.full {
+        let answer = match self.full() {
             None => {
                 let word = config.word.as_ref()?;
                 let since = config.since_base(now)?;
@@ -55,7 +81,7 @@ impl Cell {
                 A::from_decision(d)
             }
         };
-        if let Some(counts) = &self.counts {
+        if let Some(counts) = self.extra.as_ref().and_then(|e| e.counts.as_ref()) {
             let i = usize::from(!answer.allowed());
             counts[i].fetch_add(1, Ordering::Relaxed);
         }
@@ -64,15 +90,15 @@ impl Cell {
 
     /// Makes the key hold its whole state (after `decide` answered `None`).
     pub(super) fn spill(&mut self, config: &Config) {
-        if self.full.is_none() {
+        if self.full().is_none() {
             let state = self.state(config);
-            self.full = Some(Box::new(Mutex::new(state)));
+            self.set_full(Some(state));
         }
     }
 
     /// The key's whole state under `config`.
     pub(super) fn state(&self, config: &Config) -> State {
-        match &self.full {
+        match self.full() {
             Some(state) => state.lock().clone(),
             None => State {
                 tat: config.base_ticks() + u128::from(self.tat.load()),
@@ -90,11 +116,11 @@ impl Cell {
             let since = state.tat.saturating_sub(config.base_ticks());
             if let Ok(word) = u64::try_from(since) {
                 self.tat.set(word);
-                self.full = None;
+                self.set_full(None);
                 return;
             }
         }
-        self.full = Some(Box::new(Mutex::new(state)));
+        self.set_full(Some(state));
     }
 
     /// True when the key holds nothing worth keeping at `now`.
@@ -105,16 +131,15 @@ impl Cell {
     /// True while the key is one word (not its whole state).
     #[cfg(test)]
     pub(super) fn is_word(&self) -> bool {
-        self.full.is_none()
+        self.full().is_none()
     }
 
     /// The key's counters (zero when the bucket does not count).
     pub(super) fn counters(&self) -> Counters {
-        self.counts
-            .as_ref()
-            .map_or_else(Counters::default, |c| Counters {
-                allowed: c[0].load(Ordering::Relaxed),
-                rejected: c[1].load(Ordering::Relaxed),
-            })
+        let counts = self.extra.as_ref().and_then(|e| e.counts.as_ref());
+        counts.map_or_else(Counters::default, |c| Counters {
+            allowed: c[0].load(Ordering::Relaxed),
+            rejected: c[1].load(Ordering::Relaxed),
+        })
     }
 }

@@ -4,13 +4,10 @@ use std::borrow::Borrow;
 use std::hash::Hash;
 use std::sync::Arc;
 
-use dashmap::DashMap;
-use dashmap::mapref::entry::Entry;
-use parking_lot::{RwLock, RwLockReadGuard};
-
 use super::KeyBudget;
 use super::cell::Cell;
 use super::config::Config;
+use super::shards::{FindIn, Shards};
 use crate::Result;
 use crate::clock::{Clock, MonotonicClock};
 use crate::core::{self, Answer, Decision, Nanos, Policy, Request, State, Verdict};
@@ -22,11 +19,9 @@ use crate::store::{Counters, KeyStatus};
 /// hashable key, e.g. `u64` or `String`); [`MemoryStore`](super::MemoryStore)
 /// keeps one per named bucket.
 pub struct KeyedBucket<K: Hash + Eq, C: Clock = MonotonicClock> {
-    /// The policy: shared by decisions, held alone by a reconfiguration or
-    /// a rebase, which carry every key over while no decision runs.
-    /// (Lock order: this, then a shard of `keys`.)
-    config: RwLock<Config>,
-    keys: DashMap<K, Cell>,
+    /// The keys, in shards that each also hold the policy (`shards.rs`): a
+    /// decision locks its key's shard, shared, and nothing else.
+    shards: Shards<K>,
     clock: C,
     budget: Arc<KeyBudget>,
     /// Whether decisions count each key's allowed and rejected requests
@@ -48,8 +43,7 @@ impl<K: Hash + Eq + Clone, C: Clock> KeyedBucket<K, C> {
 
     pub(super) fn with_budget(policy: Policy, clock: C, budget: Arc<KeyBudget>) -> Self {
         KeyedBucket {
-            config: RwLock::new(Config::new(policy, clock.now())),
-            keys: DashMap::new(),
+            shards: Shards::new(Config::new(policy, clock.now())),
             clock,
             budget,
             counting: false,
@@ -107,42 +101,51 @@ impl<K: Hash + Eq + Clone, C: Clock> KeyedBucket<K, C> {
         Q: Hash + Eq + ToOwned<Owned = K> + ?Sized,
     {
         let now = self.clock.now();
-        let config = self.config.read();
-        // The common case: a known key, decided under the shard's read lock.
-        if let Some(cell) = self.keys.get(key)
-            && let Some(answer) = cell.decide(&config, now, req)
+        let hash = self.shards.hash(key);
         {
-            return Ok(answer);
+            // The common case: a known key, decided under its shard's read
+            // lock, with the policy that shard holds.
+            let shard = self.shards.read(hash);
+            if let Some(cell) = shard.find(hash, key)
+                && let Some(answer) = cell.decide(&shard.config, now, req)
+            {
+                return Ok(answer);
+            }
         }
-        self.decide_slow(config, key, now, req)
+        self.decide_slow(key, hash, now, req)
     }
 
     /// A new key, a key the word cannot decide, or a bucket to rebase.
     #[cold]
     #[inline(never)]
-    fn decide_slow<'a, Q, A: Answer>(
-        &'a self,
-        mut config: RwLockReadGuard<'a, Config>,
-        key: &Q,
-        now: Nanos,
-        req: Request,
-    ) -> Result<A>
+    fn decide_slow<Q, A: Answer>(&self, key: &Q, hash: u64, now: Nanos, req: Request) -> Result<A>
     where
         K: Borrow<Q>,
         Q: Hash + Eq + ToOwned<Owned = K> + ?Sized,
     {
-        if config.needs_rebase(now) {
-            drop(config);
+        if self.shards.config().needs_rebase(now) {
             self.rebase(now);
-            config = self.config.read();
         }
-        let mut cell = match self.keys.entry(key.to_owned()) {
-            Entry::Occupied(e) => e.into_ref(),
-            Entry::Vacant(e) => {
-                self.budget.take()?;
-                e.insert(Cell::new(&config, self.counting))
-            }
-        };
+        let mut guard = self.shards.write(hash);
+        let shard = &mut *guard;
+        let config = shard.config.clone();
+        let found = shard
+            .keys
+            .find_mut(hash, |(k, _)| k.borrow() == key)
+            .is_some();
+        if !found {
+            self.budget.take()?;
+            self.shards.insert(
+                shard,
+                hash,
+                key.to_owned(),
+                Cell::new(&config, self.counting),
+            );
+        }
+        let (_, cell) = shard
+            .keys
+            .find_mut(hash, |(k, _)| k.borrow() == key)
+            .expect("the key was just found or inserted");
         if let Some(answer) = cell.decide(&config, now, req) {
             return Ok(answer);
         }
@@ -161,44 +164,47 @@ impl<K: Hash + Eq + Clone, C: Clock> KeyedBucket<K, C> {
         Q: Hash + Eq + ?Sized,
     {
         let now = self.clock.now();
-        let config = self.config.read();
-        let (state, counters) = self.keys.get(key).map_or_else(
+        let hash = self.shards.hash(key);
+        let shard = self.shards.read(hash);
+        let (state, counters) = shard.find(hash, key).map_or_else(
             || (State::default(), Counters::default()),
-            |cell| (cell.state(&config), cell.counters()),
+            |cell| (cell.state(&shard.config), cell.counters()),
         );
         KeyStatus {
-            level: core::level(&config.policy, &state, now),
-            policy: config.policy.clone(),
+            level: core::level(&shard.config.policy, &state, now),
+            policy: shard.config.policy.clone(),
             counters,
         }
     }
 
     /// The current policy.
     pub fn policy(&self) -> Policy {
-        self.config.read().policy.clone()
+        self.shards.config().policy.clone()
     }
 
     /// Replaces the policy. Without `reset` every key's water and window
     /// logs carry over ([`core::carry_over`]); with it every key is
-    /// forgotten (counters too). Holds the policy alone while it carries
-    /// every key over: decisions wait for it, it takes time in proportion
-    /// to the keys held.
+    /// forgotten (counters too). Holds every shard while it carries every
+    /// key over: decisions wait for it, it takes time in proportion to the
+    /// keys held.
     pub fn reconfigure(&self, policy: Policy, reset: bool) {
+        let mut all = self.shards.write_all();
         let now = self.clock.now();
-        let mut config = self.config.write();
-        let new = Config::new(policy, now);
-        if reset {
-            let n = self.keys.len();
-            self.keys.clear();
-            self.budget.give_back(n);
-        } else {
-            self.keys.iter_mut().for_each(|mut cell| {
-                let mut state = cell.state(&config);
-                core::carry_over(&config.policy, &new.policy, &mut state, now);
-                cell.store(&new, state);
-            });
+        let new = Arc::new(Config::new(policy, now));
+        for shard in all.iter_mut() {
+            if reset {
+                self.budget.give_back(shard.keys.len());
+                shard.keys.clear();
+            } else {
+                let old = shard.config.clone();
+                for (_, cell) in shard.keys.iter_mut() {
+                    let mut state = cell.state(&old);
+                    core::carry_over(&old.policy, &new.policy, &mut state, now);
+                    cell.store(&new, state);
+                }
+            }
+            shard.config = new.clone();
         }
-        *config = new;
     }
 
     /// Moves the base near `now` (unless another caller did already), so
@@ -206,45 +212,52 @@ impl<K: Hash + Eq + Clone, C: Clock> KeyedBucket<K, C> {
     /// the new base, while no decision runs.
     #[cold]
     fn rebase(&self, now: Nanos) {
-        let mut config = self.config.write();
-        if !config.needs_rebase(now) {
+        let mut all = self.shards.write_all();
+        if !all[0].config.needs_rebase(now) {
             return;
         }
-        let new = Config::new(config.policy.clone(), now);
-        self.keys.iter_mut().for_each(|mut cell| {
-            let state = cell.state(&config);
-            cell.store(&new, state);
-        });
-        *config = new;
+        let new = Arc::new(Config::new(all[0].config.policy.clone(), now));
+        for shard in all.iter_mut() {
+            let old = shard.config.clone();
+            for (_, cell) in shard.keys.iter_mut() {
+                let state = cell.state(&old);
+                cell.store(&new, state);
+            }
+            shard.config = new.clone();
+        }
     }
 
     /// Forgets keys that are idle now (bucket empty, windows clear).
     /// Returns how many keys were removed.
     pub fn sweep(&self) -> usize {
         let now = self.clock.now();
-        let config = self.config.read();
-        let before = self.keys.len();
-        self.keys.retain(|_, cell| !cell.is_idle(&config, now));
-        self.keys.shrink_to_fit();
-        let removed = before.saturating_sub(self.keys.len());
+        let mut removed = 0;
+        self.shards.each_alone(|shard, hasher| {
+            let before = shard.keys.len();
+            let config = &shard.config;
+            shard.keys.retain(|(_, cell)| !cell.is_idle(config, now));
+            removed += before - shard.keys.len();
+            // Give the freed entries' memory back, not just keep it.
+            shard.keys.shrink_to_fit(|(k, _)| hasher.hash(k));
+        });
         self.budget.give_back(removed);
         removed
     }
 
     /// Keys held now.
     pub fn len(&self) -> usize {
-        self.keys.len()
+        self.shards.len()
     }
 
     /// True when no key is held.
     pub fn is_empty(&self) -> bool {
-        self.keys.is_empty()
+        self.len() == 0
     }
 }
 
 impl<K: Hash + Eq, C: Clock> Drop for KeyedBucket<K, C> {
     fn drop(&mut self) {
-        self.budget.give_back(self.keys.len());
+        self.budget.give_back(self.shards.len());
     }
 }
 
@@ -254,6 +267,13 @@ mod tests {
     use crate::{Limit, ManualClock, Rate};
 
     #[test]
+    fn a_key_is_two_words() {
+        // Entry size is what deciding over many keys pays for most.
+        assert_eq!(size_of::<Cell>(), 16);
+        assert_eq!(size_of::<(u64, Cell)>(), 24);
+    }
+
+    #[test]
     fn keys_stay_words_across_rebases_and_decide_as_the_core() {
         // 1 GiB/s of bytes (2^21 ticks per ns): a rebase every ~2200 s of
         // clock; 400 steps of 7.3 s or more: several rebases.
@@ -261,7 +281,7 @@ mod tests {
         let policy = Policy::police(Limit::new(rate, 1 << 20).unwrap());
         let clock = ManualClock::new(3 << 40);
         let bucket = KeyedBucket::new(policy.clone(), clock.clone());
-        let first_base = bucket.config.read().base;
+        let first_base = bucket.shards.config().base;
         let mut state = State::default();
         for i in 0..400u64 {
             let now = (3 << 40) + i * 37_300_000_000 + i % 3;
@@ -278,11 +298,13 @@ mod tests {
             }
         }
         assert!(
-            bucket.config.read().base > first_base,
+            bucket.shards.config().base > first_base,
             "the test must rebase"
         );
+        let hash = bucket.shards.hash(&9u64);
+        let shard = bucket.shards.read(hash);
         assert!(
-            bucket.keys.get(&9u64).unwrap().is_word(),
+            shard.find(hash, &9u64).unwrap().is_word(),
             "the key must still be a word"
         );
     }

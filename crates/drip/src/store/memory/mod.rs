@@ -1,20 +1,20 @@
 //! The memory store: state in this process.
 //!
-//! [`KeyedBucket`] is one policy over many keys, in a [`DashMap`] (sharded
-//! locks, as governor keeps its keys). A key of a policy without windows is
-//! one atomic word, its `tat`, decided by a compare-and-swap loop as in
-//! governor (`word.rs`); any other key keeps its whole state behind a lock
-//! (`cell.rs`). The policy sits behind a read-write lock: decisions share
-//! it, and a reconfiguration holds it alone while it carries every key over
+//! [`KeyedBucket`] is one policy over many keys, in shards (hash tables
+//! behind one read-write lock each, as a `DashMap` keeps them), each shard
+//! also holding the bucket's policy (`shards.rs`). A key of a policy
+//! without windows is one atomic word, its `tat`, decided by a
+//! compare-and-swap loop as in governor (`word.rs`); any other key keeps
+//! its whole state behind a lock (`cell.rs`). A decision locks its key's
+//! shard, shared, and reads the policy there; a change of policy locks
+//! every shard and carries every key over before any decision sees it
 //! (`keyed.rs`). [`MemoryStore`] keeps one `KeyedBucket` per named bucket,
-//! all counting, and the store-wide key budget.
+//! all counting, and the store-wide key budget. No `unsafe` code.
 //!
 //! Layout: `sync.rs` (std or loom atomics), `word.rs` (the CAS loop),
 //! `config.rs` (a policy and its 64-bit base), `cell.rs` (one key),
-//! `keyed.rs` ([`KeyedBucket`]), `loom_models.rs`, and here the key budget
-//! and [`MemoryStore`].
-//!
-//! [`DashMap`]: dashmap::DashMap
+//! `shards.rs` (the keys and the policy), `keyed.rs` ([`KeyedBucket`]),
+//! `loom_models.rs`, and here the key budget and [`MemoryStore`].
 //!
 //! # Invariants, and what checks each
 //!
@@ -25,12 +25,14 @@
 //!    by `tests/concurrency.rs` (`frozen_clock_admits_exactly_capacity_lock_free`).
 //! 2. A decision never runs while the policy changes, and a change carries
 //!    every key over exactly (`core::carry_over`) before any decision sees
-//!    the new policy (the read-write lock). Checked by
+//!    the new policy: a decision holds its shard's lock while it reads the
+//!    policy there; a change holds every shard's lock, taken in order (so
+//!    it cannot deadlock with decisions, which hold one). Checked by
 //!    `tests/concurrency.rs` (`reconfiguring_under_load_keeps_exactness`)
 //!    and `tests/keyed_bucket.rs`.
 //! 3. A key changes form (word or whole state) only with exclusive access:
-//!    a map entry written (`decide_slow`), or the policy held alone
-//!    (reconfigure, rebase). No `unsafe` code: the map's locks give this.
+//!    its shard locked alone (`decide_slow`, reconfigure, rebase). No
+//!    `unsafe` code (`forbid`): the shards' locks give this.
 //! 4. Word arithmetic never overflows unnoticed: a value beyond 64 bits
 //!    makes the word answer `None` and the key decides on its whole state
 //!    (`WordPolicy` proptest `word_matches_decide_tat`; `tests/keyed_bucket.rs`
@@ -42,6 +44,8 @@
 //! 6. Every decision gives the same answer as `core::decide` on the same
 //!    state (the conformance suite, `tests/memory_conformance.rs`, and the
 //!    reference-model proptests, `tests/model.rs`).
+
+#![forbid(unsafe_code)]
 
 use std::collections::BTreeMap;
 use std::sync::atomic::{AtomicUsize, Ordering};
@@ -59,6 +63,7 @@ mod config;
 mod keyed;
 #[cfg(all(test, drip_loom))]
 mod loom_models;
+mod shards;
 mod sync;
 mod word;
 

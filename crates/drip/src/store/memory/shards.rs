@@ -1,0 +1,133 @@
+//! The keys of a [`KeyedBucket`](super::KeyedBucket): hash tables behind
+//! one read-write lock each (as a `DashMap` keeps them), each shard also
+//! holding the bucket's policy. A decision reads the policy under the lock
+//! it already holds for its key; a change of policy locks every shard
+//! (in order) and carries all their keys over before any decision sees it.
+//! So no lock but the key's shard is on a decision's path.
+
+use std::borrow::Borrow;
+use std::hash::{BuildHasher, Hash, RandomState};
+use std::sync::Arc;
+
+use crossbeam_utils::CachePadded;
+use hashbrown::HashTable;
+use parking_lot::{RwLock, RwLockReadGuard, RwLockWriteGuard};
+
+use super::cell::Cell;
+use super::config::Config;
+
+/// One shard: its keys and the bucket's policy (the same in every shard,
+/// changed only with every shard locked).
+pub(super) struct Shard<K> {
+    pub(super) config: Arc<Config>,
+    pub(super) keys: HashTable<(K, Cell)>,
+}
+
+impl<K: Borrow<Q>, Q: Eq + ?Sized> FindIn<Q> for Shard<K> {
+    fn find(&self, hash: u64, key: &Q) -> Option<&Cell> {
+        self.keys
+            .find(hash, |(k, _)| k.borrow() == key)
+            .map(|(_, c)| c)
+    }
+}
+
+/// Looking a key up in a shard by a borrowed form.
+pub(super) trait FindIn<Q: ?Sized> {
+    /// The key's cell, if held.
+    fn find(&self, hash: u64, key: &Q) -> Option<&Cell>;
+}
+
+/// The shards and the hasher that spreads keys over them.
+pub(super) struct Shards<K> {
+    shards: Box<[CachePadded<RwLock<Shard<K>>>]>,
+    /// SipHash with random keys, as std's maps: keys often come from
+    /// clients.
+    hasher: RandomState,
+    /// `hash >> shift` picks the shard.
+    shift: u32,
+}
+
+impl<K: Hash + Eq> Shards<K> {
+    /// Shards for `config`: four per available core, a power of two.
+    pub(super) fn new(config: Config) -> Shards<K> {
+        let cores = std::thread::available_parallelism().map_or(1, |n| n.get());
+        let n = (cores * 4).next_power_of_two().max(2);
+        let config = Arc::new(config);
+        Shards {
+            shards: (0..n)
+                .map(|_| {
+                    CachePadded::new(RwLock::new(Shard {
+                        config: config.clone(),
+                        keys: HashTable::new(),
+                    }))
+                })
+                .collect(),
+            hasher: RandomState::new(),
+            shift: 64 - n.trailing_zeros(),
+        }
+    }
+
+    /// The hash of `key` (also of any borrowed form of it).
+    #[inline(always)]
+    pub(super) fn hash<Q: Hash + ?Sized>(&self, key: &Q) -> u64 {
+        self.hasher.hash_one(key)
+    }
+
+    /// The shard of `hash`, shared.
+    #[inline(always)]
+    pub(super) fn read(&self, hash: u64) -> RwLockReadGuard<'_, Shard<K>> {
+        self.shards[(hash >> self.shift) as usize].read()
+    }
+
+    /// The shard of `hash`, alone.
+    pub(super) fn write(&self, hash: u64) -> RwLockWriteGuard<'_, Shard<K>> {
+        self.shards[(hash >> self.shift) as usize].write()
+    }
+
+    /// Inserts a key not held yet into its (locked) shard.
+    pub(super) fn insert<'a>(
+        &self,
+        shard: &'a mut Shard<K>,
+        hash: u64,
+        key: K,
+        cell: Cell,
+    ) -> &'a mut Cell {
+        let entry = shard
+            .keys
+            .insert_unique(hash, (key, cell), |(k, _)| self.hasher.hash_one(k));
+        &mut entry.into_mut().1
+    }
+
+    /// Every shard, alone, locked in order (decisions lock one shard at a
+    /// time, so this order cannot deadlock with them).
+    pub(super) fn write_all(&self) -> Vec<RwLockWriteGuard<'_, Shard<K>>> {
+        self.shards.iter().map(|s| s.write()).collect()
+    }
+
+    /// Runs `f` on each shard in turn, alone.
+    pub(super) fn each_alone(&self, mut f: impl FnMut(&mut Shard<K>, &BuildHasherOf<'_>)) {
+        let hasher = BuildHasherOf(&self.hasher);
+        for s in self.shards.iter() {
+            f(&mut s.write(), &hasher);
+        }
+    }
+
+    /// The policy (read from the first shard; all hold the same).
+    pub(super) fn config(&self) -> Arc<Config> {
+        self.shards[0].read().config.clone()
+    }
+
+    /// Keys held now.
+    pub(super) fn len(&self) -> usize {
+        self.shards.iter().map(|s| s.read().keys.len()).sum()
+    }
+}
+
+/// The hasher, for rehashing a shard's keys when it shrinks.
+pub(super) struct BuildHasherOf<'a>(&'a RandomState);
+
+impl BuildHasherOf<'_> {
+    pub(super) fn hash<K: Hash>(&self, key: &K) -> u64 {
+        self.0.hash_one(key)
+    }
+}
