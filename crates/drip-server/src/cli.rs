@@ -1,8 +1,8 @@
-//! The command line: `drip demo`, `drip serve`, `drip status`.
+//! The command line: `drip demo`, `drip serve`, `drip simulate`, `drip status`.
 
 use clap::{Parser, Subcommand};
 
-use crate::{demo, serve, status_cmd};
+use crate::{demo, serve, simulate, status_cmd};
 
 /// drip: an exact leaky-bucket rate limiter.
 #[derive(Parser, Debug)]
@@ -24,4 +24,9 @@ pub enum Command {
     Serve(serve::Args),
     /// Print a server's buckets and their levels.
     Status(status_cmd::Args),
+    /// Send random packets through a byte-rate bucket on a simulated clock:
+    /// one line per packet (allowed or denied), the totals, and optionally a
+    /// plot of the fill level (PNG/SVG) and a CSV file.
+    /// Example: drip simulate --capacity 500 --rate 200 --seed 7 --plot fill.png
+    Simulate(simulate::Args),
 }

@@ -14,6 +14,7 @@
 //! - [`metrics`]: the Prometheus metrics of one server.
 //! - [`config`]: the TOML file declaring buckets.
 //! - [`status_cmd`]: `drip status`; [`demo`]: `drip demo`.
+//! - [`simulate`]: `drip simulate`, packets through a bucket, with plots.
 
 pub mod app;
 pub mod cli;
@@ -28,4 +29,5 @@ pub mod model;
 pub mod openapi;
 pub mod serve;
 pub mod server;
+pub mod simulate;
 pub mod status_cmd;

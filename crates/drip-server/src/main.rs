@@ -3,7 +3,7 @@
 use anyhow::Result;
 use clap::Parser;
 use drip_server::cli::{Cli, Command};
-use drip_server::{demo, serve, status_cmd};
+use drip_server::{demo, serve, simulate, status_cmd};
 
 fn main() -> Result<()> {
     match Cli::parse().command {
@@ -12,6 +12,11 @@ fn main() -> Result<()> {
             init_tracing();
             runtime()?.block_on(serve::run(args))
         }
+        Command::Simulate(args) => simulate::run(
+            &args,
+            &mut std::io::stdout().lock(),
+            &mut std::io::stderr().lock(),
+        ),
         Command::Status(args) => {
             runtime()?.block_on(status_cmd::run(&args, &mut std::io::stdout().lock()))
         }
