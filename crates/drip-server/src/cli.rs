@@ -1,8 +1,9 @@
-//! The command line: `drip demo`, `drip serve`, `drip simulate`, `drip status`.
+//! The command line: `drip demo`, `drip serve`, `drip simulate`, `drip status`,
+//! `drip stress`.
 
 use clap::{Parser, Subcommand};
 
-use crate::{demo, serve, simulate, status_cmd};
+use crate::{demo, serve, simulate, status_cmd, stress};
 
 /// drip: an exact leaky-bucket rate limiter.
 #[derive(Parser, Debug)]
@@ -29,4 +30,9 @@ pub enum Command {
     /// plot of the fill level (PNG/SVG) and a CSV file.
     /// Example: drip simulate --capacity 500 --rate 200 --seed 7 --plot fill.png
     Simulate(simulate::Args),
+    /// Load a running `drip serve` (HTTP/JSON or --grpc) and report
+    /// admitted / rejected / errors, throughput and latency percentiles;
+    /// exits non-zero when requests failed (429s are not failures).
+    /// Example: drip stress --bucket api --requests 10000 --concurrency 32
+    Stress(stress::Args),
 }

@@ -14,7 +14,8 @@
 //! - [`metrics`]: the Prometheus metrics of one server.
 //! - [`config`]: the TOML file declaring buckets.
 //! - [`status_cmd`]: `drip status`; [`demo`]: `drip demo`.
-//! - [`simulate`]: `drip simulate`, packets through a bucket, with plots.
+//! - [`simulate`]: `drip simulate`, packets through a bucket, with plots;
+//!   [`stress`]: `drip stress`, a load generator with percentiles.
 
 pub mod app;
 pub mod cli;
@@ -31,3 +32,4 @@ pub mod serve;
 pub mod server;
 pub mod simulate;
 pub mod status_cmd;
+pub mod stress;
