@@ -12,6 +12,7 @@
 //! - [`model`]: the JSON bodies; [`limits`]: input bounds and checks.
 //! - [`error`]: [`ApiError`](error::ApiError) and its HTTP and gRPC forms.
 //! - [`metrics`]: the Prometheus metrics of one server.
+//! - [`dashboard`]: the live dashboard at `/` and its events, `/v1/events`.
 //! - [`config`]: the TOML file declaring buckets.
 //! - [`status_cmd`]: `drip status`; [`demo`]: `drip demo`.
 //! - [`simulate`]: `drip simulate`, packets through a bucket, with plots;
@@ -20,6 +21,7 @@
 pub mod app;
 pub mod cli;
 pub mod config;
+pub mod dashboard;
 pub mod demo;
 pub mod error;
 pub mod grpc;
