@@ -245,6 +245,44 @@ pub fn decision_counts(text: &str) -> BTreeMap<String, [u64; 2]> {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::app::Node;
+    use drip::{Limit, Limiter, Policy, Rate};
+    use tokio_util::sync::CancellationToken;
+
+    /// Nobody watching, no task; the first subscriber starts one, and it
+    /// ends once the last one has gone.
+    #[tokio::test]
+    async fn samples_only_while_watched() {
+        let limiter = Limiter::memory();
+        let policy = Policy::police(Limit::new(Rate::per_second(1).unwrap(), 5).unwrap());
+        limiter.configure("a", policy).await.unwrap();
+        let node = Node {
+            id: "n".into(),
+            http: "h".into(),
+            grpc: "g".into(),
+        };
+        let sampler = Sampler::new(App::new(limiter, None, node, CancellationToken::new()));
+        assert!(!sampler.is_sampling());
+        let (mut rx, first) = sampler.subscribe();
+        assert!(first.is_none() && sampler.is_sampling());
+        let snap = rx.recv().await.unwrap();
+        assert_eq!(snap.buckets.len(), 1);
+        assert_eq!(snap.buckets[0].bucket_id, "a");
+        let (rx2, first) = sampler.subscribe();
+        assert!(
+            first.is_some(),
+            "a second watcher gets the last sample at once"
+        );
+        drop((rx, rx2));
+        let deadline = std::time::Instant::now() + Duration::from_secs(10);
+        while sampler.is_sampling() {
+            assert!(
+                std::time::Instant::now() < deadline,
+                "the sampler did not stop"
+            );
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+    }
 
     #[test]
     fn reads_the_decision_counters() {
