@@ -330,3 +330,99 @@ fn dashboard_shows_every_bucket_live_and_loads_nothing_external() {
     sender.join().unwrap();
     eprintln!("levels moved: {moved:?}");
 }
+
+/// 1,000 buckets: the events carry one page of them, busiest first, and the
+/// count of all; no browser needed.
+#[test]
+fn a_thousand_buckets_come_a_page_at_a_time_busiest_first() {
+    let serve = Serve::start();
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .unwrap();
+    rt.block_on(async {
+        let client = reqwest::Client::new();
+        let base = serve.http_url();
+        for i in 0..1000 {
+            let r = client
+                .put(format!("{base}/v1/buckets/b{i:04}"))
+                .body(r#"{"capacity": 1000, "leak_rate": 1}"#)
+                .send()
+                .await
+                .unwrap();
+            assert_eq!(r.status(), 200);
+        }
+        // Read the event stream while one bucket gets traffic.
+        let mut events = client
+            .get(format!("{base}/v1/events?page=0&per_page=20"))
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(events.headers()["content-type"], "text/event-stream");
+        let mut text = String::new();
+        let deadline = Instant::now() + Duration::from_secs(30);
+        loop {
+            for _ in 0..20 {
+                client
+                    .post(format!("{base}/v1/buckets/b0777/allow"))
+                    .body("{}")
+                    .send()
+                    .await
+                    .unwrap();
+            }
+            let chunk = tokio::time::timeout(Duration::from_secs(5), events.chunk())
+                .await
+                .expect("an event within 5 s")
+                .unwrap()
+                .expect("the stream stays open");
+            text.push_str(&String::from_utf8_lossy(&chunk));
+            // The latest complete event.
+            let data: Vec<Value> = text
+                .split("\n\n")
+                .filter_map(|e| e.lines().find_map(|l| l.strip_prefix("data: ")))
+                .filter_map(|d| serde_json::from_str(d).ok())
+                .collect();
+            if let Some(last) = data.last() {
+                assert_eq!(last["total_buckets"], 1000);
+                let page = last["buckets"].as_array().unwrap();
+                assert_eq!(page.len(), 20);
+                if page[0]["bucket_id"] == "b0777" && page[0]["admitted_per_s"].as_f64() > Some(0.0)
+                {
+                    break;
+                }
+            }
+            assert!(
+                Instant::now() < deadline,
+                "b0777 never came first: {text:.2000}"
+            );
+        }
+        // Another page: other buckets, the same total.
+        let r = client
+            .get(format!("{base}/v1/events?page=49&per_page=20"))
+            .send()
+            .await
+            .unwrap();
+        let mut r = r;
+        let mut text = String::new();
+        while !text.contains("\n\n") {
+            let chunk = tokio::time::timeout(Duration::from_secs(5), r.chunk())
+                .await
+                .expect("an event within 5 s")
+                .unwrap()
+                .expect("the stream stays open");
+            text.push_str(&String::from_utf8_lossy(&chunk));
+        }
+        let data: Value =
+            serde_json::from_str(text.lines().find_map(|l| l.strip_prefix("data: ")).unwrap())
+                .unwrap();
+        assert_eq!(data["page"], 49);
+        assert_eq!(data["buckets"].as_array().unwrap().len(), 20);
+        assert!(
+            data["buckets"]
+                .as_array()
+                .unwrap()
+                .iter()
+                .all(|b| b["bucket_id"] != "b0777")
+        );
+    });
+}
