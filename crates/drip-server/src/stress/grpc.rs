@@ -43,12 +43,12 @@ pub async fn allow(client: &mut Client, bucket: &str, key: &str) -> Outcome {
             if r.allowed {
                 Outcome::Admitted {
                     status: "OK",
-                    detail,
+                    detail: detail.into(),
                 }
             } else {
                 Outcome::Rejected {
                     status: "OK",
-                    detail,
+                    detail: detail.into(),
                 }
             }
         }

@@ -43,6 +43,8 @@ impl Target {
 /// One worker's connection.
 pub struct Conn {
     target: Target,
+    /// The last body sent and its key: with one key, encoded once.
+    body: Option<(String, Bytes)>,
     sender: Option<SendRequest<Full<Bytes>>>,
 }
 
@@ -51,6 +53,7 @@ impl Conn {
     pub fn new(target: Target) -> Conn {
         Conn {
             target,
+            body: None,
             sender: None,
         }
     }
@@ -83,12 +86,21 @@ impl Conn {
     }
 
     async fn try_allow(&mut self, key: &str) -> Result<Outcome, Outcome> {
-        let body = serde_json::to_vec(&serde_json::json!({ "key": key }))
-            .map_err(|e| error("encode", e))?;
+        let body = match &self.body {
+            Some((k, b)) if k == key => b.clone(),
+            _ => {
+                let b = Bytes::from(
+                    serde_json::to_vec(&serde_json::json!({ "key": key }))
+                        .map_err(|e| error("encode", e))?,
+                );
+                self.body = Some((key.to_owned(), b.clone()));
+                b
+            }
+        };
         let req = http::Request::post(&self.target.path)
             .header(http::header::HOST, &self.target.authority)
             .header(http::header::CONTENT_TYPE, "application/json")
-            .body(Full::new(Bytes::from(body)))
+            .body(Full::new(body))
             .map_err(|e| error("request", e))?;
         let sender = self.open().await?;
         sender.ready().await.map_err(|e| error("io", e))?;
@@ -100,7 +112,7 @@ impl Conn {
             .await
             .map_err(|e| error("io", e))?
             .to_bytes();
-        let detail = String::from_utf8_lossy(&body).into_owned();
+        let detail = body;
         Ok(match status.as_u16() {
             200 => Outcome::Admitted {
                 status: "200",
@@ -112,7 +124,7 @@ impl Conn {
             },
             code => Outcome::Error {
                 kind: format!("http {code}"),
-                detail,
+                detail: String::from_utf8_lossy(&detail).into_owned(),
             },
         })
     }

@@ -11,6 +11,7 @@ pub mod http;
 pub mod outcome;
 pub mod report;
 
+use std::borrow::Cow;
 use std::io::Write;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -114,11 +115,11 @@ impl Plan {
         (!over).then_some((i, due))
     }
 
-    fn key(&self, i: u64) -> String {
+    fn key(&self, i: u64) -> Cow<'_, str> {
         match (self.keys, &self.key) {
-            (Some(n), _) => format!("k{}", i % n),
-            (None, Some(k)) => k.clone(),
-            (None, None) => String::new(),
+            (Some(n), _) => Cow::Owned(format!("k{}", i % n)),
+            (None, Some(k)) => Cow::Borrowed(k),
+            (None, None) => Cow::Borrowed(""),
         }
     }
 }
