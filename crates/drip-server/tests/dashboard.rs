@@ -187,7 +187,7 @@ impl Drop for Chromium {
     }
 }
 
-/// Sends one allow a bucket every 40 ms until stopped.
+/// Sends one allow a bucket every 40 ms (more than any of them leaks) until stopped.
 fn traffic(http: String, stop: Arc<AtomicBool>) -> std::thread::JoinHandle<()> {
     std::thread::spawn(move || {
         let rt = tokio::runtime::Builder::new_current_thread()
@@ -246,10 +246,12 @@ fn dashboard_shows_every_bucket_live_and_loads_nothing_external() {
     let deadline = Instant::now() + Duration::from_secs(60);
     let first = loop {
         let l = levels(&mut chrome);
-        if BUCKETS
-            .iter()
-            .all(|(b, _)| l.get(*b).is_some_and(|v| !v.is_empty()))
-        {
+        // Shown, and holding water from the traffic.
+        if BUCKETS.iter().all(|(b, _)| {
+            l.get(*b)
+                .and_then(|v| v.parse::<f64>().ok())
+                .is_some_and(|v| v > 0.0)
+        }) {
             break l;
         }
         assert!(
@@ -258,7 +260,10 @@ fn dashboard_shows_every_bucket_live_and_loads_nothing_external() {
         );
         std::thread::sleep(Duration::from_millis(200));
     };
-    // ...and for each level to move with the traffic and the leak.
+    // ...then stop the traffic: every level must move as its bucket leaks
+    // (under traffic a full bucket can sit at its capacity).
+    stop.store(true, Ordering::Relaxed);
+    sender.join().unwrap();
     let mut moved = BTreeMap::new();
     while moved.len() < BUCKETS.len() {
         let now = levels(&mut chrome);
@@ -326,8 +331,6 @@ fn dashboard_shows_every_bucket_live_and_loads_nothing_external() {
         .collect();
     assert!(external.is_empty(), "external requests: {external:?}");
 
-    stop.store(true, Ordering::Relaxed);
-    sender.join().unwrap();
     eprintln!("levels moved: {moved:?}");
 }
 
