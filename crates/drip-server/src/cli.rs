@@ -1,9 +1,9 @@
 //! The command line: `drip demo`, `drip serve`, `drip status`, `drip proxy`,
-//! `drip shape`.
+//! `drip shape`, `drip simulate`, `drip stress`.
 
 use clap::{Parser, Subcommand};
 
-use crate::{demo, proxy, serve, shaper, status_cmd};
+use crate::{demo, proxy, serve, shaper, simulate, status_cmd, stress};
 
 /// drip: an exact leaky-bucket rate limiter.
 #[derive(Parser, Debug)]
@@ -31,4 +31,14 @@ pub enum Command {
     /// A TCP proxy that holds each connection, client or all traffic to a
     /// byte rate in each direction.
     Shape(shaper::Args),
+    /// Send random packets through a byte-rate bucket on a simulated clock:
+    /// one line per packet (allowed or denied), the totals, and optionally a
+    /// plot of the fill level (PNG/SVG) and a CSV file.
+    /// Example: drip simulate --capacity 500 --rate 200 --seed 7 --plot fill.png
+    Simulate(simulate::Args),
+    /// Load a running `drip serve` (HTTP/JSON or --grpc) and report
+    /// admitted / rejected / errors, throughput and latency percentiles;
+    /// exits non-zero when requests failed (429s are not failures).
+    /// Example: drip stress --bucket api --requests 10000 --concurrency 32
+    Stress(stress::Args),
 }

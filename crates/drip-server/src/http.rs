@@ -1,6 +1,7 @@
 //! The HTTP/JSON front end (DESIGN.md §4): the routes, with the bucket
 //! handlers in [`buckets`], the request extractors in [`extract`] and the
-//! service pages (`/`, health, metrics) in [`pages`].
+//! service pages (health, metrics) in [`pages`]; `/` is the live
+//! dashboard ([`crate::dashboard`]).
 
 use std::sync::Arc;
 
@@ -34,12 +35,12 @@ pub fn router<S: Store>(app: Arc<App<S>>) -> Router {
         .route("/v1/buckets/{bucket}/acquire", post(buckets::acquire::<S>))
         .route("/v1/cluster", get(buckets::cluster::<S>))
         .route("/v1/cluster/leader", get(buckets::leader::<S>))
-        .route("/", get(pages::index::<S>))
         .route("/healthz", get(pages::healthz))
         .route("/readyz", get(pages::readyz::<S>))
         .route("/metrics", get(pages::metrics::<S>))
-        .with_state(app);
-    api.merge(SwaggerUi::new("/docs").url("/openapi.json", openapi::document()))
+        .with_state(app.clone());
+    api.merge(crate::dashboard::router(app))
+        .merge(SwaggerUi::new("/docs").url("/openapi.json", openapi::document()))
         .fallback(not_found)
         .method_not_allowed_fallback(method_not_allowed)
         .layer(DefaultBodyLimit::max(MAX_BODY_BYTES))

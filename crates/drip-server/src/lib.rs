@@ -14,16 +14,20 @@
 //! - [`model`]: the JSON bodies; [`limits`]: input bounds and checks.
 //! - [`error`]: [`ApiError`](error::ApiError) and its HTTP and gRPC forms.
 //! - [`metrics`]: the Prometheus metrics of one server.
+//! - [`dashboard`]: the live dashboard at `/` and its events, `/v1/events`.
 //! - [`config`]: the TOML file declaring buckets.
 //! - [`status_cmd`]: `drip status`; [`demo`]: `drip demo`.
 //! - [`proxy`]: `drip proxy`, the rate-limiting HTTP reverse proxy.
 //! - [`shaper`]: `drip shape`, the TCP bandwidth shaper.
 //! - [`metrics_listener`]: `--metrics ADDR` of the traffic tools.
+//! - [`simulate`]: `drip simulate`, packets through a bucket, with plots;
+//!   [`stress`]: `drip stress`, a load generator with percentiles.
 
 pub mod app;
 pub mod cli;
 pub mod cluster;
 pub mod config;
+pub mod dashboard;
 pub mod demo;
 pub mod error;
 pub mod grpc;
@@ -38,4 +42,6 @@ pub mod request_id;
 pub mod serve;
 pub mod server;
 pub mod shaper;
+pub mod simulate;
 pub mod status_cmd;
+pub mod stress;

@@ -3,7 +3,7 @@
 use anyhow::Result;
 use clap::Parser;
 use drip_server::cli::{Cli, Command};
-use drip_server::{demo, proxy, serve, shaper, status_cmd};
+use drip_server::{demo, proxy, serve, shaper, simulate, status_cmd, stress};
 
 fn main() -> Result<()> {
     match Cli::parse().command {
@@ -19,6 +19,23 @@ fn main() -> Result<()> {
         Command::Shape(args) => {
             init_tracing();
             runtime()?.block_on(shaper::run(args))
+        }
+        Command::Simulate(args) => simulate::run(
+            &args,
+            &mut std::io::stdout().lock(),
+            &mut std::io::stderr().lock(),
+        ),
+        Command::Stress(args) => {
+            // Not locked: with --verbose the workers print too.
+            let report = runtime()?.block_on(stress::run(&args, &mut std::io::stdout()))?;
+            if report.errors > 0 {
+                anyhow::bail!(
+                    "{} of {} requests failed (429s are not failures)",
+                    report.errors,
+                    report.requests
+                );
+            }
+            Ok(())
         }
         Command::Status(args) => {
             runtime()?.block_on(status_cmd::run(&args, &mut std::io::stdout().lock()))

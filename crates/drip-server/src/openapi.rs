@@ -5,6 +5,7 @@
 use utoipa::openapi::security::{HttpAuthScheme, HttpBuilder, SecurityScheme};
 use utoipa::{Modify, OpenApi};
 
+use crate::dashboard::{self, events, sampler};
 use crate::http::{buckets, pages};
 use crate::model;
 
@@ -26,6 +27,8 @@ use crate::model;
         pages::healthz,
         pages::readyz,
         pages::metrics,
+        dashboard::index,
+        events::events,
     ),
     components(schemas(
         model::ConfigureBody,
@@ -40,12 +43,15 @@ use crate::model;
         model::Leader,
         model::ErrorBody,
         model::ErrorDetail,
+        events::SnapshotEvent,
+        events::EventBucket,
+        sampler::BucketSample,
     )),
     modifiers(&AdminToken),
     tags(
         (name = "buckets", description = "Configure buckets and ask them for decisions"),
         (name = "cluster", description = "The nodes sharing the store"),
-        (name = "service", description = "Health, readiness and metrics"),
+        (name = "service", description = "Health, readiness, metrics and the live dashboard"),
     )
 )]
 struct ApiDoc;

@@ -1,13 +1,12 @@
-//! The service pages: `/` (an HTML overview), `/healthz`, `/readyz` and
-//! `/metrics`.
+//! The service pages: `/healthz`, `/readyz` and `/metrics` (`/` is the
+//! live dashboard, [`crate::dashboard`]).
 
-use std::fmt::Write;
 use std::sync::Arc;
 
 use axum::Json;
 use axum::extract::State;
 use axum::http::header;
-use axum::response::{Html, IntoResponse};
+use axum::response::IntoResponse;
 use drip::Store;
 use serde_json::{Value, json};
 
@@ -46,56 +45,4 @@ pub async fn metrics<S: Store>(State(app): State<Arc<App<S>>>) -> impl IntoRespo
         )],
         app.render_metrics().await,
     )
-}
-
-/// A small overview: the buckets and links to the API docs and metrics.
-pub async fn index<S: Store>(State(app): State<Arc<App<S>>>) -> Html<String> {
-    let mut rows = String::new();
-    match app.list().await {
-        Ok(list) if list.buckets.is_empty() => {
-            rows.push_str("<tr><td colspan=\"8\">no buckets yet: <code>PUT /v1/buckets/{bucket}</code></td></tr>");
-        }
-        Ok(list) => {
-            for b in list.buckets {
-                let _ = write!(
-                    rows,
-                    "<tr><td>{}</td><td>{}</td><td>{}</td><td>{}</td><td>{:.2}</td><td>{}</td><td>{}</td><td>{}</td></tr>",
-                    escape(&b.bucket_id),
-                    b.mode,
-                    b.capacity,
-                    b.leak_rate,
-                    b.level,
-                    b.allowed_requests,
-                    b.rejected_requests,
-                    b.processed_requests
-                );
-            }
-        }
-        Err(e) => {
-            let _ = write!(
-                rows,
-                "<tr><td colspan=\"8\">{}</td></tr>",
-                escape(&e.public_message())
-            );
-        }
-    }
-    Html(format!(
-        r#"<!doctype html>
-<html lang="en"><head><meta charset="utf-8"><title>drip</title>
-<style>body{{font-family:sans-serif;margin:2em}}table{{border-collapse:collapse}}td,th{{border:1px solid #ccc;padding:.3em .6em;text-align:right}}td:first-child{{text-align:left}}</style>
-</head><body>
-<h1>drip</h1>
-<p>An exact leaky-bucket rate limiter. <a href="/docs">API docs</a> · <a href="/openapi.json">OpenAPI</a> · <a href="/metrics">metrics</a> · <a href="/v1/cluster">cluster</a></p>
-<table><thead><tr><th>bucket</th><th>mode</th><th>capacity</th><th>leak_rate/s</th><th>level (key "")</th><th>allowed</th><th>rejected</th><th>processed</th></tr></thead>
-<tbody>{rows}</tbody></table>
-</body></html>
-"#
-    ))
-}
-
-fn escape(s: &str) -> String {
-    s.replace('&', "&amp;")
-        .replace('<', "&lt;")
-        .replace('>', "&gt;")
-        .replace('"', "&quot;")
 }

@@ -1,0 +1,66 @@
+#!/usr/bin/env bash
+# drip stress beside wrk on the same `drip serve` endpoint, same concurrency,
+# rounds interleaved (wrk, drip, wrk, drip...) so a busy machine hurts both
+# alike. Prints each round and the ratios: drip's req/s over wrk's (goal
+# >= 0.8) and its p50/p90/p99 over wrk's (goal within 20%).
+#
+#   scripts/bench-stress.sh [CONCURRENCY=32] [SECONDS=5] [ROUNDS=3]
+#
+# Needs wrk (apt-get install wrk) and builds drip in release mode.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+C=${1:-32}
+D=${2:-5}
+ROUNDS=${3:-3}
+command -v wrk >/dev/null || { echo "wrk is not installed (apt-get install wrk)" >&2; exit 1; }
+
+cargo build --release -q -p drip-server
+DRIP=target/release/drip
+WORK=$(mktemp -d)
+LOG="$WORK/serve.log"
+"$DRIP" serve --http 127.0.0.1:0 --grpc 127.0.0.1:0 2>"$LOG" &
+SERVE=$!
+trap 'kill $SERVE 2>/dev/null; wait $SERVE 2>/dev/null; rm -rf "$WORK"' EXIT
+for _ in $(seq 100); do
+    grep -q "HTTP listening" "$LOG" && break
+    sleep 0.1
+done
+ADDR=$(sed -n 's/.*HTTP listening on http:\/\/\([0-9.:]*\).*/\1/p' "$LOG")
+[ -n "$ADDR" ] || { echo "drip serve did not start" >&2; cat "$LOG" >&2; exit 1; }
+URL="http://$ADDR"
+# A bucket that admits everything: both tools measure the same 200s.
+curl -sf -X PUT "$URL/v1/buckets/bench" -d '{"capacity": 4000000000, "leak_rate": 1e15}' >/dev/null
+
+cat >"$WORK/post.lua" <<'LUA'
+wrk.method = "POST"
+wrk.body = '{"key":"k"}'
+wrk.headers["Content-Type"] = "application/json"
+LUA
+
+# wrk's latency figures in ms (it prints us, ms or s).
+to_ms() { awk '{v=$1; if (v ~ /us$/) {sub(/us$/,"",v); v/=1000} else if (v ~ /ms$/) {sub(/ms$/,"",v)} else if (v ~ /s$/) {sub(/s$/,"",v); v*=1000}; printf "%.3f", v}'; }
+
+echo "drip stress vs wrk: $URL/v1/buckets/bench/allow, concurrency $C, ${D}s a run, $ROUNDS rounds, $(nproc) cores"
+printf "%-6s %-6s %10s %9s %9s %9s\n" round tool req/s p50_ms p90_ms p99_ms
+declare -a WR DR W50 D50 W90 D90 W99 D99
+for r in $(seq "$ROUNDS"); do
+    out=$(wrk -t2 -c"$C" -d"${D}s" --latency -s "$WORK/post.lua" "$URL/v1/buckets/bench/allow")
+    WR[r]=$(awk '/^Requests\/sec/ {print $2}' <<<"$out")
+    W50[r]=$(awk '$1=="50%" {print $2}' <<<"$out" | to_ms)
+    W90[r]=$(awk '$1=="90%" {print $2}' <<<"$out" | to_ms)
+    W99[r]=$(awk '$1=="99%" {print $2}' <<<"$out" | to_ms)
+    printf "%-6s %-6s %10.0f %9s %9s %9s\n" "$r" wrk "${WR[r]}" "${W50[r]}" "${W90[r]}" "${W99[r]}"
+
+    json=$("$DRIP" stress --url "$URL" --bucket bench --key k --concurrency "$C" --duration "${D}s" --json)
+    read -r DR[r] D50[r] D90[r] D99[r] < <(python3 -c '
+import json,sys; r=json.load(sys.stdin); l=r["latency"]
+print("%.1f %.3f %.3f %.3f" % (r["throughput_rps"], l["p50_ms"], l["p90_ms"], l["p99_ms"]))' <<<"$json")
+    printf "%-6s %-6s %10.0f %9s %9s %9s\n" "$r" drip "${DR[r]}" "${D50[r]}" "${D90[r]}" "${D99[r]}"
+done
+
+echo
+echo "ratios drip/wrk per round (req/s goal >= 0.80; percentiles goal 0.80..1.20):"
+printf "%-6s %8s %8s %8s %8s\n" round req/s p50 p90 p99
+for r in $(seq "$ROUNDS"); do
+    python3 -c "print('%-6s %8.2f %8.2f %8.2f %8.2f' % ('$r', ${DR[r]}/${WR[r]}, ${D50[r]}/${W50[r]}, ${D90[r]}/${W90[r]}, ${D99[r]}/${W99[r]}))"
+done
