@@ -23,8 +23,9 @@ pub(super) struct Cell {
     tat: WordTat,
     /// The whole state, for keys the word cannot hold.
     full: Option<Box<Mutex<State>>>,
-    /// Requests allowed and rejected, when the bucket counts.
-    counts: Option<Box<[AtomicU64; 2]>>,
+    /// Requests allowed and rejected, and when the last one came (clock
+    /// ns; kept only under a counter retention), when the bucket counts.
+    counts: Option<Box<[AtomicU64; 3]>>,
 }
 
 impl Cell {
@@ -33,7 +34,7 @@ impl Cell {
         let mut cell = Cell {
             tat: WordTat::new(0),
             full: None,
-            counts: counting.then(|| Box::new([AtomicU64::new(0), AtomicU64::new(0)])),
+            counts: counting.then(|| Box::new([const { AtomicU64::new(0) }; 3])),
         };
         cell.store(config, State::default());
         cell
@@ -58,6 +59,10 @@ impl Cell {
         if let Some(counts) = &self.counts {
             let i = usize::from(!answer.allowed());
             counts[i].fetch_add(1, Ordering::Relaxed);
+            if config.retention_ns > 0 {
+                // Only a sweep reads it; the latest time wins.
+                counts[2].fetch_max(now, Ordering::Relaxed);
+            }
         }
         Some(answer)
     }
@@ -97,9 +102,16 @@ impl Cell {
         self.full = Some(Box::new(Mutex::new(state)));
     }
 
-    /// True when the key holds nothing worth keeping at `now`.
+    /// True when the key holds nothing worth keeping at `now`: its bucket
+    /// is empty and its counters' retention (if any) has passed.
     pub(super) fn is_idle(&self, config: &Config, now: Nanos) -> bool {
-        core::is_idle(&config.policy, &self.state(config), now)
+        let retained = config.retention_ns > 0
+            && self.counts.as_ref().is_some_and(|c| {
+                now < c[2]
+                    .load(Ordering::Relaxed)
+                    .saturating_add(config.retention_ns)
+            });
+        !retained && core::is_idle(&config.policy, &self.state(config), now)
     }
 
     /// True while the key is one word (not its whole state).
