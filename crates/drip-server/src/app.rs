@@ -3,7 +3,7 @@
 //! ends only translate.
 
 use std::sync::Arc;
-use std::time::Instant;
+use std::time::{Duration, Instant};
 
 use drip::core::{NANOS_PER_SEC, Request};
 use drip::{Decision, KeyStatus, Limiter, Outcome, Store, wait_turn};
@@ -36,6 +36,8 @@ pub struct App<S: Store> {
     admin_token: Option<String>,
     node: Node,
     shutdown: CancellationToken,
+    /// How long counters outlive the water in buckets that do not say.
+    counter_retention: Duration,
 }
 
 /// A decision and the bucket it was made in: all its response needs (the
@@ -82,12 +84,31 @@ impl<S: Store> App<S> {
         node: Node,
         shutdown: CancellationToken,
     ) -> Arc<Self> {
+        Self::with_counter_retention(
+            limiter,
+            admin_token,
+            node,
+            shutdown,
+            limits::DEFAULT_COUNTER_RETENTION,
+        )
+    }
+
+    /// State for a server over `limiter` whose buckets keep their counters
+    /// for `counter_retention` unless they say otherwise.
+    pub fn with_counter_retention(
+        limiter: Limiter<S>,
+        admin_token: Option<String>,
+        node: Node,
+        shutdown: CancellationToken,
+        counter_retention: Duration,
+    ) -> Arc<Self> {
         Arc::new(App {
             limiter,
             metrics: Metrics::new(),
             admin_token: admin_token.filter(|t| !t.is_empty()),
             node,
             shutdown,
+            counter_retention,
         })
     }
 
@@ -135,6 +156,8 @@ impl<S: Store> App<S> {
             body.capacity,
             body.leak_rate,
             &body.windows,
+            body.counter_retention_s,
+            self.counter_retention,
         )?;
         let done = if body.reset {
             self.limiter.configure_reset(bucket, policy).await
@@ -364,6 +387,7 @@ pub fn bucket_status(bucket: &str, key: &str, s: &KeyStatus) -> BucketStatus {
         allowed_requests: s.counters.allowed,
         rejected_requests: s.counters.rejected,
         processed_requests: s.processed(),
+        counter_retention_s: p.counter_retention().as_secs_f64(),
     }
 }
 

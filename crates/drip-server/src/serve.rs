@@ -3,6 +3,7 @@
 
 use std::path::PathBuf;
 use std::str::FromStr;
+use std::time::Duration;
 
 #[allow(unused_imports)] // `bail` is used only when a store feature is off.
 use anyhow::{Context, Result, bail};
@@ -33,6 +34,22 @@ pub struct Args {
     /// This node's id in /v1/cluster (default: hostname:http-port).
     #[arg(long, env = "DRIP_NODE_ID")]
     pub node_id: Option<String>,
+    /// Seconds a key's counters (total, allowed, rejected, processed) are
+    /// kept after its last request once its bucket is empty, for buckets
+    /// that do not set "counter_retention_s"; 0..=2592000, 0 lets them go
+    /// with the water. Default: the config file's top-level
+    /// counter_retention_s, else 60. Example: --counter-retention 300
+    #[arg(long, env = "DRIP_COUNTER_RETENTION", value_name = "SECONDS",
+          value_parser = parse_retention)]
+    pub counter_retention: Option<Duration>,
+}
+
+fn parse_retention(s: &str) -> Result<Duration, String> {
+    let seconds: f64 = s.parse().map_err(|_| {
+        format!("{s:?} is not a number of seconds: --counter-retention takes 0..=2592000")
+    })?;
+    crate::limits::counter_retention(seconds)
+        .map_err(|_| "--counter-retention must be a number of seconds in 0..=2592000".to_owned())
 }
 
 /// The `--store` value.
@@ -70,13 +87,20 @@ impl FromStr for StoreSpec {
 /// Runs `drip serve` until a signal.
 pub async fn run(args: Args) -> Result<()> {
     // Read the file before binding anything: a bad file is a start-up error.
-    let buckets = match &args.config {
-        Some(path) => config::load(path)?,
-        None => Vec::new(),
+    let declared = match &args.config {
+        Some(path) => config::load(path, args.counter_retention)?,
+        None => config::Declared {
+            counter_retention: args
+                .counter_retention
+                .unwrap_or(crate::limits::DEFAULT_COUNTER_RETENTION),
+            buckets: Vec::new(),
+        },
     };
+    let buckets = declared.buckets;
     let options = Options {
         admin_token: args.admin_token.clone(),
         node_id: args.node_id.clone(),
+        counter_retention: declared.counter_retention,
         ..Options::default()
     };
     match &args.store {

@@ -31,6 +31,8 @@ pub struct Options {
     pub node_id: Option<String>,
     /// How often idle keys are forgotten.
     pub sweep_every: Duration,
+    /// How long counters outlive the water in buckets that do not say.
+    pub counter_retention: Duration,
 }
 
 impl Default for Options {
@@ -39,6 +41,7 @@ impl Default for Options {
             admin_token: None,
             node_id: None,
             sweep_every: Duration::from_secs(10),
+            counter_retention: crate::limits::DEFAULT_COUNTER_RETENTION,
         }
     }
 }
@@ -66,7 +69,13 @@ pub async fn run<S: Store>(
         grpc: grpc_addr.to_string(),
     };
     let stop = CancellationToken::new();
-    let app = App::new(limiter, options.admin_token.clone(), node, stop.clone());
+    let app = App::with_counter_retention(
+        limiter,
+        options.admin_token.clone(),
+        node,
+        stop.clone(),
+        options.counter_retention,
+    );
 
     tokio::spawn({
         let stop = stop.clone();

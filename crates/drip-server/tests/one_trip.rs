@@ -178,10 +178,10 @@ async fn ask(s: &TestServer, a: Ask) {
         Ask::Grpc { key, admitted } => {
             let mut g = s.grpc().await;
             let r = g
-                .allow_request(pb::AllowRequest {
+                .allow_request(pb::AllowRequestRequest {
                     bucket_id: "api".into(),
                     key: key.into(),
-                    cost: None,
+                    ..Default::default()
                 })
                 .await
                 .unwrap()
