@@ -40,7 +40,7 @@ pub struct Args {
     /// with the water. Default: the config file's top-level
     /// counter_retention_s, else 60. Example: --counter-retention 300
     #[arg(long, env = "DRIP_COUNTER_RETENTION", value_name = "SECONDS",
-          value_parser = parse_retention)]
+          value_parser = parse_retention, allow_negative_numbers = true)]
     pub counter_retention: Option<Duration>,
 }
 
