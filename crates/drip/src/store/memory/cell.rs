@@ -17,6 +17,10 @@ use super::word::WordTat;
 use crate::core::{self, Answer, Nanos, Request, State};
 use crate::store::Counters;
 
+/// How stale a key's last-request time may be (1 ms): it is written at
+/// most this often, and a retention is counted from it plus this.
+const STAMP_NS: Nanos = 1_000_000;
+
 /// One key.
 pub(super) struct Cell {
     /// The `tat` in ticks since the bucket's base, unless `full` is set.
@@ -60,8 +64,13 @@ impl Cell {
             let i = usize::from(!answer.allowed());
             counts[i].fetch_add(1, Ordering::Relaxed);
             if config.retention_ns > 0 {
-                // Only a sweep reads it; the latest time wins.
-                counts[2].fetch_max(now, Ordering::Relaxed);
+                // Moved on at most once per `STAMP_NS` (sweeps allow that
+                // much more), so a busy key's decisions mostly only read it;
+                // `fetch_max`: of racing writers, the latest time wins.
+                let last = &counts[2];
+                if now >= last.load(Ordering::Relaxed).saturating_add(STAMP_NS) {
+                    last.fetch_max(now, Ordering::Relaxed);
+                }
             }
         }
         Some(answer)
@@ -110,6 +119,7 @@ impl Cell {
                 now < c[2]
                     .load(Ordering::Relaxed)
                     .saturating_add(config.retention_ns)
+                    .saturating_add(STAMP_NS)
             });
         !retained && core::is_idle(&config.policy, &self.state(config), now)
     }
