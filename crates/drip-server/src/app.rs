@@ -3,7 +3,7 @@
 //! ends only translate.
 
 use std::sync::Arc;
-use std::time::Instant;
+use std::time::{Duration, Instant};
 
 use drip::core::{NANOS_PER_SEC, Request};
 use drip::{Decision, KeyStatus, Limiter, Outcome, Store, wait_turn};
@@ -39,6 +39,8 @@ pub struct App<S: Store> {
     shutdown: CancellationToken,
     /// The cluster this node is part of (Redis stores); none: on its own.
     cluster: Option<ClusterHandle>,
+    /// How long counters outlive the water in buckets that do not say.
+    counter_retention: Duration,
 }
 
 /// A decision and the bucket it was made in: all its response needs (the
@@ -88,6 +90,26 @@ impl<S: Store> App<S> {
         shutdown: CancellationToken,
         cluster: Option<ClusterHandle>,
     ) -> Arc<Self> {
+        Self::with_counter_retention(
+            limiter,
+            admin_token,
+            node,
+            shutdown,
+            cluster,
+            limits::DEFAULT_COUNTER_RETENTION,
+        )
+    }
+
+    /// State for a server over `limiter` whose buckets keep their counters
+    /// for `counter_retention` unless they say otherwise.
+    pub fn with_counter_retention(
+        limiter: Limiter<S>,
+        admin_token: Option<String>,
+        node: Node,
+        shutdown: CancellationToken,
+        cluster: Option<ClusterHandle>,
+        counter_retention: Duration,
+    ) -> Arc<Self> {
         Arc::new(App {
             limiter,
             metrics: Metrics::new(),
@@ -95,6 +117,7 @@ impl<S: Store> App<S> {
             node,
             shutdown,
             cluster,
+            counter_retention,
         })
     }
 
@@ -142,6 +165,8 @@ impl<S: Store> App<S> {
             body.capacity,
             body.leak_rate,
             &body.windows,
+            body.counter_retention_s,
+            self.counter_retention,
         )?;
         let done = if body.reset {
             self.limiter.configure_reset(bucket, policy).await
@@ -400,6 +425,7 @@ pub fn bucket_status(bucket: &str, key: &str, s: &KeyStatus) -> BucketStatus {
         allowed_requests: s.counters.allowed,
         rejected_requests: s.counters.rejected,
         processed_requests: s.processed(),
+        counter_retention_s: p.counter_retention().as_secs_f64(),
     }
 }
 

@@ -6,12 +6,18 @@
 //! capacity = 10
 //! leak_rate = 5            # units per second
 //! windows = [{ limit = 1000, period_s = 3600 }]
+//! counter_retention_s = 60 # optional: counters outlive the water this long
 //! ```
+//!
+//! A top-level `counter_retention_s` sets the server's default for buckets
+//! that do not say (`--counter-retention` / `DRIP_COUNTER_RETENTION` win
+//! over it).
 //!
 //! Every mistake is reported with the bucket and the field it is in.
 
 use std::collections::BTreeMap;
 use std::path::Path;
+use std::time::Duration;
 
 use drip::Policy;
 use serde::Deserialize;
@@ -22,6 +28,8 @@ use crate::model::WindowSpec;
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
 struct File {
+    #[serde(default)]
+    counter_retention_s: Option<f64>,
     #[serde(default)]
     buckets: BTreeMap<String, BucketSpec>,
     #[serde(default)]
@@ -63,6 +71,8 @@ struct BucketSpec {
     leak_rate: f64,
     #[serde(default)]
     windows: Vec<WindowSpec>,
+    #[serde(default)]
+    counter_retention_s: Option<f64>,
 }
 
 /// A mistake in the file, with where it is.
@@ -86,28 +96,37 @@ pub enum ConfigFileError {
     },
 }
 
-/// Reads the buckets declared in `path`, in name order.
-pub fn load(path: &Path) -> Result<Vec<(String, Policy)>, ConfigFileError> {
-    Ok(load_all(path)?.0)
+/// What a config file declares: the server's counter retention (the
+/// flag's, else the file's, else the default) and the buckets.
+#[derive(Debug)]
+pub struct Declared {
+    /// The retention of buckets that do not set one.
+    pub counter_retention: Duration,
+    /// The buckets, in name order.
+    pub buckets: Vec<(String, Policy)>,
+    /// The `[cluster]` table.
+    pub cluster: ClusterSection,
 }
 
-/// Reads the buckets and the `[cluster]` table of `path`.
-pub fn load_all(path: &Path) -> Result<(Vec<(String, Policy)>, ClusterSection), ConfigFileError> {
+/// Reads the buckets declared in `path`, in name order; `flag` is the
+/// retention given on the command line or in the environment, if any.
+pub fn load(path: &Path, flag: Option<Duration>) -> Result<Declared, ConfigFileError> {
     let file = path.display().to_string();
     let text = std::fs::read_to_string(path).map_err(|source| ConfigFileError::Read {
         file: file.clone(),
         source,
     })?;
-    parse_all(&text).map_err(|message| ConfigFileError::Invalid { file, message })
+    parse_with(&text, flag).map_err(|message| ConfigFileError::Invalid { file, message })
 }
 
 /// Parses the text of a config file; the error names the bucket and field.
 pub fn parse(text: &str) -> Result<Vec<(String, Policy)>, String> {
-    Ok(parse_all(text)?.0)
+    parse_with(text, None).map(|d| d.buckets)
 }
 
-/// Parses the buckets and the `[cluster]` table of a config file.
-pub fn parse_all(text: &str) -> Result<(Vec<(String, Policy)>, ClusterSection), String> {
+/// Parses a config file, with the retention `flag` (if given) in place of
+/// the file's top-level `counter_retention_s`.
+pub fn parse_with(text: &str, flag: Option<Duration>) -> Result<Declared, String> {
     let line_of = |span: Option<std::ops::Range<usize>>| {
         span.map(|s| {
             format!(
@@ -134,6 +153,11 @@ pub fn parse_all(text: &str) -> Result<(Vec<(String, Policy)>, ClusterSection), 
             _ => format!("{detail}{at}"),
         }
     })?;
+    let counter_retention = match (flag, file.counter_retention_s) {
+        (Some(d), _) => d,
+        (None, Some(s)) => limits::counter_retention(s).map_err(|e| e.public_message())?,
+        (None, None) => limits::DEFAULT_COUNTER_RETENTION,
+    };
     let mut out = Vec::with_capacity(file.buckets.len());
     for (name, spec) in file.buckets {
         limits::bucket_id(&name).map_err(|e| format!("bucket {name:?}: {}", e.public_message()))?;
@@ -142,16 +166,48 @@ pub fn parse_all(text: &str) -> Result<(Vec<(String, Policy)>, ClusterSection), 
             spec.capacity,
             spec.leak_rate,
             &spec.windows,
+            spec.counter_retention_s,
+            counter_retention,
         )
         .map_err(|e| format!("bucket {name:?}: {}", e.public_message()))?;
         out.push((name, policy));
     }
-    Ok((out, file.cluster))
+    Ok(Declared {
+        counter_retention,
+        buckets: out,
+        cluster: file.cluster,
+    })
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn counter_retention_per_bucket_file_and_flag() {
+        let text = "counter_retention_s = 5\n[buckets.a]\ncapacity = 1\nleak_rate = 1\n\
+                    [buckets.b]\ncapacity = 1\nleak_rate = 1\ncounter_retention_s = 0\n";
+        let secs = |d: &Declared| -> Vec<u64> {
+            d.buckets
+                .iter()
+                .map(|(_, p)| p.counter_retention().as_secs())
+                .collect()
+        };
+        let d = parse_with(text, None).unwrap();
+        assert_eq!((d.counter_retention.as_secs(), secs(&d)), (5, vec![5, 0]));
+        let d = parse_with(text, Some(Duration::from_secs(7))).unwrap();
+        assert_eq!((d.counter_retention.as_secs(), secs(&d)), (7, vec![7, 0]));
+        let d = parse_with("[buckets.a]\ncapacity = 1\nleak_rate = 1\n", None).unwrap();
+        assert_eq!((d.counter_retention.as_secs(), secs(&d)), (60, vec![60]));
+        let e = parse("[buckets.a]\ncapacity = 1\nleak_rate = 1\ncounter_retention_s = -1\n")
+            .unwrap_err();
+        assert!(
+            e.contains("bucket \"a\"") && e.contains("counter_retention_s"),
+            "{e}"
+        );
+        let e = parse("counter_retention_s = 1e12\n").unwrap_err();
+        assert!(e.contains("counter_retention_s"), "{e}");
+    }
 
     #[test]
     fn reads_the_design_example() {
@@ -169,17 +225,19 @@ mod tests {
 
     #[test]
     fn reads_the_cluster_table() {
-        let (b, c) = parse_all(
+        let d = parse_with(
             "[cluster]\nheartbeat = \"250ms\"\nlease = \"4s\"\non_store_error = \"local\"\n",
+            None,
         )
         .unwrap();
+        let (b, c) = (d.buckets, d.cluster);
         assert!(b.is_empty());
         assert_eq!(c.heartbeat.as_deref(), Some("250ms"));
         assert_eq!(c.lease.as_deref(), Some("4s"));
         assert_eq!(c.on_store_error, Some(crate::cluster::OnStoreError::Local));
-        let e = parse_all("[cluster]\non_store_error = \"maybe\"\n").unwrap_err();
+        let e = parse_with("[cluster]\non_store_error = \"maybe\"\n", None).unwrap_err();
         assert!(e.contains("deny") && e.contains("local"), "{e}");
-        let e = parse_all("[cluster]\nbeat = \"1s\"\n").unwrap_err();
+        let e = parse_with("[cluster]\nbeat = \"1s\"\n", None).unwrap_err();
         assert!(e.contains("beat"), "{e}");
     }
 

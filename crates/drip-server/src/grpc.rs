@@ -62,6 +62,7 @@ fn state(s: BucketStatus) -> pb::BucketState {
         allowed_requests: s.allowed_requests,
         rejected_requests: s.rejected_requests,
         processed_requests: s.processed_requests,
+        counter_retention_s: s.counter_retention_s,
     }
 }
 
@@ -130,6 +131,7 @@ impl<S: Store> RateLimiterService for Grpc<S> {
                 })
                 .collect(),
             reset: r.reset,
+            counter_retention_s: r.counter_retention_s,
         };
         let s = self.app.configure(&r.bucket_id, &body).await?;
         Ok(Response::new(pb::ConfigureBucketResponse {

@@ -94,13 +94,35 @@ fn timeout_rule() -> String {
     format!("timeout_ms must be an integer in 0..={MAX_TIMEOUT_MS}")
 }
 
+/// The server's counter retention when neither the bucket nor the server
+/// sets one: a drained queue still reports what it processed for a minute.
+pub const DEFAULT_COUNTER_RETENTION: Duration = Duration::from_secs(60);
+
+/// Longest counter retention, in seconds (30 days).
+pub const MAX_COUNTER_RETENTION_S: u64 = drip::core::MAX_COUNTER_RETENTION.as_secs();
+
+fn retention_rule() -> String {
+    format!("counter_retention_s must be a number of seconds in 0..={MAX_COUNTER_RETENTION_S}")
+}
+
+/// A `counter_retention_s` value (bucket body, TOML or `--counter-retention`).
+pub fn counter_retention(seconds: f64) -> Result<Duration, ApiError> {
+    Duration::try_from_secs_f64(seconds)
+        .ok()
+        .filter(|d| d.as_secs_f64() <= MAX_COUNTER_RETENTION_S as f64)
+        .ok_or_else(|| ApiError::invalid("counter_retention_s", retention_rule()))
+}
+
 /// Builds the policy of a configure call (HTTP body, gRPC message or
-/// config file). `mode` may be empty or absent (police).
+/// config file). `mode` may be empty or absent (police); a bucket without
+/// `counter_retention_s` keeps its counters for `default_retention`.
 pub fn policy(
     mode: Option<&str>,
     capacity: u64,
     leak_rate: f64,
     windows: &[WindowSpec],
+    counter_retention_s: Option<f64>,
+    default_retention: Duration,
 ) -> Result<Policy, ApiError> {
     let mode = match mode {
         None | Some("") => Mode::Police,
@@ -113,7 +135,11 @@ pub fn policy(
         ));
     }
     let parts: Vec<(u64, f64)> = windows.iter().map(|w| (w.limit, w.period_s)).collect();
-    Ok(Policy::from_parts(mode, capacity, leak_rate, &parts)?)
+    let retention = match counter_retention_s {
+        Some(s) => counter_retention(s)?,
+        None => default_retention,
+    };
+    Ok(Policy::from_parts(mode, capacity, leak_rate, &parts)?.with_counter_retention(retention)?)
 }
 
 impl From<drip::ConfigError> for ApiError {
@@ -143,6 +169,7 @@ pub fn rule(field: &str) -> Option<String> {
         "key" => format!("a string of at most {MAX_KEY_BYTES} bytes"),
         "cost" => format!("an integer in 1..={MAX_COST}"),
         "timeout_ms" => format!("an integer in 0..={MAX_TIMEOUT_MS}"),
+        "counter_retention_s" => format!("a number of seconds in 0..={MAX_COUNTER_RETENTION_S}"),
         "request_id" => format!("a string of 1..={MAX_REQUEST_ID_BYTES} bytes of printable ASCII"),
         _ => return None,
     };

@@ -27,6 +27,13 @@ pub struct ConfigureBody {
     /// Empty every key's state.
     #[serde(default)]
     pub reset: bool,
+    /// Seconds a key's counters (total, allowed, rejected, processed) are
+    /// kept after its last request, once its bucket is empty, 0..=2592000;
+    /// 0 lets them go with the water. Default: the server's
+    /// `--counter-retention` (60 s unless set).
+    #[serde(default)]
+    #[schema(example = 60.0, minimum = 0.0, maximum = 2592000.0)]
+    pub counter_retention_s: Option<f64>,
 }
 
 /// An exact rolling limit: at most `limit` units in any `period_s` seconds.
@@ -143,6 +150,10 @@ pub struct BucketStatus {
     pub rejected_requests: u64,
     /// Admitted requests that have left the queue: `allowed - queue_size`.
     pub processed_requests: u64,
+    /// Seconds the counters are kept after the key's last request once its
+    /// bucket is empty (0: they go with the water).
+    #[serde(default)]
+    pub counter_retention_s: f64,
 }
 
 /// `GET /v1/buckets`: every bucket, with the state of its key `""`.

@@ -60,6 +60,14 @@ pub struct Args {
     /// the shared bucket when Redis returns) [default: deny].
     #[arg(long, env = "DRIP_ON_STORE_ERROR")]
     pub on_store_error: Option<OnStoreError>,
+    /// Seconds a key's counters (total, allowed, rejected, processed) are
+    /// kept after its last request once its bucket is empty, for buckets
+    /// that do not set "counter_retention_s"; 0..=2592000, 0 lets them go
+    /// with the water. Default: the config file's top-level
+    /// counter_retention_s, else 60. Example: --counter-retention 300
+    #[arg(long, env = "DRIP_COUNTER_RETENTION", value_name = "SECONDS",
+          value_parser = parse_retention, allow_negative_numbers = true)]
+    pub counter_retention: Option<Duration>,
 }
 
 impl Args {
@@ -103,6 +111,14 @@ impl Args {
         options.check().map_err(anyhow::Error::msg)?;
         Ok(options)
     }
+}
+
+fn parse_retention(s: &str) -> Result<Duration, String> {
+    let seconds: f64 = s.parse().map_err(|_| {
+        format!("{s:?} is not a number of seconds: --counter-retention takes 0..=2592000")
+    })?;
+    crate::limits::counter_retention(seconds)
+        .map_err(|_| "--counter-retention must be a number of seconds in 0..=2592000".to_owned())
 }
 
 /// The `--store` value.
@@ -150,15 +166,23 @@ impl FromStr for StoreSpec {
 /// Runs `drip serve` until a signal.
 pub async fn run(args: Args) -> Result<()> {
     // Read the file before binding anything: a bad file is a start-up error.
-    let (buckets, cluster_file) = match &args.config {
-        Some(path) => config::load_all(path)?,
-        None => Default::default(),
+    let declared = match &args.config {
+        Some(path) => config::load(path, args.counter_retention)?,
+        None => config::Declared {
+            counter_retention: args
+                .counter_retention
+                .unwrap_or(crate::limits::DEFAULT_COUNTER_RETENTION),
+            buckets: Vec::new(),
+            cluster: Default::default(),
+        },
     };
+    let buckets = declared.buckets;
     #[cfg_attr(not(feature = "redis"), allow(unused_variables))]
-    let cluster_options = args.cluster_options(&cluster_file)?;
+    let cluster_options = args.cluster_options(&declared.cluster)?;
     let options = Options {
         admin_token: args.admin_token.clone(),
         node_id: args.node_id.clone(),
+        counter_retention: declared.counter_retention,
         ..Options::default()
     };
     match &args.store {

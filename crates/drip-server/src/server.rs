@@ -34,6 +34,8 @@ pub struct Options {
     pub sweep_every: Duration,
     /// The cluster this node is part of (Redis stores); none: on its own.
     pub cluster: Option<ClusterHandle>,
+    /// How long counters outlive the water in buckets that do not say.
+    pub counter_retention: Duration,
 }
 
 impl Default for Options {
@@ -43,6 +45,7 @@ impl Default for Options {
             node_id: None,
             sweep_every: Duration::from_secs(10),
             cluster: None,
+            counter_retention: crate::limits::DEFAULT_COUNTER_RETENTION,
         }
     }
 }
@@ -60,12 +63,13 @@ pub async fn run<S: Store>(
     let grpc_addr = listeners.grpc.local_addr()?;
     let node = node(&options, &listeners)?;
     let stop = CancellationToken::new();
-    let app = App::new(
+    let app = App::with_counter_retention(
         limiter,
         options.admin_token.clone(),
         node,
         stop.clone(),
         options.cluster.clone(),
+        options.counter_retention,
     );
 
     tokio::spawn({

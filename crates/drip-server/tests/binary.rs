@@ -286,6 +286,20 @@ fn a_bad_config_file_is_refused_naming_bucket_and_field() {
 }
 
 #[test]
+fn bad_counter_retentions_are_refused() {
+    for bad in ["-1", "2592001", "abc"] {
+        let (ok, out) = run(&["serve", "--counter-retention", bad]);
+        assert!(!ok, "{bad}");
+        assert!(out.contains("--counter-retention"), "{bad}: {out}");
+        assert!(out.contains("0..=2592000"), "{bad}: {out}");
+    }
+    let path = temp_file("bad_retention.toml", "counter_retention_s = -5\n");
+    let (ok, out) = run(&["serve", "--config", path.to_str().unwrap()]);
+    assert!(!ok);
+    assert!(out.contains("counter_retention_s must be"), "{out}");
+}
+
+#[test]
 fn bad_store_values_are_refused() {
     let (ok, out) = run(&["serve", "--store", "postgres://x"]);
     assert!(!ok);

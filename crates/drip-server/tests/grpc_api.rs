@@ -22,6 +22,7 @@ fn configure(
         leak_rate,
         windows: vec![],
         reset: false,
+        counter_retention_s: None,
     }
 }
 

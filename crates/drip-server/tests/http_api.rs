@@ -34,6 +34,7 @@ const STATUS_FIELDS: &[&str] = &[
     "allowed_requests",
     "rejected_requests",
     "processed_requests",
+    "counter_retention_s",
 ];
 
 const DECISION_FIELDS: &[&str] = &[

@@ -173,6 +173,50 @@ async fn idle_keys_expire_in_redis() {
     assert!(limiter.policy("e").await.unwrap().is_some());
 }
 
+/// Counters outlive the water on real time: 20 requests into a shape
+/// bucket of 20 at 100/s drain in 200 ms; once the key of a bucket without
+/// retention has expired (polled), the retained one still reports
+/// `queue_size 0, processed 20`, and its key goes when the retention ends.
+#[tokio::test]
+async fn counters_outlive_the_water_on_real_time() {
+    if !redis_support::available() {
+        return;
+    }
+    let server = RedisServer::start();
+    let limiter = Limiter::new(store(&server).await);
+    let shape = || policy(Mode::Shape, Rate::per_second(100).unwrap(), 20);
+    let kept = shape()
+        .with_counter_retention(Duration::from_secs(2))
+        .unwrap();
+    limiter.configure("d", kept).await.unwrap();
+    limiter.configure("z", shape()).await.unwrap();
+    let start = Instant::now();
+    for _ in 0..20 {
+        assert!(limiter.check("d", "k", 1).await.unwrap().allowed());
+        assert!(limiter.check("z", "k", 1).await.unwrap().allowed());
+    }
+    let exists = |key: &str| redis_support::cli(server.port, &["EXISTS", key]).trim() == "1";
+    let deadline = start + Duration::from_secs(10);
+    // The state without retention expires when the queue has drained.
+    while exists("drip:{b:z}:g1:s:k") {
+        assert!(Instant::now() < deadline, "the state did not expire");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    assert!(start.elapsed() >= Duration::from_millis(190));
+    let seen = |s: drip::KeyStatus| (s.level.queue_size, s.processed(), s.counters.total());
+    assert_eq!(seen(limiter.status("z", "k").await.unwrap()), (0, 0, 0));
+    if start.elapsed() < Duration::from_millis(1500) {
+        // Within the retention (a loaded machine may have taken longer).
+        assert_eq!(seen(limiter.status("d", "k").await.unwrap()), (0, 20, 20));
+    }
+    while exists("drip:{b:d}:g1:s:k") {
+        assert!(Instant::now() < deadline, "the counters did not expire");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    assert!(start.elapsed() >= Duration::from_millis(1990));
+    assert_eq!(seen(limiter.status("d", "k").await.unwrap()), (0, 0, 0));
+}
+
 /// Redis stops: calls fail with a store error within the timeout, no hang,
 /// no panic. Redis comes back: calls succeed again with the same limiter.
 #[tokio::test]
@@ -285,6 +329,7 @@ async fn conformance_on_a_redis_cluster() {
     conformance::status_counters(harness().await).await;
     conformance::acquire_reservations(harness().await).await;
     conformance::bad_input(harness().await).await;
+    conformance::counters_outlive_the_water(harness().await).await;
     // The buckets spread over the masters: more than one holds drip's keys.
     let holding = cluster
         .nodes

@@ -261,7 +261,13 @@ mod tests {
             http: "h".into(),
             grpc: "g".into(),
         };
-        let sampler = Sampler::new(App::new(limiter, None, node, CancellationToken::new()));
+        let sampler = Sampler::new(App::new(
+            limiter,
+            None,
+            node,
+            CancellationToken::new(),
+            None,
+        ));
         assert!(!sampler.is_sampling());
         let (mut rx, first) = sampler.subscribe();
         assert!(first.is_none() && sampler.is_sampling());

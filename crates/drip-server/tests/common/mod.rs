@@ -224,6 +224,7 @@ impl Client for Grpc {
                 leak_rate,
                 windows: vec![],
                 reset,
+                counter_retention_s: None,
             })
             .await
             .unwrap();
@@ -279,6 +280,7 @@ impl Client for Grpc {
             allowed_requests: b.allowed_requests,
             rejected_requests: b.rejected_requests,
             processed_requests: b.processed_requests,
+            counter_retention_s: b.counter_retention_s,
         }
     }
 }

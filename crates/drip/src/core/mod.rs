@@ -18,7 +18,9 @@ pub use window::WindowLog;
 // The 64-bit fast path: an implementation detail of the memory store.
 #[cfg(test)]
 pub(crate) use decide::decide_tat;
-pub use policy::{Limit, MAX_CAPACITY, MAX_SPAN_NS, MAX_WINDOWS, Mode, Policy, Window};
+pub use policy::{
+    Limit, MAX_CAPACITY, MAX_COUNTER_RETENTION, MAX_SPAN_NS, MAX_WINDOWS, Mode, Policy, Window,
+};
 pub use quota::Quota;
 pub use rate::{MAX_EXACT, MAX_RATE_PER_SEC, MIN_RATE_PER_SEC, NANOS_PER_SEC, Nanos, Rate};
 pub(crate) use word::Answer;

@@ -166,6 +166,9 @@ impl Window {
     }
 }
 
+/// Longest counter retention a policy may have: 30 days.
+pub const MAX_COUNTER_RETENTION: Duration = Duration::from_secs(30 * 86_400);
+
 /// Most rolling windows one policy may have.
 pub const MAX_WINDOWS: usize = 8;
 
@@ -176,6 +179,9 @@ pub struct Policy {
     mode: Mode,
     limit: Limit,
     windows: Vec<Window>,
+    /// How long a key's counters outlive its last request, in ms (0: they
+    /// go with the water, as soon as the key is idle).
+    counter_retention_ms: u64,
     /// What a response needs, computed whenever the limits change (a
     /// function of the fields above, so equality is unchanged).
     quota: Quota,
@@ -188,6 +194,7 @@ impl Policy {
             mode,
             limit,
             windows: Vec::new(),
+            counter_retention_ms: 0,
             quota: Quota::default(),
         };
         p.quota = Quota::of(&p);
@@ -230,6 +237,31 @@ impl Policy {
         self.windows.push(window);
         self.quota = Quota::of(&self);
         Ok(self)
+    }
+
+    /// Keeps each key's counters (allowed, rejected, processed) for
+    /// `retention` after its last request, even once its bucket is empty,
+    /// so a drained queue still reports what it processed. Zero (the
+    /// default) lets them go with the water. At most
+    /// [`MAX_COUNTER_RETENTION`]; whole milliseconds (rounded up).
+    pub fn with_counter_retention(mut self, retention: Duration) -> Result<Policy, ConfigError> {
+        if retention > MAX_COUNTER_RETENTION {
+            return Err(ConfigError::new(
+                "counter_retention_s",
+                format!(
+                    "counter_retention_s must be between 0 and {} seconds",
+                    MAX_COUNTER_RETENTION.as_secs()
+                ),
+            ));
+        }
+        self.counter_retention_ms = retention.as_nanos().div_ceil(1_000_000) as u64;
+        Ok(self)
+    }
+
+    /// How long a key's counters outlive its last request.
+    #[inline]
+    pub fn counter_retention(&self) -> Duration {
+        Duration::from_millis(self.counter_retention_ms)
     }
 
     /// Builds a policy from the server's terms: `capacity` units leaking at
@@ -311,6 +343,9 @@ impl Policy {
                 w.limit, w.period_ns, w.granularity_ns
             ));
         }
+        if self.counter_retention_ms > 0 {
+            s.push_str(&format!(" retention_ms={}", self.counter_retention_ms));
+        }
         s
     }
 
@@ -321,6 +356,7 @@ impl Policy {
         let mut parts = text.split_whitespace();
         let mode: Mode = parts.next().ok_or_else(bad)?.parse()?;
         let (mut rate, mut capacity, mut windows) = (None, None, Vec::new());
+        let mut retention_ms = 0;
         for part in parts {
             let (name, value) = part.split_once('=').ok_or_else(bad)?;
             let nums = value.split('/').map(num).collect::<Result<Vec<_>, _>>()?;
@@ -329,6 +365,7 @@ impl Policy {
                     rate = Some(Rate::new(amount, Duration::from_nanos(period))?)
                 }
                 ("capacity", &[c]) => capacity = Some(c),
+                ("retention_ms", &[ms]) => retention_ms = ms,
                 ("window", &[limit, period, granularity]) => {
                     let mut w = Window::new(limit, Duration::from_nanos(period))?;
                     if !(1..=period).contains(&granularity) {
@@ -343,7 +380,8 @@ impl Policy {
         let limit = Limit::new(rate.ok_or_else(bad)?, capacity.ok_or_else(bad)?)?;
         windows
             .into_iter()
-            .try_fold(Policy::new(mode, limit), Policy::with_window)
+            .try_fold(Policy::new(mode, limit), Policy::with_window)?
+            .with_counter_retention(Duration::from_millis(retention_ms))
     }
 }
 
@@ -384,6 +422,9 @@ mod tests {
              window=5/250000000/1 window=1099511627776/86400000000000/1350000000000"
         );
         assert_eq!(Policy::decode(&text).unwrap(), p);
+        let kept = p.with_counter_retention(Duration::from_secs(60)).unwrap();
+        assert!(kept.encode().ends_with(" retention_ms=60000"));
+        assert_eq!(Policy::decode(&kept.encode()).unwrap(), kept);
         for bad in [
             "",
             "queue rate=1/1 capacity=1",

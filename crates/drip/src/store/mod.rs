@@ -26,8 +26,10 @@ pub struct KeyStatus {
     pub policy: Policy,
     /// How full the key's bucket is now.
     pub level: Level,
-    /// Counters since the key was created (an idle key that expired starts
-    /// again at zero).
+    /// Counters since the key was created. They outlive the water for the
+    /// policy's [counter retention](crate::Policy::with_counter_retention)
+    /// after the key's last request; a key idle beyond both starts again at
+    /// zero.
     pub counters: Counters,
 }
 
@@ -92,8 +94,8 @@ pub trait Store: Send + Sync + 'static {
         std::future::ready(Ok(()))
     }
 
-    /// Forgets keys that are idle now (bucket empty, windows clear) and
-    /// returns how many. Stores that expire keys themselves (Redis) do nothing.
+    /// Forgets keys that are idle now (bucket empty, windows clear, counter
+    /// retention passed) and returns how many. Stores that expire keys themselves (Redis) do nothing.
     fn sweep_idle(&self) -> impl Future<Output = Result<u64>> + Send {
         std::future::ready(Ok(0))
     }

@@ -376,6 +376,44 @@ pub async fn status_counters<S: Store>(h: Harness<S>) {
     assert_eq!((s.counters.total(), s.level.queue_size), (0, 0));
 }
 
+/// Counters outlive the water: 20 requests into a shape bucket of 20 at
+/// 100/s; after 0.5 s the queue is empty and 20 were processed, and that
+/// still holds once the state has expired (a sweep on the stores that sweep;
+/// Redis on real time is `redis_store.rs`). Without a retention the key goes
+/// at the sweep, as before; with one, once the retention has passed.
+pub async fn counters_outlive_the_water<S: Store>(h: Harness<S>) {
+    let kept = policy(Mode::Shape, 100, 20)
+        .with_counter_retention(Duration::from_secs(60))
+        .unwrap();
+    h.limiter.configure("d", kept).await.unwrap();
+    h.limiter
+        .configure("z", policy(Mode::Shape, 100, 20))
+        .await
+        .unwrap();
+    for _ in 0..20 {
+        assert!(h.limiter.check("d", "k", 1).await.unwrap().allowed());
+        assert!(h.limiter.check("z", "k", 1).await.unwrap().allowed());
+    }
+    let seen = |s: drip::KeyStatus| (s.level.queue_size, s.processed(), s.counters.total());
+    h.advance_ms(500);
+    assert_eq!(seen(h.limiter.status("d", "k").await.unwrap()), (0, 20, 20));
+    // The water is gone: a sweep forgets the key without a retention only.
+    let swept = h.limiter.sweep_idle().await.unwrap();
+    assert!(swept <= 1, "swept {swept}: the retained key went too");
+    assert_eq!(seen(h.limiter.status("d", "k").await.unwrap()), (0, 20, 20));
+    if swept == 1 {
+        assert_eq!(seen(h.limiter.status("z", "k").await.unwrap()), (0, 0, 0));
+    }
+    // Still there just before the retention ends, gone after it.
+    h.advance_ms(59_000);
+    assert_eq!(h.limiter.sweep_idle().await.unwrap(), 0);
+    assert_eq!(seen(h.limiter.status("d", "k").await.unwrap()), (0, 20, 20));
+    h.advance_ms(1_000);
+    if h.limiter.sweep_idle().await.unwrap() == 1 {
+        assert_eq!(seen(h.limiter.status("d", "k").await.unwrap()), (0, 0, 0));
+    }
+}
+
 /// Acquire reserves places in order, and a timeout refuses without consuming.
 pub async fn acquire_reservations<S: Store>(h: Harness<S>) {
     h.limiter
@@ -449,7 +487,8 @@ macro_rules! conformance_suite {
         $crate::conformance_suite!(@cases [$attr] $make;
             police_table shape_table scenario_a scenario_b scenario_c scenario_d
             scenario_e scenario_f windows_and_atomicity costs reconfigure
-            delete_and_list status_counters acquire_reservations bad_input);
+            delete_and_list status_counters acquire_reservations bad_input
+            counters_outlive_the_water);
     };
     (@cases [$attr:meta] $make:expr; $($case:ident)*) => {
         $(

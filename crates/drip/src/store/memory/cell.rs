@@ -17,6 +17,10 @@ use super::word::WordTat;
 use crate::core::{self, Answer, Nanos, Request, State};
 use crate::store::Counters;
 
+/// How stale a key's last-request time may be (1 ms): it is written at
+/// most this often, and a retention is counted from it plus this.
+const STAMP_NS: Nanos = 1_000_000;
+
 /// One key: 16 bytes, so a map entry of a `u64` key is 24 (what deciding
 /// over many keys pays for most is the cache lines its entries take).
 pub(super) struct Cell {
@@ -30,8 +34,9 @@ pub(super) struct Cell {
 struct Extra {
     /// The whole state, for keys the word cannot hold.
     full: Option<Mutex<State>>,
-    /// Requests allowed and rejected, when the bucket counts.
-    counts: Option<[AtomicU64; 2]>,
+    /// Requests allowed and rejected, and when the last one came (clock
+    /// ns; kept only under a counter retention), when the bucket counts.
+    counts: Option<[AtomicU64; 3]>,
 }
 
 impl Cell {
@@ -42,7 +47,7 @@ impl Cell {
             extra: counting.then(|| {
                 Box::new(Extra {
                     full: None,
-                    counts: Some([AtomicU64::new(0), AtomicU64::new(0)]),
+                    counts: Some([const { AtomicU64::new(0) }; 3]),
                 })
             }),
         };
@@ -84,6 +89,15 @@ impl Cell {
         if let Some(counts) = self.extra.as_ref().and_then(|e| e.counts.as_ref()) {
             let i = usize::from(!answer.allowed());
             counts[i].fetch_add(1, Ordering::Relaxed);
+            if config.retention_ns > 0 {
+                // Moved on at most once per `STAMP_NS` (sweeps allow that
+                // much more), so a busy key's decisions mostly only read it;
+                // `fetch_max`: of racing writers, the latest time wins.
+                let last = &counts[2];
+                if now >= last.load(Ordering::Relaxed).saturating_add(STAMP_NS) {
+                    last.fetch_max(now, Ordering::Relaxed);
+                }
+            }
         }
         Some(answer)
     }
@@ -123,9 +137,21 @@ impl Cell {
         self.set_full(Some(state));
     }
 
-    /// True when the key holds nothing worth keeping at `now`.
+    /// True when the key holds nothing worth keeping at `now`: its bucket
+    /// is empty and its counters' retention (if any) has passed.
     pub(super) fn is_idle(&self, config: &Config, now: Nanos) -> bool {
-        core::is_idle(&config.policy, &self.state(config), now)
+        let retained = config.retention_ns > 0
+            && self
+                .extra
+                .as_ref()
+                .and_then(|e| e.counts.as_ref())
+                .is_some_and(|c| {
+                    now < c[2]
+                        .load(Ordering::Relaxed)
+                        .saturating_add(config.retention_ns)
+                        .saturating_add(STAMP_NS)
+                });
+        !retained && core::is_idle(&config.policy, &self.state(config), now)
     }
 
     /// True while the key is one word (not its whole state).

@@ -23,6 +23,8 @@ pub(super) struct Config {
     pub(super) base: Nanos,
     /// `now - base` up to which the 64-bit path serves.
     max_since_base: Nanos,
+    /// The policy's counter retention in ns (0: none; read per decision).
+    pub(super) retention_ns: Nanos,
 }
 
 impl Config {
@@ -33,6 +35,7 @@ impl Config {
             word: WordPolicy::new(&policy),
             base: at.saturating_sub(LAG_TICKS / amount),
             max_since_base: REBASE_TICKS / amount,
+            retention_ns: u64::try_from(policy.counter_retention().as_nanos()).unwrap_or(u64::MAX),
             policy,
         }
     }

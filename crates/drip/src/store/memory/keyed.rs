@@ -227,7 +227,8 @@ impl<K: Hash + Eq + Clone, C: Clock> KeyedBucket<K, C> {
         }
     }
 
-    /// Forgets keys that are idle now (bucket empty, windows clear).
+    /// Forgets keys that are idle now (bucket empty, windows clear, and the
+    /// policy's counter retention passed when the bucket counts).
     /// Returns how many keys were removed.
     pub fn sweep(&self) -> usize {
         let now = self.clock.now();

@@ -22,7 +22,7 @@
 -- configure.lua), KEYS[2..n+1] the requests' keys (one bucket: one slot).
 -- ARGV[1], little-endian doubles (RedisStore): now_us (-1: Redis TIME),
 --   the version, the policy: mode (0 police, 1 shape), a, p, capacity,
---   window count, then per window limit, period_ns, granularity_ns; then
+--   window count, counter retention (ms), then per window limit, period_ns, granularity_ns; then
 --   per request cost, max_wait_ns (-1: check, -2: peek, which reports and
 --   writes nothing).
 -- Or, only for benchmarking tools that cannot send binary arguments
@@ -49,11 +49,11 @@ if not version then return redis.status_reply('nobucket') end
 local pack, unpack, ceil, floor, max, min, format =
   struct.pack, struct.unpack, math.ceil, math.floor, math.max, math.min, string.format
 local text = ARGV[1] == ''
-local now, vn, shape, a, p, cap, nwin, reqs, rpos
+local now, vn, shape, a, p, cap, nwin, keep_ms, reqs, rpos
 local windows -- only when there are windows
 if not text then
   local mode, pos
-  now, vn, mode, a, p, cap, nwin, pos = unpack('<ddddddd', ARGV[1])
+  now, vn, mode, a, p, cap, nwin, keep_ms, pos = unpack('<dddddddd', ARGV[1])
   -- Arithmetic converts the text as tonumber would, without its call.
   if version + 0 ~= vn then return redis.status_reply('stale') end
   shape = mode == 1
@@ -73,6 +73,7 @@ else
   now = ARGV[3] == '' and -1 or tonumber(ARGV[3])
   shape = ARGV[4] == 'shape'
   a, p, cap, nwin = tonumber(ARGV[5]), tonumber(ARGV[6]), tonumber(ARGV[7]), tonumber(ARGV[8])
+  keep_ms = 0
   windows = {}
   for i = 1, nwin do
     local b = 8 + (i - 1) * 3
@@ -317,12 +318,12 @@ for k = 2, nkeys + 1 do
   if not peek then
     if outcome == 1 then allowed = allowed + 1 else rejected = rejected + 1 end
     -- The key expires when it would be idle anyway (bucket empty, windows
-    -- clear); not on a test clock (Redis expires keys on its own time). Its
-    -- expiry only moves later: when the one set already covers this
-    -- state, it is kept.
+    -- clear) and its counters' retention has passed; not on a test clock
+    -- (Redis expires keys on its own time). Its expiry only moves later:
+    -- when the one set already covers this state, it is kept.
     local expiry, keep = 0, false
     if not test_clock then
-      expiry = now_ms + max(1, ceil(reset / 1000000))
+      expiry = now_ms + max(1, ceil(reset / 1000000), keep_ms)
       if not (fresh or changed) and expiry <= x then expiry, keep = x, true end
     end
     local value

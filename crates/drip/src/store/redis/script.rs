@@ -105,7 +105,8 @@ impl Inner {
 }
 
 /// What the decide script reads after `now`: the version, then the policy:
-/// mode (0 police, 1 shape), a, p, capacity, window count, then per window
+/// mode (0 police, 1 shape), a, p, capacity, window count, counter
+/// retention in ms, then per window
 /// limit, period_ns and granularity_ns, as little-endian doubles (exact:
 /// versions count configurations, and `configure` refuses what would pass
 /// 2^53).
@@ -122,6 +123,7 @@ pub(super) fn script_args(policy: &Policy, version: u64) -> Vec<u8> {
         rate.period_ns(),
         policy.limit().capacity(),
         policy.windows().len() as u64,
+        policy.counter_retention().as_millis() as u64,
     ];
     for w in policy.windows() {
         numbers.extend([w.limit(), w.period_ns(), w.granularity_ns()]);

@@ -173,13 +173,11 @@ impl<C: Clock> Worker<C> {
         } else {
             counters.rejected = counters.rejected.saturating_add(1);
         }
-        self.save_key(
-            bucket,
-            key,
-            &state,
-            counters,
-            now.saturating_add(d.reset_after),
-        )?;
+        // The row (counters with it) stays until the bucket is empty and
+        // the counter retention has passed; a sweep removes it after both.
+        let retention = u64::try_from(policy.counter_retention().as_nanos()).unwrap_or(u64::MAX);
+        let idle_at = now.saturating_add(d.reset_after.max(retention));
+        self.save_key(bucket, key, &state, counters, idle_at)?;
         Ok(d)
     }
 
@@ -251,7 +249,7 @@ impl<C: Clock> Worker<C> {
             encode_windows(&state.windows, &mut self.buf);
             self.conn
                 .prepare_cached(
-                    "UPDATE drip_keys SET tat = ?3, windows = ?4, idle_at = ?5
+                    "UPDATE drip_keys SET tat = ?3, windows = ?4, idle_at = MAX(idle_at, ?5)
                      WHERE bucket = ?1 AND key = ?2",
                 )?
                 .execute(params![
