@@ -253,9 +253,9 @@ pub async fn serve<S: Store>(
         cluster_task = Some(task);
     }
     tokio::spawn({
-        let stop = stop.clone();
+        let (stop, signal) = (stop.clone(), signal());
         async move {
-            signal().await;
+            signal.await;
             stop.cancel();
         }
     });
@@ -307,27 +307,36 @@ pub async fn with_store(spec: &StoreSpec, job: impl WithLimiter) -> Result<()> {
     }
 }
 
-/// Completes on SIGINT (Ctrl-C) or, on Unix, SIGTERM.
-pub async fn signal() {
-    let ctrl_c = async {
+/// Completes on SIGINT (Ctrl-C) or, on Unix, SIGTERM. The handlers are
+/// installed when this is called, not when the future is first polled: a
+/// signal that comes after the call (e.g. right after the "listening" log
+/// line) is always seen, never the default action that kills the process.
+pub fn signal() -> impl Future<Output = ()> + Send + 'static {
+    #[cfg(unix)]
+    {
+        use tokio::signal::unix::{SignalKind, signal};
+        let int = signal(SignalKind::interrupt()).ok();
+        let term = signal(SignalKind::terminate()).ok();
+        async move {
+            let wait = |s: Option<tokio::signal::unix::Signal>| async move {
+                match s {
+                    Some(mut s) => {
+                        s.recv().await;
+                    }
+                    None => std::future::pending::<()>().await,
+                }
+            };
+            tokio::select! {
+                _ = wait(int) => {}
+                _ = wait(term) => {}
+            }
+        }
+    }
+    #[cfg(not(unix))]
+    async {
         if tokio::signal::ctrl_c().await.is_err() {
             std::future::pending::<()>().await;
         }
-    };
-    #[cfg(unix)]
-    let term = async {
-        match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
-            Ok(mut s) => {
-                s.recv().await;
-            }
-            Err(_) => std::future::pending::<()>().await,
-        }
-    };
-    #[cfg(not(unix))]
-    let term = std::future::pending::<()>();
-    tokio::select! {
-        _ = ctrl_c => {}
-        _ = term => {}
     }
 }
 

@@ -92,9 +92,9 @@ impl WithLimiter for Job {
         };
         let stop = CancellationToken::new();
         tokio::spawn({
-            let stop = stop.clone();
+            let (stop, signal) = (stop.clone(), serve::signal());
             async move {
-                serve::signal().await;
+                signal.await;
                 tracing::info!("shutting down: finishing the requests in flight");
                 stop.cancel();
             }
