@@ -4,12 +4,12 @@
 //! against the real `drip` binary. Without Python's grpc it skips locally
 //! but fails when `CI` is set (`.ci/run` installs grpcio and grpcio-tools).
 
-mod process;
+mod serve_proc;
 
 use std::path::Path;
 use std::process::Command;
 
-use process::Drip;
+use serve_proc::Serve;
 
 fn python_has_grpc() -> bool {
     let ok = Command::new("python3")
@@ -32,7 +32,7 @@ fn python_client_passes_against_drip_serve() {
     if !python_has_grpc() {
         return;
     }
-    let drip = Drip::start(&["--admin-token", "py-secret"]);
+    let drip = Serve::start_with(&["--admin-token", "py-secret"]);
     let script = Path::new(env!("CARGO_MANIFEST_DIR")).join("../../clients/python/drip_client.py");
     let out = Command::new("python3")
         .arg(script)

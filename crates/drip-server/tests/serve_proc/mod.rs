@@ -1,5 +1,6 @@
-//! A real `drip serve` process on ports the OS picks, for the tools' tests
-//! (`drip stress`, the dashboard). Killed when dropped.
+//! A real `drip serve` process on ports the OS picks, for tests that drive
+//! it from outside (`drip stress`, the dashboard, the Python client).
+//! Killed when dropped.
 
 #![allow(dead_code)]
 
@@ -24,8 +25,14 @@ impl Serve {
     /// Starts `drip serve` on 127.0.0.1:0 (both listeners) and waits for its
     /// two "listening" lines (no fixed sleeps).
     pub fn start() -> Serve {
+        Serve::start_with(&[])
+    }
+
+    /// [`Serve::start`] with more arguments of `drip serve`.
+    pub fn start_with(args: &[&str]) -> Serve {
         let mut child = Command::new(DRIP)
             .args(["serve", "--http", "127.0.0.1:0", "--grpc", "127.0.0.1:0"])
+            .args(args)
             .env("RUST_LOG", "info")
             .stdin(Stdio::null())
             .stdout(Stdio::null())
