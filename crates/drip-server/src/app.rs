@@ -58,7 +58,10 @@ pub struct Answer {
 impl Answer {
     /// The JSON body of the decision.
     pub fn body(&self) -> DecisionBody {
-        decision_body(&self.decision)
+        DecisionBody {
+            degraded: self.degraded,
+            ..decision_body(&self.decision)
+        }
     }
 }
 
@@ -72,6 +75,7 @@ pub fn decision_body(d: &Decision) -> DecisionBody {
         retry_after_ms: ceil_ms(d.retry_after),
         reset_after_ms: ceil_ms(d.reset_after),
         request_id: String::new(),
+        degraded: false,
     }
 }
 

@@ -121,6 +121,10 @@ pub struct DecisionBody {
     /// The request's id: the one asked with, or the one the server made.
     #[serde(default)]
     pub request_id: String,
+    /// Present (`true`) only when decided without the shared store
+    /// (`on_store_error = allow | local`).
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub degraded: bool,
 }
 
 /// A bucket's configuration and the state of one of its keys.

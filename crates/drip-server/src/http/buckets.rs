@@ -158,17 +158,13 @@ fn decision_response(v: &Answer, request_id: String) -> Response {
     } else {
         StatusCode::TOO_MANY_REQUESTS
     };
-    let mut body = serde_json::to_value(DecisionBody {
+    let body = DecisionBody {
         request_id,
         ..v.body()
-    })
-    .unwrap_or_default();
-    if v.degraded {
-        // Decided without the shared store: say so in the body and a header.
-        body["degraded"] = serde_json::Value::Bool(true);
-    }
+    };
     let mut res = (status, Json(body)).into_response();
     if v.degraded {
+        // Decided without the shared store: the body says so too.
         res.headers_mut()
             .insert(DEGRADED_HEADER, http::HeaderValue::from_static("true"));
     }

@@ -251,6 +251,7 @@ impl Client for Grpc {
             retry_after_ms: r.retry_after_ms,
             reset_after_ms: r.reset_after_ms,
             request_id: r.request_id,
+            degraded: false,
         }
     }
 
