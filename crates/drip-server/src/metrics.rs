@@ -161,6 +161,12 @@ impl Metrics {
         });
     }
 
+    /// Folds the latency samples recorded since the last upkeep into their
+    /// histograms (the recorder keeps each sample until then).
+    pub fn upkeep(&self) {
+        self.handle.run_upkeep();
+    }
+
     /// The Prometheus text exposition of every metric.
     pub fn render(&self) -> String {
         self.handle.run_upkeep();

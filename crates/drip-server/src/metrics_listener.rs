@@ -35,7 +35,7 @@ pub async fn upkeep(metrics: Arc<Metrics>, stop: tokio_util::sync::CancellationT
         tokio::select! {
             _ = stop.cancelled() => return,
             _ = tick.tick() => {
-                metrics.render();
+                metrics.upkeep();
             }
         }
     }
