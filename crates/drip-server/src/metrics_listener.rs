@@ -64,3 +64,49 @@ pub async fn serve(
         .await
         .context("serving metrics")
 }
+
+/// What each traffic tool runs beside its own listener: a stop token that
+/// SIGINT/SIGTERM cancel, the metrics upkeep, and the `--metrics`
+/// listener when one is asked for.
+pub struct Sidecar {
+    /// Cancelled by a signal (or by [`Sidecar::finish`]).
+    pub stop: tokio_util::sync::CancellationToken,
+    metrics_task: Option<tokio::task::JoinHandle<Result<()>>>,
+}
+
+impl Sidecar {
+    /// Binds `--metrics` (if given), installs the signal handlers (logging
+    /// `on_signal` when one comes) and starts the upkeep.
+    pub async fn start(
+        metrics_addr: Option<&str>,
+        metrics: Arc<Metrics>,
+        on_signal: &'static str,
+    ) -> Result<Sidecar> {
+        let listener = match metrics_addr {
+            Some(addr) => Some(bind(addr).await?),
+            None => None,
+        };
+        let stop = tokio_util::sync::CancellationToken::new();
+        tokio::spawn({
+            let (stop, signal) = (stop.clone(), crate::serve::signal());
+            async move {
+                signal.await;
+                tracing::info!("{on_signal}");
+                stop.cancel();
+            }
+        });
+        tokio::spawn(upkeep(metrics.clone(), stop.clone()));
+        let metrics_task =
+            listener.map(|l| tokio::spawn(serve(l, metrics, stop.clone().cancelled_owned())));
+        Ok(Sidecar { stop, metrics_task })
+    }
+
+    /// Stops everything and waits for the metrics listener to close.
+    pub async fn finish(self) -> Result<()> {
+        self.stop.cancel();
+        if let Some(t) = self.metrics_task {
+            t.await.context("the metrics listener panicked")??;
+        }
+        Ok(())
+    }
+}

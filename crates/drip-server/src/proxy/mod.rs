@@ -23,13 +23,13 @@ use std::sync::Arc;
 use anyhow::{Context, Result, anyhow};
 use drip::{Limiter, Policy, Store};
 use tokio::net::TcpListener;
-use tokio_util::sync::CancellationToken;
 
 pub use args::Args;
 
+use crate::limits;
 use crate::metrics::Metrics;
+use crate::metrics_listener::Sidecar;
 use crate::serve::{self, WithLimiter};
-use crate::{limits, metrics_listener};
 
 /// Runs `drip proxy` until SIGINT or SIGTERM.
 pub async fn run(args: Args) -> Result<()> {
@@ -86,27 +86,12 @@ impl WithLimiter for Job {
             args.bucket,
             policy.mode().as_str()
         );
-        let metrics_listener = match &args.metrics {
-            Some(addr) => Some(metrics_listener::bind(addr).await?),
-            None => None,
-        };
-        let stop = CancellationToken::new();
-        tokio::spawn({
-            let (stop, signal) = (stop.clone(), serve::signal());
-            async move {
-                signal.await;
-                tracing::info!("shutting down: finishing the requests in flight");
-                stop.cancel();
-            }
-        });
-        tokio::spawn(metrics_listener::upkeep(metrics.clone(), stop.clone()));
-        let metrics_task = metrics_listener.map(|l| {
-            tokio::spawn(metrics_listener::serve(
-                l,
-                metrics.clone(),
-                stop.clone().cancelled_owned(),
-            ))
-        });
+        let sidecar = Sidecar::start(
+            args.metrics.as_deref(),
+            metrics.clone(),
+            "shutting down: finishing the requests in flight",
+        )
+        .await?;
         let proxy = server::Proxy {
             gate: gate::Gate::new(limiter, &args.bucket, &policy, args.queue_timeout, metrics),
             upstream,
@@ -114,11 +99,8 @@ impl WithLimiter for Job {
             cost: args.cost,
             trusted: args.trust_forwarded,
         };
-        let served = server::serve(proxy, listener, stop.clone().cancelled_owned()).await;
-        stop.cancel();
-        if let Some(t) = metrics_task {
-            t.await.context("the metrics listener panicked")??;
-        }
+        let served = server::serve(proxy, listener, sidecar.stop.clone().cancelled_owned()).await;
+        sidecar.finish().await?;
         served
     }
 }

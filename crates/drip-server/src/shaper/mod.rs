@@ -18,13 +18,13 @@ use std::sync::atomic::AtomicU64;
 use anyhow::{Context, Result, anyhow};
 use drip::{Limiter, Store};
 use tokio::net::TcpListener;
-use tokio_util::sync::CancellationToken;
 
 pub use args::Args;
 
+use crate::limits;
 use crate::metrics::Metrics;
+use crate::metrics_listener::Sidecar;
 use crate::serve::{self, WithLimiter};
-use crate::{limits, metrics_listener};
 
 /// Runs `drip shape` until SIGINT or SIGTERM.
 pub async fn run(args: Args) -> Result<()> {
@@ -57,27 +57,12 @@ impl WithLimiter for Job {
             burst
         );
         let metrics = Arc::new(Metrics::new());
-        let metrics_listener = match &args.metrics {
-            Some(addr) => Some(metrics_listener::bind(addr).await?),
-            None => None,
-        };
-        let stop = CancellationToken::new();
-        tokio::spawn({
-            let (stop, signal) = (stop.clone(), serve::signal());
-            async move {
-                signal.await;
-                tracing::info!("shutting down: no new connections, draining open ones");
-                stop.cancel();
-            }
-        });
-        tokio::spawn(metrics_listener::upkeep(metrics.clone(), stop.clone()));
-        let metrics_task = metrics_listener.map(|l| {
-            tokio::spawn(metrics_listener::serve(
-                l,
-                metrics.clone(),
-                stop.clone().cancelled_owned(),
-            ))
-        });
+        let sidecar = Sidecar::start(
+            args.metrics.as_deref(),
+            metrics.clone(),
+            "shutting down: no new connections, draining open ones",
+        )
+        .await?;
         let shaper = Arc::new(server::Shaper {
             limiter,
             bucket: args.bucket.clone(),
@@ -88,12 +73,8 @@ impl WithLimiter for Job {
             instance: instance_id(),
             accepted: AtomicU64::new(0),
         });
-        server::serve(shaper, listener, stop.clone(), args.drain_timeout).await;
-        stop.cancel();
-        if let Some(t) = metrics_task {
-            t.await.context("the metrics listener panicked")??;
-        }
-        Ok(())
+        server::serve(shaper, listener, sidecar.stop.clone(), args.drain_timeout).await;
+        sidecar.finish().await
     }
 }
 
