@@ -44,6 +44,7 @@ use crate::model;
         model::ErrorBody,
         model::ErrorDetail,
         events::SnapshotEvent,
+        events::SnapshotSse,
         events::EventBucket,
         sampler::BucketSample,
     )),

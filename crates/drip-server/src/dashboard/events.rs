@@ -6,7 +6,7 @@ use std::convert::Infallible;
 use std::sync::Arc;
 use std::time::Duration;
 
-use axum::extract::{Query, State};
+use axum::extract::State;
 use axum::response::sse::{Event, KeepAlive, Sse};
 use drip::Store;
 use futures_util::Stream;
@@ -15,20 +15,38 @@ use tokio::sync::broadcast::{self, error::RecvError};
 
 use super::sampler::{BucketSample, Sampler, Snapshot};
 use crate::error::ApiError;
+use crate::http::extract::Query;
 use crate::model::ClusterStatus;
 
-/// Largest page.
+/// Largest page size.
 pub const MAX_PER_PAGE: usize = 100;
+/// Largest page number (as the OpenAPI document declares it).
+pub const MAX_PAGE: usize = u32::MAX as usize;
 
 /// Which page of buckets a browser shows.
 #[derive(Debug, Deserialize, utoipa::IntoParams)]
+#[serde(deny_unknown_fields)]
+#[into_params(parameter_in = Query)]
 pub struct PageQuery {
     /// Page number from 0 (busiest buckets first).
     #[serde(default)]
+    #[param(minimum = 0, maximum = 4294967295_u64)]
     pub page: usize,
     /// Buckets per page, 1..=100 (default 20).
     #[serde(default = "default_per_page")]
+    #[param(minimum = 1, maximum = 100)]
     pub per_page: usize,
+}
+
+/// One Server-Sent Event of `/v1/events`, as a client's SSE parser sees it:
+/// `event: snapshot` and `data:` a [`SnapshotEvent`] as JSON text.
+#[derive(Debug, Serialize, utoipa::ToSchema)]
+pub struct SnapshotSse {
+    /// `snapshot` (or `error` if a snapshot could not be encoded).
+    #[schema(example = "snapshot")]
+    pub event: String,
+    /// A `SnapshotEvent` as JSON.
+    pub data: String,
 }
 
 fn default_per_page() -> usize {
@@ -72,7 +90,7 @@ pub struct SnapshotEvent {
 /// only while at least one client is connected.
 #[utoipa::path(get, path = "/v1/events", tag = "service", params(PageQuery),
     responses(
-        (status = 200, description = "text/event-stream of `snapshot` events, one a second", content_type = "text/event-stream", body = SnapshotEvent),
+        (status = 200, description = "text/event-stream of `snapshot` events, one a second; each event's data is a `SnapshotEvent` as JSON", content_type = "text/event-stream", body = SnapshotSse),
         (status = 400, description = "Bad page or per_page", body = crate::model::ErrorBody),
     ))]
 pub async fn events<S: Store>(
@@ -83,6 +101,12 @@ pub async fn events<S: Store>(
         return Err(ApiError::invalid(
             "per_page",
             format!("per_page must be an integer in 1..={MAX_PER_PAGE}"),
+        ));
+    }
+    if q.page > MAX_PAGE {
+        return Err(ApiError::invalid(
+            "page",
+            format!("page must be an integer in 0..={MAX_PAGE}"),
         ));
     }
     let (rx, first) = sampler.subscribe();

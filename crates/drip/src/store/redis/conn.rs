@@ -3,7 +3,7 @@
 use std::time::Duration;
 
 use redis::aio::ConnectionLike;
-use redis::aio::ConnectionManager;
+use redis::aio::{ConnectionManager, ConnectionManagerConfig};
 use redis::cluster_async::ClusterConnection;
 use redis::{Cmd, ErrorKind, Pipeline, RedisFuture, ServerErrorKind, Value};
 
@@ -11,11 +11,39 @@ use super::*;
 use crate::{Error, Result};
 
 /// One multiplexed connection (pipelining concurrent callers), to a single
-/// Redis or to a cluster. Both reconnect by themselves.
+/// Redis or to a cluster. Both reconnect by themselves. Public for other
+/// users of the same Redis (drip's cluster membership).
 #[derive(Clone)]
-pub(super) enum Conn {
+pub enum Conn {
+    /// One Redis.
     Single(ConnectionManager),
+    /// A Redis Cluster.
     Cluster(ClusterConnection),
+}
+
+impl Conn {
+    /// Connects to `urls`: one URL is one Redis, several are the seed
+    /// nodes of a Redis Cluster. `timeout` bounds connecting and each answer.
+    pub async fn connect(urls: &[String], timeout: Duration) -> redis::RedisResult<Conn> {
+        if let [url] = urls {
+            let client = redis::Client::open(url.as_str())?;
+            let config = ConnectionManagerConfig::new()
+                .set_connection_timeout(Some(timeout))
+                .set_response_timeout(Some(timeout))
+                .set_number_of_retries(1)
+                .set_max_delay(timeout);
+            Ok(Conn::Single(
+                ConnectionManager::new_with_config(client, config).await?,
+            ))
+        } else {
+            let client = redis::cluster::ClusterClient::builder(urls.to_vec())
+                .connection_timeout(timeout)
+                .response_timeout(timeout)
+                .retries(1)
+                .build()?;
+            Ok(Conn::Cluster(client.get_async_connection().await?))
+        }
+    }
 }
 
 impl ConnectionLike for Conn {

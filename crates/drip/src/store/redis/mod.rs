@@ -55,6 +55,8 @@ use cache::*;
 use conn::*;
 use script::*;
 
+pub use conn::Conn as Connection;
+
 /// How the Redis store connects.
 #[derive(Clone, Debug)]
 pub struct RedisOptions {
