@@ -17,6 +17,7 @@ use crate::model::{
     BucketList, BucketStatus, ClusterStatus, ConfigureBody, DecisionBody, Leader, NodeStatus,
     WindowSpec,
 };
+use crate::request_id;
 
 /// Who this node is, as `/v1/cluster` reports it.
 #[derive(Clone, Debug)]
@@ -53,6 +54,8 @@ pub struct Answer {
     pub decision: Decision,
     /// Decided without the shared store (`on_store_error = allow | local`).
     pub degraded: bool,
+    /// The request's id: the one asked with, or the one this node made.
+    pub request_id: String,
 }
 
 impl Answer {
@@ -60,6 +63,7 @@ impl Answer {
     pub fn body(&self) -> DecisionBody {
         DecisionBody {
             degraded: self.degraded,
+            request_id: self.request_id.clone(),
             ..decision_body(&self.decision)
         }
     }
@@ -187,12 +191,14 @@ impl<S: Store> App<S> {
         bucket: &str,
         key: &str,
         cost: Option<u64>,
+        request_id: Option<String>,
     ) -> Result<Answer, ApiError> {
+        let request_id = request_id::resolve(request_id)?;
         let bucket = limits::bucket_id(bucket)?;
         let key = limits::key(key)?;
         let cost = limits::cost(cost)?;
         let (decision, degraded) = self.decide(bucket, key, Request::check(cost)).await?;
-        self.answer(bucket, decision, degraded)
+        self.answer(bucket, decision, degraded, request_id)
     }
 
     /// Answers when `cost` units for `key` may go (after waiting for them),
@@ -206,7 +212,9 @@ impl<S: Store> App<S> {
         key: &str,
         cost: Option<u64>,
         timeout_ms: Option<u64>,
+        request_id: Option<String>,
     ) -> Result<Answer, ApiError> {
+        let request_id = request_id::resolve(request_id)?;
         let bucket = limits::bucket_id(bucket)?;
         let key = limits::key(key)?;
         let cost = limits::cost(cost)?;
@@ -227,7 +235,7 @@ impl<S: Store> App<S> {
         if !turned {
             return Err(ApiError::ShuttingDown);
         }
-        self.answer(bucket, decision, degraded)
+        self.answer(bucket, decision, degraded, request_id)
     }
 
     /// Level and counters of `key` in `bucket`.
@@ -368,7 +376,13 @@ impl<S: Store> App<S> {
 
     /// The answer to a decision; no store call (the decision carries its
     /// policy's quota).
-    fn answer(&self, bucket: &str, decision: Decision, degraded: bool) -> Result<Answer, ApiError> {
+    fn answer(
+        &self,
+        bucket: &str,
+        decision: Decision,
+        degraded: bool,
+        request_id: String,
+    ) -> Result<Answer, ApiError> {
         if decision.outcome == Outcome::Exceeds {
             return Err(limits::cost_exceeds(bucket, decision.quota.max_cost()));
         }
@@ -376,6 +390,7 @@ impl<S: Store> App<S> {
             bucket: bucket.to_owned(),
             decision,
             degraded,
+            request_id,
         })
     }
 

@@ -8,7 +8,6 @@ use tonic::{Request, Response, Status};
 
 use crate::app::{Answer, App};
 use crate::model::{self, BucketStatus, ConfigureBody};
-use crate::request_id;
 
 /// The code generated from `proto/drip.proto`.
 pub mod pb {
@@ -67,7 +66,7 @@ fn state(s: BucketStatus) -> pb::BucketState {
 }
 
 /// A refusal is an answer (`allowed: false`), not an error, as over HTTP.
-fn decision(v: Answer, request_id: String) -> pb::AllowRequestResponse {
+fn decision(v: Answer) -> pb::AllowRequestResponse {
     let b = v.body();
     pb::AllowRequestResponse {
         allowed: b.allowed,
@@ -76,7 +75,7 @@ fn decision(v: Answer, request_id: String) -> pb::AllowRequestResponse {
         remaining: b.remaining,
         retry_after_ms: b.retry_after_ms,
         reset_after_ms: b.reset_after_ms,
-        request_id,
+        request_id: b.request_id,
     }
 }
 
@@ -98,9 +97,9 @@ impl From<pb::AllowRequestResponse> for pb::AcquireResponse {
 
 /// The response to allow and acquire; a decision made without the shared
 /// store carries `drip-degraded: true` metadata.
-fn respond<T: From<pb::AllowRequestResponse>>(v: Answer, request_id: String) -> Response<T> {
+fn respond<T: From<pb::AllowRequestResponse>>(v: Answer) -> Response<T> {
     let degraded = v.degraded;
-    let mut res = Response::new(decision(v, request_id).into());
+    let mut res = Response::new(decision(v).into());
     if degraded {
         res.metadata_mut().insert(
             crate::http::buckets::DEGRADED_HEADER,
@@ -144,9 +143,11 @@ impl<S: Store> RateLimiterService for Grpc<S> {
         req: Request<pb::AllowRequestRequest>,
     ) -> Result<Response<pb::AllowRequestResponse>, Status> {
         let r = req.into_inner();
-        let request_id = request_id::resolve(r.request_id)?;
-        let v = self.app.allow(&r.bucket_id, &r.key, r.cost).await?;
-        Ok(respond(v, request_id))
+        let v = self
+            .app
+            .allow(&r.bucket_id, &r.key, r.cost, r.request_id)
+            .await?;
+        Ok(respond(v))
     }
 
     async fn acquire(
@@ -154,12 +155,11 @@ impl<S: Store> RateLimiterService for Grpc<S> {
         req: Request<pb::AcquireRequest>,
     ) -> Result<Response<pb::AcquireResponse>, Status> {
         let r = req.into_inner();
-        let request_id = request_id::resolve(r.request_id)?;
         let v = self
             .app
-            .acquire(&r.bucket_id, &r.key, r.cost, r.timeout_ms)
+            .acquire(&r.bucket_id, &r.key, r.cost, r.timeout_ms, r.request_id)
             .await?;
-        Ok(respond(v, request_id))
+        Ok(respond(v))
     }
 
     async fn get_bucket_status(

@@ -17,7 +17,6 @@ use crate::model::{
     AcquireBody, AllowBody, BucketList, BucketStatus, ClusterStatus, ConfigureBody, DecisionBody,
     ErrorBody, Leader,
 };
-use crate::request_id;
 
 type AppState<S> = State<Arc<App<S>>>;
 
@@ -110,9 +109,10 @@ pub async fn allow<S: Store>(
     JsonBody(body): JsonBody<AllowBody>,
 ) -> Result<Response, ApiError> {
     let body = body.unwrap_or_default();
-    let request_id = request_id::resolve(body.request_id)?;
-    let answer = app.allow(&bucket, &body.key, body.cost).await?;
-    Ok(decision_response(&answer, request_id))
+    let answer = app
+        .allow(&bucket, &body.key, body.cost, body.request_id)
+        .await?;
+    Ok(decision_response(&answer))
 }
 
 /// Wait until a request may go (its turn in shape mode, its admission in
@@ -138,11 +138,16 @@ pub async fn acquire<S: Store>(
     JsonBody(body): JsonBody<AcquireBody>,
 ) -> Result<Response, ApiError> {
     let body = body.unwrap_or_default();
-    let request_id = request_id::resolve(body.request_id)?;
     let answer = app
-        .acquire(&bucket, &body.key, body.cost, body.timeout_ms)
+        .acquire(
+            &bucket,
+            &body.key,
+            body.cost,
+            body.timeout_ms,
+            body.request_id,
+        )
         .await?;
-    Ok(decision_response(&answer, request_id))
+    Ok(decision_response(&answer))
 }
 
 /// The header set on decisions made without the shared store.
@@ -151,18 +156,14 @@ pub const DEGRADED_HEADER: &str = "drip-degraded";
 /// 200 with `RateLimit`, or 429 with `Retry-After`, `RateLimit-Policy` and
 /// `RateLimit` (built by `drip::headers`, from the decision alone); the body
 /// echoes `request_id`.
-fn decision_response(v: &Answer, request_id: String) -> Response {
+fn decision_response(v: &Answer) -> Response {
     let d = &v.decision;
     let status = if d.allowed() {
         StatusCode::OK
     } else {
         StatusCode::TOO_MANY_REQUESTS
     };
-    let body = DecisionBody {
-        request_id,
-        ..v.body()
-    };
-    let mut res = (status, Json(body)).into_response();
+    let mut res = (status, Json(v.body())).into_response();
     if v.degraded {
         // Decided without the shared store: the body says so too.
         res.headers_mut()
