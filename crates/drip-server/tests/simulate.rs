@@ -65,7 +65,8 @@ fn expected(policy: &Policy, packets: &[(u64, u64)]) -> String {
 }
 
 fn check_lines_against_core(mode: Mode, extra: &[&str]) {
-    let name = format!("{}-{}", mode.as_str(), extra.len());
+    // Its own file names: the plot test writes `{mode}-{round}.*` beside it.
+    let name = format!("lines-{}-{}", mode.as_str(), extra.len());
     let csv = tmp(&format!("{name}.csv"));
     let mut args = vec![
         "--capacity",
