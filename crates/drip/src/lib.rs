@@ -39,7 +39,7 @@ pub use core::{Decision, Limit, Mode, Outcome, Policy, Quota, Rate, Request, Ver
 pub use error::{ConfigError, Error, Result};
 pub use limiter::{Limiter, wait_turn};
 pub use schedule::{BlockingJobHandle, JobError, JobHandle, Scheduled};
-pub use store::{KeyStatus, KeyedBucket, MemoryStore, Store};
+pub use store::{KeyStatus, KeyedBucket, MemoryStore, QueuedRequest, Store};
 pub use throttle::{Throttle, Turn};
 
 /// The README's examples, compiled and run as doctests so they stay true.

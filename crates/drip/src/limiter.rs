@@ -5,7 +5,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use crate::core::{Decision, Outcome, Policy, Request};
-use crate::store::{KeyStatus, MemoryStore, Store};
+use crate::store::{KeyStatus, MemoryStore, QueuedRequest, Store};
 use crate::throttle::Throttle;
 use crate::{Error, Result};
 
@@ -162,6 +162,34 @@ impl<S: Store> Limiter<S> {
     /// A throttle: each call through it waits its turn in `bucket` for `key`.
     pub fn throttle(&self, bucket: &str, key: &str) -> Throttle<S> {
         Throttle::new(self.clone(), bucket, key)
+    }
+
+    /// Decides `req` as [`decide`](Self::decide) does (one store call) and,
+    /// if the bucket tracks its queue ([`Policy::with_track_queue`]) and
+    /// admits it, lists it as `id` in [`queue`](Self::queue).
+    pub async fn decide_tracked(
+        &self,
+        bucket: &str,
+        key: &str,
+        req: Request,
+        id: &str,
+    ) -> Result<Decision> {
+        self.store.decide_tracked(bucket, key, req, id).await
+    }
+
+    /// The requests of `key` in `bucket` admitted and not yet departed, in
+    /// departure order: empty unless the bucket tracks its queue
+    /// ([`Policy::with_track_queue`], shape mode).
+    /// [`Error::UnknownBucket`] when there is no such bucket.
+    pub async fn queue(&self, bucket: &str, key: &str) -> Result<Vec<QueuedRequest>> {
+        self.store.queue(bucket, key).await
+    }
+
+    /// Takes the queued request `id` off `key`'s list and gives its place
+    /// back where that is exact (see [`Store::cancel`]): true when given
+    /// back, false when its place stays used.
+    pub async fn cancel(&self, bucket: &str, key: &str, id: &str) -> Result<bool> {
+        self.store.cancel(bucket, key, id).await
     }
 }
 

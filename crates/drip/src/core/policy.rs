@@ -182,6 +182,9 @@ pub struct Policy {
     /// How long a key's counters outlive its last request, in ms (0: they
     /// go with the water, as soon as the key is idle).
     counter_retention_ms: u64,
+    /// Shape mode: keep the list of queued requests (see
+    /// [`Policy::with_track_queue`]).
+    track_queue: bool,
     /// What a response needs, computed whenever the limits change (a
     /// function of the fields above, so equality is unchanged).
     quota: Quota,
@@ -195,6 +198,7 @@ impl Policy {
             limit,
             windows: Vec::new(),
             counter_retention_ms: 0,
+            track_queue: false,
             quota: Quota::default(),
         };
         p.quota = Quota::of(&p);
@@ -262,6 +266,34 @@ impl Policy {
     #[inline]
     pub fn counter_retention(&self) -> Duration {
         Duration::from_millis(self.counter_retention_ms)
+    }
+
+    /// Shape mode: keeps, with each key's state and in the same atomic
+    /// step as each decision, the list of requests admitted and not yet
+    /// departed (their ids, when they came and when their turn is), for
+    /// [`Store::queue`](crate::Store::queue), and lets a cancelled request
+    /// give its place back ([`Store::cancel`](crate::Store::cancel)).
+    /// Off by default: it costs each decision of the bucket (the memory
+    /// store decides such keys under their shard's write lock, SQLite
+    /// writes a row, Redis a list entry; BENCHMARKS.md). Ignored in police
+    /// mode, where nothing waits.
+    pub fn with_track_queue(mut self, track: bool) -> Policy {
+        self.track_queue = track;
+        self
+    }
+
+    /// True when the bucket keeps the list of its queued requests (shape
+    /// mode with [`with_track_queue`](Self::with_track_queue)).
+    #[inline]
+    pub fn tracks_queue(&self) -> bool {
+        self.track_queue && self.mode == Mode::Shape
+    }
+
+    /// Whether [`with_track_queue`](Self::with_track_queue) was asked (even
+    /// in police mode, where it has no effect).
+    #[inline]
+    pub fn track_queue(&self) -> bool {
+        self.track_queue
     }
 
     /// Builds a policy from the server's terms: `capacity` units leaking at
@@ -346,6 +378,9 @@ impl Policy {
         if self.counter_retention_ms > 0 {
             s.push_str(&format!(" retention_ms={}", self.counter_retention_ms));
         }
+        if self.track_queue {
+            s.push_str(" track_queue=1");
+        }
         s
     }
 
@@ -357,6 +392,7 @@ impl Policy {
         let mode: Mode = parts.next().ok_or_else(bad)?.parse()?;
         let (mut rate, mut capacity, mut windows) = (None, None, Vec::new());
         let mut retention_ms = 0;
+        let mut track = false;
         for part in parts {
             let (name, value) = part.split_once('=').ok_or_else(bad)?;
             let nums = value.split('/').map(num).collect::<Result<Vec<_>, _>>()?;
@@ -366,6 +402,7 @@ impl Policy {
                 }
                 ("capacity", &[c]) => capacity = Some(c),
                 ("retention_ms", &[ms]) => retention_ms = ms,
+                ("track_queue", &[t @ (0 | 1)]) => track = t == 1,
                 ("window", &[limit, period, granularity]) => {
                     let mut w = Window::new(limit, Duration::from_nanos(period))?;
                     if !(1..=period).contains(&granularity) {
@@ -382,6 +419,7 @@ impl Policy {
             .into_iter()
             .try_fold(Policy::new(mode, limit), Policy::with_window)?
             .with_counter_retention(Duration::from_millis(retention_ms))
+            .map(|p| p.with_track_queue(track))
     }
 }
 
@@ -425,6 +463,10 @@ mod tests {
         let kept = p.with_counter_retention(Duration::from_secs(60)).unwrap();
         assert!(kept.encode().ends_with(" retention_ms=60000"));
         assert_eq!(Policy::decode(&kept.encode()).unwrap(), kept);
+        let tracked = kept.with_track_queue(true);
+        assert!(tracked.encode().ends_with(" retention_ms=60000 track_queue=1"));
+        assert_eq!(Policy::decode(&tracked.encode()).unwrap(), tracked);
+        assert!(tracked.tracks_queue());
         for bad in [
             "",
             "queue rate=1/1 capacity=1",
@@ -432,6 +474,7 @@ mod tests {
             "police capacity=1",
             "police rate=1/1 capacity=1 window=1/1/2",
             "police rate=1/x capacity=1",
+            "shape rate=1/1 capacity=1 track_queue=2",
         ] {
             assert!(Policy::decode(bad).is_err(), "{bad}");
         }

@@ -8,12 +8,15 @@ use crate::core::{Level, Policy, Request};
 use crate::{Decision, Result};
 
 pub mod memory;
+mod queue;
 #[cfg(feature = "redis")]
 pub mod redis;
 #[cfg(feature = "sqlite")]
 pub mod sqlite;
 
 pub use memory::{KeyedBucket, MemoryStore};
+pub use queue::QueuedRequest;
+pub(crate) use queue::{Entry, give_back, max_entries};
 #[cfg(feature = "redis")]
 pub use redis::{RedisOptions, RedisStore};
 #[cfg(feature = "sqlite")]
@@ -103,5 +106,41 @@ pub trait Store: Send + Sync + 'static {
     /// Keys holding state now, where the store can tell cheaply.
     fn keys_held(&self) -> impl Future<Output = Result<Option<u64>>> + Send {
         std::future::ready(Ok(None))
+    }
+
+    /// Decides `req` as [`decide`](Self::decide) does and, when the bucket
+    /// tracks its queue ([`Policy::with_track_queue`]) and admits it,
+    /// records it under `id` in the same atomic step (a plain `decide`
+    /// records it with the id `""`). Stores without queues just decide.
+    fn decide_tracked(
+        &self,
+        bucket: &str,
+        key: &str,
+        req: Request,
+        id: &str,
+    ) -> impl Future<Output = Result<Decision>> + Send {
+        let _ = id;
+        self.decide(bucket, key, req)
+    }
+
+    /// The requests of `key` admitted and not yet departed, in departure
+    /// order (empty unless the bucket tracks its queue).
+    fn queue(
+        &self,
+        bucket: &str,
+        key: &str,
+    ) -> impl Future<Output = Result<Vec<QueuedRequest>>> + Send {
+        let _ = (bucket, key);
+        std::future::ready(Ok(Vec::new()))
+    }
+
+    /// Takes the queued request `id` of `key` off the list and gives its
+    /// place back when that is exact: it is the last admitted request of
+    /// the key (nothing queued behind it) and the bucket has no windows.
+    /// True when the place was given back; false when it stays used (or
+    /// there is no such entry, or the store keeps no queue).
+    fn cancel(&self, bucket: &str, key: &str, id: &str) -> impl Future<Output = Result<bool>> + Send {
+        let _ = (bucket, key, id);
+        std::future::ready(Ok(false))
     }
 }

@@ -8,14 +8,15 @@
 //! changes only with exclusive access to it (a map entry written, or the
 //! bucket's policy held alone), never under a decision.
 
+use std::collections::VecDeque;
 use std::sync::atomic::{AtomicU64, Ordering};
 
 use parking_lot::Mutex;
 
 use super::config::Config;
 use super::word::WordTat;
-use crate::core::{self, Answer, Nanos, Request, State};
-use crate::store::Counters;
+use crate::core::{self, Answer, Decision, Nanos, Request, State};
+use crate::store::{Counters, Entry, give_back, max_entries};
 
 /// How stale a key's last-request time may be (1 ms): it is written at
 /// most this often, and a retention is counted from it plus this.
@@ -37,6 +38,9 @@ struct Extra {
     /// Requests allowed and rejected, and when the last one came (clock
     /// ns; kept only under a counter retention), when the bucket counts.
     counts: Option<[AtomicU64; 3]>,
+    /// The queued requests, when the policy tracks them (changed only
+    /// with exclusive access: tracked keys decide under the write lock).
+    queue: VecDeque<Entry>,
 }
 
 impl Cell {
@@ -48,6 +52,7 @@ impl Cell {
                 Box::new(Extra {
                     full: None,
                     counts: Some([const { AtomicU64::new(0) }; 3]),
+                    queue: VecDeque::new(),
                 })
             }),
         };
@@ -64,7 +69,11 @@ impl Cell {
         match &mut self.extra {
             Some(e) => e.full = full,
             None if full.is_some() => {
-                self.extra = Some(Box::new(Extra { full, counts: None }));
+                self.extra = Some(Box::new(Extra {
+                    full,
+                    counts: None,
+                    queue: VecDeque::new(),
+                }));
             }
             None => {}
         }
@@ -81,13 +90,82 @@ impl Cell {
                 let since = config.since_base(now)?;
                 self.tat.decide(|tat| word.answer::<A>(tat, since, req))?
             }
+            // A tracked key decides with its list, exclusively.
+            Some(_) if config.track => return None,
             Some(state) => {
                 let d = core::decide(&config.policy, &mut state.lock(), now, req);
                 A::from_decision(d)
             }
         };
+        self.count(config, now, answer.allowed());
+        Some(answer)
+    }
+
+    /// Decides `req` at `now` for a key of a policy that tracks its queue,
+    /// and lists it as `id` if admitted: state and list change together,
+    /// under the exclusive access the caller holds.
+    pub(super) fn decide_tracked(
+        &mut self,
+        config: &Config,
+        now: Nanos,
+        req: Request,
+        id: &str,
+    ) -> Decision {
+        self.spill(config);
+        let extra = self.extra.as_mut().expect("a spilled key has its extra");
+        let state = extra
+            .full
+            .as_mut()
+            .expect("a spilled key holds its whole state")
+            .get_mut();
+        let d = core::decide(&config.policy, state, now, req);
+        if d.allowed() {
+            let entry = Entry::admitted(&config.policy, id, now, &d, req.cost, state.tat);
+            let queue = &mut extra.queue;
+            queue.retain(|e| e.live(now));
+            if queue.len() < max_entries(&config.policy) {
+                queue.push_back(entry);
+            }
+        }
+        self.count(config, now, d.allowed());
+        d
+    }
+
+    /// The listed requests still live at `now`, in departure order.
+    pub(super) fn queued(&self, now: Nanos) -> Vec<Entry> {
+        self.extra.as_ref().map_or_else(Vec::new, |e| {
+            e.queue.iter().filter(|e| e.live(now)).cloned().collect()
+        })
+    }
+
+    /// Takes `id` off the list and gives its place back when exact (see
+    /// [`give_back`]); true when given back.
+    pub(super) fn cancel(&mut self, config: &Config, now: Nanos, id: &str) -> bool {
+        let Some(extra) = self.extra.as_mut() else {
+            return false;
+        };
+        let Some(i) = extra.queue.iter().position(|e| e.live(now) && &*e.id == id) else {
+            return false;
+        };
+        let entry = extra.queue.remove(i).expect("found at i");
+        let Some(state) = extra.full.as_mut().map(Mutex::get_mut) else {
+            return false;
+        };
+        let now_t = config.policy.limit().rate().ticks(now);
+        match give_back(&config.policy, &entry, state.tat, now_t) {
+            Some(tat) => {
+                state.tat = tat;
+                true
+            }
+            None => false,
+        }
+    }
+
+    /// Counts a decision, when the bucket counts.
+    #[inline(always)]
+    fn count(&self, config: &Config, now: Nanos, allowed: bool) {
         if let Some(counts) = self.extra.as_ref().and_then(|e| e.counts.as_ref()) {
-            let i = usize::from(!answer.allowed());
+            let i = usize::from(!allowed);
             counts[i].fetch_add(1, Ordering::Relaxed);
             if config.retention_ns > 0 {
                 // Moved on at most once per `STAMP_NS` (sweeps allow that
@@ -99,7 +177,6 @@ impl Cell {
                 }
             }
         }
-        Some(answer)
     }
 
     /// Makes the key hold its whole state (after `decide` answered `None`).
@@ -124,6 +201,11 @@ impl Cell {
     /// Keeps `state` under `config`: as a word when the policy has a 64-bit
     /// path and the `tat` fits, else whole. Needs exclusive access.
     pub(super) fn store(&mut self, config: &Config, state: State) {
+        if !config.track
+            && let Some(e) = &mut self.extra
+        {
+            e.queue = VecDeque::new();
+        }
         if config.word.is_some() && state.windows.is_empty() {
             // A `tat` behind the base is an empty bucket, as 0 is (now is
             // never behind the base on this path).

@@ -25,14 +25,23 @@ pub(super) struct Config {
     max_since_base: Nanos,
     /// The policy's counter retention in ns (0: none; read per decision).
     pub(super) retention_ns: Nanos,
+    /// The policy tracks its queue: its keys keep their whole state and
+    /// decide under their shard's write lock, beside their list.
+    pub(super) track: bool,
 }
 
 impl Config {
     /// `policy`, its base set for decisions from `at` on.
     pub(super) fn new(policy: Policy, at: Nanos) -> Config {
         let amount = policy.limit().rate().amount();
+        let track = policy.tracks_queue();
         Config {
-            word: WordPolicy::new(&policy),
+            word: if track {
+                None
+            } else {
+                WordPolicy::new(&policy)
+            },
+            track,
             base: at.saturating_sub(LAG_TICKS / amount),
             max_since_base: REBASE_TICKS / amount,
             retention_ns: u64::try_from(policy.counter_retention().as_nanos()).unwrap_or(u64::MAX),

@@ -11,7 +11,7 @@ use super::shards::{FindIn, Shards};
 use crate::Result;
 use crate::clock::{Clock, MonotonicClock};
 use crate::core::{self, Answer, Decision, Nanos, Policy, Request, State, Verdict};
-use crate::store::{Counters, KeyStatus};
+use crate::store::{Counters, Entry, KeyStatus};
 
 /// One policy applied to many keys of type `K`, in memory.
 ///
@@ -112,13 +112,69 @@ impl<K: Hash + Eq + Clone, C: Clock> KeyedBucket<K, C> {
                 return Ok(answer);
             }
         }
-        self.decide_slow(key, hash, now, req)
+        self.decide_slow(key, hash, now, req, None)
+    }
+
+    /// Decides `req` for `key` now as [`decide`](Self::decide) does and,
+    /// when the policy tracks its queue, lists the admitted request as `id`
+    /// in the same step (under the key's shard's write lock).
+    pub fn decide_tracked<Q>(&self, key: &Q, req: Request, id: &str) -> Result<Decision>
+    where
+        K: Borrow<Q>,
+        Q: Hash + Eq + ToOwned<Owned = K> + ?Sized,
+    {
+        if !self.shards.config().track {
+            return self.answer(key, req);
+        }
+        let now = self.clock.now();
+        let hash = self.shards.hash(key);
+        self.decide_slow(key, hash, now, req, Some(id))
+    }
+
+    /// The listed requests of `key` still queued now, in departure order.
+    pub(crate) fn queued<Q>(&self, key: &Q) -> (Nanos, Vec<Entry>)
+    where
+        K: Borrow<Q>,
+        Q: Hash + Eq + ?Sized,
+    {
+        let now = self.clock.now();
+        let hash = self.shards.hash(key);
+        let shard = self.shards.read(hash);
+        let queued = shard
+            .find(hash, key)
+            .map_or_else(Vec::new, |cell| cell.queued(now));
+        (now, queued)
+    }
+
+    /// Takes the listed request `id` of `key` off the list, giving its
+    /// place back when exact ([`Store::cancel`](crate::Store::cancel)).
+    pub(crate) fn cancel<Q>(&self, key: &Q, id: &str) -> bool
+    where
+        K: Borrow<Q>,
+        Q: Hash + Eq + ?Sized,
+    {
+        let now = self.clock.now();
+        let hash = self.shards.hash(key);
+        let mut guard = self.shards.write(hash);
+        let shard = &mut *guard;
+        let config = shard.config.clone();
+        shard
+            .keys
+            .find_mut(hash, |(k, _)| k.borrow() == key)
+            .is_some_and(|(_, cell)| cell.cancel(&config, now, id))
     }
 
     /// A new key, a key the word cannot decide, or a bucket to rebase.
     #[cold]
     #[inline(never)]
-    fn decide_slow<Q, A: Answer>(&self, key: &Q, hash: u64, now: Nanos, req: Request) -> Result<A>
+    fn decide_slow<Q, A: Answer>(
+        &self,
+        key: &Q,
+        hash: u64,
+        now: Nanos,
+        req: Request,
+        id: Option<&str>,
+    ) -> Result<A>
     where
         K: Borrow<Q>,
         Q: Hash + Eq + ToOwned<Owned = K> + ?Sized,
@@ -146,6 +202,10 @@ impl<K: Hash + Eq + Clone, C: Clock> KeyedBucket<K, C> {
             .keys
             .find_mut(hash, |(k, _)| k.borrow() == key)
             .expect("the key was just found or inserted");
+        if config.track {
+            let d = cell.decide_tracked(&config, now, req, id.unwrap_or(""));
+            return Ok(A::from_decision(d));
+        }
         if let Some(answer) = cell.decide(&config, now, req) {
             return Ok(answer);
         }

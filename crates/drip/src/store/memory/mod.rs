@@ -53,9 +53,9 @@ use std::sync::{Arc, PoisonError};
 
 use crossbeam_utils::sync::{ShardedLock, ShardedLockReadGuard, ShardedLockWriteGuard};
 
-use super::{KeyStatus, Store};
-use crate::clock::{Clock, MonotonicClock};
-use crate::core::{Decision, Policy, Request};
+use super::{KeyStatus, QueuedRequest, Store};
+use crate::clock::{Clock, MonotonicClock, SystemClock};
+use crate::core::{Decision, Nanos, Policy, Request};
 use crate::{Error, Result};
 
 mod cell;
@@ -230,6 +230,29 @@ impl<C: Clock> Store for MemoryStore<C> {
 
     async fn keys_held(&self) -> Result<Option<u64>> {
         Ok(Some(self.keys_held() as u64))
+    }
+
+    async fn decide_tracked(
+        &self,
+        bucket: &str,
+        key: &str,
+        req: Request,
+        id: &str,
+    ) -> Result<Decision> {
+        self.with_bucket(bucket, |b| b.decide_tracked(key, req, id))?
+    }
+
+    async fn queue(&self, bucket: &str, key: &str) -> Result<Vec<QueuedRequest>> {
+        let (now, entries) = self.with_bucket(bucket, |b| b.queued(key))?;
+        // The store's clock is monotonic: place its times against the
+        // system clock read now.
+        let epoch = SystemClock.now();
+        let to_epoch = |t: Nanos| (i128::from(epoch) + i128::from(t) - i128::from(now)).max(0) as u64;
+        Ok(entries.iter().map(|e| e.listed(to_epoch)).collect())
+    }
+
+    async fn cancel(&self, bucket: &str, key: &str, id: &str) -> Result<bool> {
+        self.with_bucket(bucket, |b| b.cancel(key, id))
     }
 
     async fn list(&self) -> Result<Vec<(String, Policy)>> {
