@@ -9,7 +9,7 @@
 
 use std::time::Duration;
 
-use drip::{Limit, Limiter, Mode, Outcome, Policy, Rate, Store, Window};
+use drip::{Limit, Limiter, Mode, Outcome, Policy, Rate, Request, Store, Window};
 
 /// A limiter plus a way to move its store's clock.
 pub struct Harness<S: Store> {
@@ -473,6 +473,127 @@ pub async fn bad_input<S: Store>(_h: Harness<S>) {
     );
 }
 
+/// The queue of waiting requests (shape mode, tracked): after a burst of 10
+/// at 10/s the list holds the 10 ids in order, their turns 100 ms apart;
+/// it is bounded by the capacity; after 0.5 s it holds the last 5; once the
+/// water is gone (and the key swept) it is empty. Untracked and police
+/// buckets list nothing; an unknown bucket is an error.
+pub async fn queue_listing<S: Store>(h: Harness<S>) {
+    let tracked = policy(Mode::Shape, 10, 10).with_track_queue(true);
+    h.limiter.configure("q", tracked).await.unwrap();
+    let ids: Vec<String> = (0..15).map(|i| format!("r{i}")).collect();
+    for (i, id) in ids.iter().enumerate() {
+        let d = h
+            .limiter
+            .decide_tracked("q", "k", Request::check(1), id)
+            .await
+            .unwrap();
+        assert_eq!(d.allowed(), i < 10, "request {i}");
+    }
+    let listed = |q: &[drip::QueuedRequest]| -> Vec<String> {
+        q.iter().map(|r| r.request_id.clone()).collect()
+    };
+    let q = h.limiter.queue("q", "k").await.unwrap();
+    assert_eq!(listed(&q), ids[..10], "the refused five are not listed");
+    let t0 = q[0].enqueue_time_ms;
+    for (i, r) in q.iter().enumerate() {
+        assert_eq!(r.enqueue_time_ms, t0, "one burst, one moment");
+        assert_eq!(r.estimated_process_time_ms, t0 + 100 * i as u64, "{r:?}");
+    }
+    assert_eq!(
+        h.limiter.status("q", "k").await.unwrap().level.queue_size,
+        10
+    );
+    h.advance_ms(500);
+    let q = h.limiter.queue("q", "k").await.unwrap();
+    assert_eq!(listed(&q), ids[5..10]);
+    assert_eq!(q[0].estimated_process_time_ms, t0 + 500);
+    // Room for 5 again: they join behind the listed ones, in order.
+    for id in ["s0", "s1"] {
+        let d = h
+            .limiter
+            .decide_tracked("q", "k", Request::check(1), id)
+            .await
+            .unwrap();
+        assert!(d.allowed());
+    }
+    let q = h.limiter.queue("q", "k").await.unwrap();
+    assert_eq!(listed(&q), ["r5", "r6", "r7", "r8", "r9", "s0", "s1"]);
+    assert_eq!(q[6].estimated_process_time_ms, t0 + 1100);
+    assert_eq!(q[6].enqueue_time_ms, t0 + 500);
+    // The water gone, the list is empty, and stays so once the key goes.
+    h.advance_ms(700);
+    assert!(h.limiter.queue("q", "k").await.unwrap().is_empty());
+    h.limiter.sweep_idle().await.unwrap();
+    assert!(h.limiter.queue("q", "k").await.unwrap().is_empty());
+    // A plain check of a tracked bucket is listed too, without an id.
+    assert!(h.limiter.check("q", "k", 1).await.unwrap().allowed());
+    let q = h.limiter.queue("q", "k").await.unwrap();
+    assert_eq!(listed(&q), [""]);
+
+    // Not tracked, or police: nothing listed. Unknown bucket: an error.
+    h.limiter
+        .configure("u", policy(Mode::Shape, 10, 10))
+        .await
+        .unwrap();
+    let police = policy(Mode::Police, 10, 10).with_track_queue(true);
+    h.limiter.configure("p", police).await.unwrap();
+    for b in ["u", "p"] {
+        let d = h
+            .limiter
+            .decide_tracked(b, "k", Request::check(1), "x")
+            .await
+            .unwrap();
+        assert!(d.allowed());
+        assert!(h.limiter.queue(b, "k").await.unwrap().is_empty(), "{b}");
+    }
+    assert!(matches!(
+        h.limiter.queue("nope", "k").await,
+        Err(drip::Error::UnknownBucket(_))
+    ));
+}
+
+/// Cancelling a queued request gives its place back when nothing is queued
+/// behind it (a new request then gets its earlier turn); behind others its
+/// place stays used, as their turns were promised.
+pub async fn cancel_gives_the_place_back<S: Store>(h: Harness<S>) {
+    let tracked = policy(Mode::Shape, 10, 10).with_track_queue(true);
+    h.limiter.configure("c", tracked).await.unwrap();
+    let go = |id: &'static str| {
+        let limiter = h.limiter.clone();
+        async move {
+            limiter
+                .decide_tracked("c", "k", Request::check(1), id)
+                .await
+                .unwrap()
+        }
+    };
+    assert_eq!(go("a").await.wait, 0);
+    assert_eq!(go("b").await.wait, 100 * MS);
+    assert_eq!(go("c").await.wait, 200 * MS);
+    // "b" has "c" behind it: off the list, its place kept.
+    assert!(!h.limiter.cancel("c", "k", "b").await.unwrap());
+    // "c" is the last: its place is given back.
+    assert!(h.limiter.cancel("c", "k", "c").await.unwrap());
+    assert!(!h.limiter.cancel("c", "k", "c").await.unwrap(), "only once");
+    assert!(!h.limiter.cancel("c", "k", "nobody").await.unwrap());
+    let ids: Vec<String> = h
+        .limiter
+        .queue("c", "k")
+        .await
+        .unwrap()
+        .into_iter()
+        .map(|r| r.request_id)
+        .collect();
+    assert_eq!(ids, ["a"]);
+    // "d" takes "c"'s turn (200 ms), not the one after it.
+    assert_eq!(go("d").await.wait, 200 * MS);
+    assert_eq!(
+        h.limiter.status("c", "k").await.unwrap().level.queue_size,
+        3
+    );
+}
+
 /// Instantiates every case for a store: `conformance_suite!(make_harness)`
 /// where `make_harness` is an expression giving a fresh `Harness` (it may
 /// `.await`). Cases run on a paused tokio clock unless another test
@@ -488,7 +609,7 @@ macro_rules! conformance_suite {
             police_table shape_table scenario_a scenario_b scenario_c scenario_d
             scenario_e scenario_f windows_and_atomicity costs reconfigure
             delete_and_list status_counters acquire_reservations bad_input
-            counters_outlive_the_water);
+            counters_outlive_the_water queue_listing cancel_gives_the_place_back);
     };
     (@cases [$attr:meta] $make:expr; $($case:ident)*) => {
         $(

@@ -117,6 +117,10 @@ pub struct MemoryStore<C: Clock = MonotonicClock> {
     buckets: ShardedLock<BTreeMap<String, Arc<KeyedBucket<String, C>>>>,
     clock: C,
     budget: Arc<KeyBudget>,
+    /// The system clock's epoch ns and the store clock's reading taken
+    /// together at start: listed queue times are placed on the epoch from
+    /// them, so every listing agrees.
+    epoch_at: (Nanos, Nanos),
 }
 
 impl MemoryStore<MonotonicClock> {
@@ -142,6 +146,7 @@ impl<C: Clock> MemoryStore<C> {
     pub fn with_clock_and_max_keys(clock: C, max_keys: usize) -> Self {
         MemoryStore {
             buckets: ShardedLock::new(BTreeMap::new()),
+            epoch_at: (SystemClock.now(), clock.now()),
             clock,
             budget: KeyBudget::new(max_keys),
         }
@@ -243,11 +248,9 @@ impl<C: Clock> Store for MemoryStore<C> {
     }
 
     async fn queue(&self, bucket: &str, key: &str) -> Result<Vec<QueuedRequest>> {
-        let (now, entries) = self.with_bucket(bucket, |b| b.queued(key))?;
-        // The store's clock is monotonic: place its times against the
-        // system clock read now.
-        let epoch = SystemClock.now();
-        let to_epoch = |t: Nanos| (i128::from(epoch) + i128::from(t) - i128::from(now)).max(0) as u64;
+        let (_, entries) = self.with_bucket(bucket, |b| b.queued(key))?;
+        let (epoch, at) = self.epoch_at;
+        let to_epoch = |t: Nanos| (i128::from(epoch) + i128::from(t) - i128::from(at)).max(0) as u64;
         Ok(entries.iter().map(|e| e.listed(to_epoch)).collect())
     }
 
