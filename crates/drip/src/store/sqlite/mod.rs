@@ -68,7 +68,7 @@ use std::time::Duration;
 
 use tokio::sync::oneshot;
 
-use super::{KeyStatus, Store};
+use super::{KeyStatus, QueuedRequest, Store};
 use crate::clock::{Clock, SystemClock};
 use crate::core::{Decision, Policy, Request};
 use crate::{Error, Result};
@@ -76,6 +76,7 @@ use crate::{Error, Result};
 mod codec;
 mod fail;
 mod ops;
+mod queue;
 mod schema;
 #[cfg(test)]
 mod tests;
@@ -326,6 +327,29 @@ impl<C: Clock> Store for SqliteStore<C> {
 
     async fn sweep_idle(&self) -> Result<u64> {
         self.sweep().await
+    }
+
+    async fn decide_tracked(
+        &self,
+        bucket: &str,
+        key: &str,
+        req: Request,
+        id: &str,
+    ) -> Result<Decision> {
+        let (bucket, key, id) = (bucket.to_owned(), key.to_owned(), id.to_owned());
+        self.write("decide", move |w| w.decide_tracked(&bucket, &key, req, &id))
+            .await
+    }
+
+    async fn queue(&self, bucket: &str, key: &str) -> Result<Vec<QueuedRequest>> {
+        let (bucket, key) = (bucket.to_owned(), key.to_owned());
+        self.read("queue", move |w| w.queued(&bucket, &key)).await
+    }
+
+    async fn cancel(&self, bucket: &str, key: &str, id: &str) -> Result<bool> {
+        let (bucket, key, id) = (bucket.to_owned(), key.to_owned(), id.to_owned());
+        self.write("cancel", move |w| w.cancel(&bucket, &key, &id))
+            .await
     }
 
     async fn keys_held(&self) -> Result<Option<u64>> {

@@ -7,7 +7,7 @@ use rusqlite::{OptionalExtension, params};
 use super::*;
 use crate::clock::Clock;
 use crate::core::{self, Decision, Nanos, Policy, Request, State};
-use crate::store::{Counters, KeyStatus};
+use crate::store::{Counters, Entry, KeyStatus};
 use crate::{Error, Result};
 
 /// Keys examined per transaction by [`SqliteStore::sweep`], so a sweep of
@@ -160,6 +160,18 @@ impl<C: Clock> Worker<C> {
         key: &str,
         req: Request,
     ) -> Result<Decision, Fail> {
+        self.decide_in_as(bucket, key, req, "")
+    }
+
+    /// [`decide_in`](Self::decide_in), listing an admitted request of a
+    /// bucket that tracks its queue as `id` (in the same transaction).
+    pub(super) fn decide_in_as(
+        &mut self,
+        bucket: &str,
+        key: &str,
+        req: Request,
+        id: &str,
+    ) -> Result<Decision, Fail> {
         let (_, policy) = self
             .policy(bucket)?
             .ok_or_else(|| Error::UnknownBucket(bucket.to_owned()))?;
@@ -178,6 +190,10 @@ impl<C: Clock> Worker<C> {
         let retention = u64::try_from(policy.counter_retention().as_nanos()).unwrap_or(u64::MAX);
         let idle_at = now.saturating_add(d.reset_after.max(retention));
         self.save_key(bucket, key, &state, counters, idle_at)?;
+        if d.allowed() && policy.tracks_queue() {
+            let entry = Entry::admitted(&policy, id, now, &d, req.cost, state.tat);
+            self.record_queued(bucket, key, &policy, &entry)?;
+        }
         Ok(d)
     }
 
@@ -217,6 +233,7 @@ impl<C: Clock> Worker<C> {
                     w.conn
                         .prepare_cached("DELETE FROM drip_keys WHERE bucket = ?1")?
                         .execute([bucket])?;
+                    w.clear_queue(bucket)?;
                 }
             }
             Ok(version)
@@ -272,6 +289,7 @@ impl<C: Clock> Worker<C> {
             w.conn
                 .prepare_cached("DELETE FROM drip_keys WHERE bucket = ?1")?
                 .execute([bucket])?;
+            w.clear_queue(bucket)?;
             Ok(n > 0)
         })?;
         self.policies.remove(bucket);
@@ -322,9 +340,12 @@ impl<C: Clock> Worker<C> {
             removed += n;
             match last {
                 Some(last) => after = last,
-                None => return Ok(removed),
+                None => break,
             }
         }
+        let now = self.clock.now();
+        self.sweep_queue(now)?;
+        Ok(removed)
     }
 
     /// Sweeps up to [`SWEEP_CHUNK`] candidate keys after `after` (in key

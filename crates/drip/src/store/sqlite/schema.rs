@@ -33,6 +33,18 @@ CREATE TABLE IF NOT EXISTS drip_keys (
     idle_at  INTEGER NOT NULL,
     PRIMARY KEY (bucket, key)
 ) WITHOUT ROWID;
+CREATE TABLE IF NOT EXISTS drip_queue (
+    bucket    TEXT NOT NULL,
+    key       TEXT NOT NULL,
+    seq       INTEGER NOT NULL,
+    id        TEXT NOT NULL,
+    enqueued  INTEGER NOT NULL,
+    turn      INTEGER NOT NULL,
+    leaves    INTEGER NOT NULL,
+    end_tat   BLOB NOT NULL,
+    start_tat BLOB NOT NULL,
+    PRIMARY KEY (bucket, key, seq)
+) WITHOUT ROWID;
 INSERT OR IGNORE INTO drip_meta (name, value) VALUES ('schema', 1), ('policy_seq', 0);
 ";
 
