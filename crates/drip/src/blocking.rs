@@ -70,6 +70,33 @@ impl<S: Store> Limiter<S> {
         self.runtime.block_on(f)
     }
 
+    /// A handle to the runtime that drives the store (for threads this
+    /// limiter starts).
+    pub(crate) fn handle(&self) -> Handle {
+        self.runtime.handle().clone()
+    }
+
+    /// See [`crate::Limiter::decide_tracked`].
+    pub fn decide_tracked(
+        &self,
+        bucket: &str,
+        key: &str,
+        req: crate::Request,
+        id: &str,
+    ) -> Result<Decision> {
+        self.run(self.inner.decide_tracked(bucket, key, req, id))
+    }
+
+    /// See [`crate::Limiter::queue`].
+    pub fn queue(&self, bucket: &str, key: &str) -> Result<Vec<crate::QueuedRequest>> {
+        self.run(self.inner.queue(bucket, key))
+    }
+
+    /// See [`crate::Limiter::cancel`].
+    pub fn cancel(&self, bucket: &str, key: &str, id: &str) -> Result<bool> {
+        self.run(self.inner.cancel(bucket, key, id))
+    }
+
     /// See [`crate::Limiter::configure`].
     pub fn configure(&self, bucket: &str, policy: Policy) -> Result<()> {
         self.run(self.inner.configure(bucket, policy))

@@ -9,9 +9,17 @@
 //! runs. [`blocking::Limiter::schedule`](crate::blocking::Limiter::schedule)
 //! does the same for a synchronous program, on a thread.
 //!
+//! Each request is decided with an id of its own ([`Scheduled::request_id`]),
+//! listed in the bucket's queue when it tracks one
+//! ([`Policy::with_track_queue`](crate::Policy::with_track_queue)).
 //! Dropping the handle of a job that has not started cancels it: the job
-//! never runs. Its place in the bucket stays used for now (as for a dropped
-//! [`Limiter::acquire`]); giving it back to the store is not done yet.
+//! never runs, and its place is given back to the store
+//! ([`Limiter::cancel`]) where that is exact: the bucket tracks its queue,
+//! has no windows, and nothing was admitted behind the job (a new request
+//! then gets the job's turn). Otherwise the place stays used, as for a
+//! dropped [`Limiter::acquire`]: the turns promised to the requests behind
+//! it cannot move, and lowering the bucket's level under them would let a
+//! new request overlap their turns.
 //!
 //! Jobs of one key start in departure order: in shape mode each admitted
 //! request departs at least one emission interval (`cost / rate`) after the
@@ -31,7 +39,7 @@ use tokio::sync::Notify;
 use tokio::task::JoinHandle;
 
 use crate::Result;
-use crate::core::Decision;
+use crate::core::{Decision, Request};
 use crate::limiter::Limiter;
 use crate::store::Store;
 
@@ -57,6 +65,25 @@ pub struct Scheduled<H> {
     /// The admitted job: await it for the job's output, drop it to cancel.
     /// `None` when the request was not admitted; the job never runs.
     pub job: Option<H>,
+    /// The id the request was decided with (as listed by
+    /// [`Limiter::queue`]): unique per process and, with a random part,
+    /// across the nodes sharing a store.
+    pub request_id: String,
+}
+
+/// A fresh request id for a scheduled job: `job_<nonce>_<n>`, the nonce
+/// drawn once per process (std's random hasher keys), `n` counting up.
+fn job_id() -> String {
+    use std::hash::{BuildHasher, RandomState};
+    use std::sync::OnceLock;
+    use std::sync::atomic::AtomicU64;
+    static NONCE: OnceLock<u64> = OnceLock::new();
+    static NEXT: AtomicU64 = AtomicU64::new(0);
+    let nonce = NONCE.get_or_init(|| RandomState::new().hash_one(std::process::id()));
+    format!(
+        "job_{nonce:016x}_{}",
+        NEXT.fetch_add(1, Ordering::Relaxed)
+    )
 }
 
 impl<H> Scheduled<H> {
@@ -188,11 +215,15 @@ impl<S: Store> Limiter<S> {
         F: Future + Send + 'static,
         F::Output: Send + 'static,
     {
-        let decision = self.check(bucket, key, cost).await?;
+        let request_id = job_id();
+        let decision = self
+            .decide_tracked(bucket, key, Request::check(cost), &request_id)
+            .await?;
         if !decision.allowed() {
             return Ok(Scheduled {
                 decision,
                 job: None,
+                request_id,
             });
         }
         // The turn is `wait` after the store decided, i.e. about now.
@@ -200,6 +231,12 @@ impl<S: Store> Limiter<S> {
         let state = JobState::new();
         let task = tokio::spawn({
             let state = state.clone();
+            let (limiter, bucket, key, id) = (
+                self.clone(),
+                bucket.to_owned(),
+                key.to_owned(),
+                request_id.clone(),
+            );
             async move {
                 tokio::select! {
                     _ = tokio::time::sleep_until(turn) => {}
@@ -208,11 +245,15 @@ impl<S: Store> Limiter<S> {
                 if state.leave_waiting(STARTED) {
                     Some(job.await)
                 } else {
+                    // Cancelled: give the place back where the store can
+                    // (a store error leaves it used, as it would be anyway).
+                    let _ = limiter.cancel(&bucket, &key, &id).await;
                     None
                 }
             }
         });
         Ok(Scheduled {
+            request_id,
             decision,
             job: Some(JobHandle {
                 state,
@@ -282,14 +323,23 @@ impl<S: Store> crate::blocking::Limiter<S> {
         F: FnOnce() -> T + Send + 'static,
         T: Send + 'static,
     {
-        let decision = self.check(bucket, key, cost)?;
+        let request_id = job_id();
+        let decision = self.decide_tracked(bucket, key, Request::check(cost), &request_id)?;
         if !decision.allowed() {
             return Ok(Scheduled {
                 decision,
                 job: None,
+                request_id,
             });
         }
         let turn = std::time::Instant::now() + Duration::from_nanos(decision.wait);
+        let give_back = {
+            let (limiter, runtime) = (self.as_async().clone(), self.handle());
+            let (bucket, key, id) = (bucket.to_owned(), key.to_owned(), request_id.clone());
+            move || {
+                let _ = runtime.block_on(limiter.cancel(&bucket, &key, &id));
+            }
+        };
         let state = JobState::new();
         let (wake, woken) = mpsc::channel::<()>();
         let thread = std::thread::Builder::new()
@@ -304,11 +354,16 @@ impl<S: Store> crate::blocking::Limiter<S> {
                         // Detached, not cancelled: the turn still counts.
                         std::thread::sleep(left());
                     }
-                    state.leave_waiting(STARTED).then(job)
+                    let out = state.leave_waiting(STARTED).then(job);
+                    if out.is_none() {
+                        give_back();
+                    }
+                    out
                 }
             })
             .map_err(|e| crate::Error::Store(format!("cannot start a job thread: {e}")))?;
         Ok(Scheduled {
+            request_id,
             decision,
             job: Some(BlockingJobHandle {
                 state,

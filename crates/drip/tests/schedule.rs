@@ -223,3 +223,72 @@ fn job_errors_say_why() {
         "the job was cancelled before its turn"
     );
 }
+
+/// Cancellation gives the slot back (issue 14): on a bucket that tracks
+/// its queue, cancelling the last waiting job returns its place, so the
+/// next request gets its earlier turn; cancelling a job with others behind
+/// it takes it off the list but keeps its place (their turns stand).
+#[tokio::test(start_paused = true)]
+async fn cancellation_gives_the_slot_back() {
+    let limiter = Limiter::new(MemoryStore::with_clock(TokioClock::new()));
+    let tracked = shape_10_per_s(10).with_track_queue(true);
+    limiter.configure("g", tracked).await.unwrap();
+    let mut jobs = Vec::new();
+    for _ in 0..3 {
+        jobs.push(limiter.schedule("g", "", 1, async {}).await.unwrap());
+    }
+    let ids: Vec<String> = jobs.iter().map(|s| s.request_id.clone()).collect();
+    let listed = || async {
+        let q = limiter.queue("g", "").await.unwrap();
+        q.into_iter().map(|r| r.request_id).collect::<Vec<_>>()
+    };
+    assert_eq!(listed().await, ids);
+    let last = jobs.pop().unwrap();
+    assert_eq!(last.wait(), STEP * 2);
+    drop(last.job); // due at 200 ms, nothing behind it
+    // The waiting task gives the place back as it ends: wait for it.
+    for _ in 0..1000 {
+        if listed().await.len() == 2 {
+            break;
+        }
+        tokio::task::yield_now().await;
+    }
+    assert_eq!(listed().await.len(), 2, "the cancelled job is still listed");
+    let next = limiter.schedule("g", "", 1, async {}).await.unwrap();
+    assert_eq!(next.wait(), STEP * 2, "the cancelled job's turn");
+    // The middle job has one behind it: its place stays used.
+    let middle = jobs.pop().unwrap();
+    assert!(middle.job.unwrap().cancel());
+    for _ in 0..1000 {
+        if listed().await.len() == 2 {
+            break;
+        }
+        tokio::task::yield_now().await;
+    }
+    assert_eq!(listed().await.len(), 2, "the cancelled job is still listed");
+    let after = limiter.schedule("g", "", 1, async {}).await.unwrap();
+    assert_eq!(after.wait(), STEP * 3);
+    drop((next, after, jobs));
+}
+
+/// The blocking twin gives the place back too.
+#[test]
+fn blocking_cancellation_gives_the_slot_back() {
+    let limiter = drip::blocking::Limiter::memory().unwrap();
+    limiter
+        .configure("g", shape_10_per_s(10).with_track_queue(true))
+        .unwrap();
+    let a = limiter.schedule("g", "", 1, || ()).unwrap();
+    let b = limiter.schedule("g", "", 1, || ()).unwrap();
+    assert!(b.wait() > Duration::ZERO);
+    drop(b.job);
+    let deadline = std::time::Instant::now() + Duration::from_secs(10);
+    while limiter.queue("g", "").unwrap().len() != 1 {
+        assert!(std::time::Instant::now() < deadline, "never given back");
+        std::thread::sleep(Duration::from_millis(1));
+    }
+    let c = limiter.schedule("g", "", 1, || ()).unwrap();
+    // c takes b's turn (about 100 ms after a), not the one after it.
+    assert!(c.wait() <= STEP, "{:?}", c.wait());
+    drop((a, c));
+}
