@@ -15,6 +15,8 @@ use crate::{Error, Result};
 pub(super) struct QueuedRequest {
     pub(super) key: String,
     pub(super) req: Request,
+    /// The request's id (listed when the bucket tracks its queue).
+    pub(super) id: String,
     pub(super) reply: oneshot::Sender<Result<Reply>>,
 }
 
@@ -65,6 +67,7 @@ impl Inner {
         name: &str,
         key: &str,
         req: Request,
+        id: &str,
     ) -> Result<Reply> {
         let bucket = self.bucket(name).await?;
         let waiting = {
@@ -78,6 +81,7 @@ impl Inner {
                 queue.waiting.push(QueuedRequest {
                     key: key.to_owned(),
                     req,
+                    id: id.to_owned(),
                     reply: tx,
                 });
                 Some(rx)
@@ -94,6 +98,7 @@ impl Inner {
                     key,
                     req,
                     peek: false,
+                    id,
                 };
                 let items = [item];
                 let call = self.run(name, &bucket, &items);
@@ -153,6 +158,7 @@ impl Inner {
                     key: &j.key,
                     req: j.req,
                     peek: false,
+                    id: &j.id,
                 })
                 .collect();
             let n = items.len();

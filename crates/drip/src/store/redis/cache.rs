@@ -15,6 +15,8 @@ pub(super) struct Cached {
     pub(super) policy_key: String,
     /// `PREFIX:{b:BUCKET}:gGEN:s:`, followed by the key.
     pub(super) state_prefix: String,
+    /// `PREFIX:{b:BUCKET}:gGEN:q:`, followed by the key: its queue list.
+    pub(super) queue_prefix: String,
     /// The version and the policy as the decide script reads them after
     /// `now` (packed doubles).
     pub(super) args: Vec<u8>,
@@ -27,6 +29,7 @@ impl Cached {
             policy,
             policy_key: format!("{tag}:policy"),
             state_prefix: format!("{tag}:g{generation}:s:"),
+            queue_prefix: format!("{tag}:g{generation}:q:"),
         })
     }
 }

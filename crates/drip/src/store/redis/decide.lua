@@ -16,15 +16,24 @@
 --     al rj  counters (allowed, rejected)
 --   then per window with a non-empty log: period_ns, n, and n pairs
 --     rel cost (rel in ns from t, oldest first).
+-- Per key of a bucket that tracks its queue (shape mode), a list
+-- (KEYS[n+2..2n+1], same hash tag) of the requests admitted and not yet
+-- departed, oldest first, each seven doubles and the request id:
+--   leaves_us now_us turn_us e t v c   when its water has leaked (it is
+--   dropped from the head then), when it came, its turn, the key's water
+--   e at t under version v right after its admission, and its cost c in
+--   ticks (queue.lua gives the place back while the key still holds
+--   exactly that water).
 -- Everything below is relative to now: now is 0.
 --
 -- KEYS[1] policy hash (version; hist, read only after a change: see
 -- configure.lua), KEYS[2..n+1] the requests' keys (one bucket: one slot).
 -- ARGV[1], little-endian doubles (RedisStore): now_us (-1: Redis TIME),
 --   the version, the policy: mode (0 police, 1 shape), a, p, capacity,
---   window count, counter retention (ms), then per window limit, period_ns, granularity_ns; then
+--   window count, counter retention (ms), then per window limit, period_ns, granularity_ns,
+--   track (1: the queue is listed); then
 --   per request cost, max_wait_ns (-1: check, -2: peek, which reports and
---   writes nothing).
+--   writes nothing). When tracking, ARGV[2..n+1] the requests' ids.
 -- Or, only for benchmarking tools that cannot send binary arguments
 --   (redis-benchmark; fenced below as BENCHMARK TOOLS ONLY), ARGV[1] '' and
 --   the same numbers as text from ARGV[2] (now_us '': Redis TIME; mode
@@ -50,6 +59,7 @@ local pack, unpack, ceil, floor, max, min, format =
   struct.pack, struct.unpack, math.ceil, math.floor, math.max, math.min, string.format
 local text = ARGV[1] == ''
 local now, vn, shape, a, p, cap, nwin, keep_ms, reqs, rpos
+local track = false
 local windows -- only when there are windows
 if not text then
   local mode, pos
@@ -63,6 +73,9 @@ if not text then
     limit, period, gran, pos = unpack('<ddd', ARGV[1], pos)
     windows[i] = {limit = limit, period = period, gran = gran}
   end
+  local t
+  t, pos = unpack('<d', ARGV[1], pos)
+  track = t == 1
   reqs, rpos = ARGV[1], pos
 else
   -- ==== BENCHMARK TOOLS ONLY (redis-benchmark cannot send binary
@@ -181,6 +194,7 @@ local function decide(excess, logs, cost, max_wait)
 end
 
 local nkeys = #KEYS - 1
+if track then nkeys = nkeys / 2 end
 local answers = nkeys > 1 and {} or nil -- each request's, for a batch
 for k = 2, nkeys + 1 do
   local key = KEYS[k]
@@ -346,6 +360,24 @@ for k = 2, nkeys + 1 do
       -- its time and the logs stay as written).
       value = pack('<dddddddd', vn, before, at, expiry, allowed, rejected, a, p)
       if nwin > 0 then value = value .. string.sub(raw, 65) end
+    end
+    if track and outcome == 1 then
+      -- List it (the queue key beside the state key): drop the departed
+      -- heads, append unless the list holds `cap` entries, and let the
+      -- list expire when its last entry's water has leaked.
+      local qkey = KEYS[k + nkeys]
+      while true do
+        local head = call('LINDEX', qkey, 0)
+        if not head or unpack('<d', head) > now then break end
+        call('LPOP', qkey)
+      end
+      local leaves = now + ceil((wait + ceil(cost * p / a)) / 1000)
+      if call('LLEN', qkey) < cap then
+        call('RPUSH', qkey, pack('<ddddddd', leaves, now, now + wait / 1000, excess, now, vn, cost * p) .. (ARGV[k] or ''))
+      end
+      if not test_clock then
+        call('PEXPIREAT', qkey, format('%d', ceil(leaves / 1000) + 1))
+      end
     end
     if test_clock then
       call('SET', key, value)

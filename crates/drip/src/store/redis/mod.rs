@@ -39,7 +39,7 @@ use dashmap::DashMap;
 use redis::aio::{ConnectionManager, ConnectionManagerConfig};
 use redis::{Script, Value};
 
-use super::{KeyStatus, Store};
+use super::{KeyStatus, QueuedRequest, Store};
 use crate::Result;
 use crate::clock::Clock;
 use crate::core::{Decision, Level, Nanos, Policy, Request};
@@ -110,6 +110,7 @@ struct Inner {
     pub(super) conn: Conn,
     pub(super) decide: Script,
     pub(super) configure: Script,
+    pub(super) queue: Script,
     pub(super) prefix: String,
     /// Buckets this node has seen to exist (entries are kept).
     pub(super) buckets: DashMap<String, Arc<Bucket>>,
@@ -154,6 +155,7 @@ impl RedisStore {
             inner: Arc::new(Inner {
                 conn,
                 decide: Script::new(DECIDE),
+                queue: Script::new(QUEUE),
                 configure: Script::new(CONFIGURE),
                 prefix: options.prefix,
                 buckets: DashMap::new(),
@@ -173,6 +175,34 @@ impl RedisStore {
             .expect("with_test_clock is called before the store is used")
             .test_clock = Some(Arc::new(move || clock.now()));
         self
+    }
+}
+
+impl Inner {
+    /// Runs `queue.lua` on `key` of `bucket` (`op`: list or cancel).
+    async fn queue_call(&self, bucket: &str, key: &str, op: &str, id: &str) -> Result<Value> {
+        let cached = self
+            .load(bucket)
+            .await?
+            .ok_or_else(|| crate::Error::UnknownBucket(bucket.to_owned()))?;
+        let reply: Value = self
+            .queue
+            .key(&cached.policy_key)
+            .key(format!("{}{key}", cached.queue_prefix))
+            .key(format!("{}{key}", cached.state_prefix))
+            .arg(self.now_arg())
+            .arg(op)
+            .arg(id)
+            .arg(cached.policy.windows().len())
+            .invoke_async(&mut self.conn.clone())
+            .await
+            .map_err(store_error)?;
+        match &reply {
+            Value::SimpleString(s) if s == "nobucket" => {
+                Err(crate::Error::UnknownBucket(bucket.to_owned()))
+            }
+            _ => Ok(reply),
+        }
     }
 }
 
@@ -212,7 +242,7 @@ impl Store for RedisStore {
     }
 
     async fn decide(&self, bucket: &str, key: &str, req: Request) -> Result<Decision> {
-        Ok(self.inner.decide(bucket, key, req).await?.decision())
+        Ok(self.inner.decide(bucket, key, req, "").await?.decision())
     }
 
     async fn status(&self, bucket: &str, key: &str) -> Result<KeyStatus> {
@@ -220,6 +250,7 @@ impl Store for RedisStore {
             key,
             req: Request::check(0),
             peek: true,
+            id: "",
         };
         let entry = self.inner.bucket(bucket).await?;
         let (replies, cached) = self.inner.run(bucket, &entry, &[item]).await?;
@@ -270,6 +301,44 @@ impl Store for RedisStore {
             }
         }
         Ok(out)
+    }
+
+    async fn decide_tracked(
+        &self,
+        bucket: &str,
+        key: &str,
+        req: Request,
+        id: &str,
+    ) -> Result<Decision> {
+        Ok(self.inner.decide(bucket, key, req, id).await?.decision())
+    }
+
+    async fn queue(&self, bucket: &str, key: &str) -> Result<Vec<QueuedRequest>> {
+        let reply = self.inner.queue_call(bucket, key, "list", "").await?;
+        let Value::Array(entries) = &reply else {
+            return Err(bad_reply(&reply));
+        };
+        entries
+            .iter()
+            .map(|e| match e {
+                Value::BulkString(b) if b.len() >= 16 => {
+                    let n = |i: usize| f64::from_le_bytes(b[i..i + 8].try_into().expect("8 bytes"));
+                    Ok(QueuedRequest {
+                        enqueue_time_ms: n(0).max(0.0) as u64,
+                        estimated_process_time_ms: n(8).max(0.0) as u64,
+                        request_id: String::from_utf8_lossy(&b[16..]).into_owned(),
+                    })
+                }
+                _ => Err(bad_reply(&reply)),
+            })
+            .collect()
+    }
+
+    async fn cancel(&self, bucket: &str, key: &str, id: &str) -> Result<bool> {
+        match self.inner.queue_call(bucket, key, "cancel", id).await? {
+            Value::Int(n) => Ok(n == 1),
+            other => Err(bad_reply(&other)),
+        }
     }
 
     async fn ping(&self) -> Result<()> {

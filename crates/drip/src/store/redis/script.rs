@@ -14,6 +14,7 @@ use crate::{Error, Result};
 
 pub(super) const DECIDE: &str = include_str!("decide.lua");
 pub(super) const CONFIGURE: &str = include_str!("configure.lua");
+pub(super) const QUEUE: &str = include_str!("queue.lua");
 
 /// One request of a script call.
 #[derive(Clone, Copy)]
@@ -22,6 +23,8 @@ pub(super) struct Item<'a> {
     pub(super) req: Request,
     /// Report the key's state; decide and write nothing.
     pub(super) peek: bool,
+    /// The request's id, listed when the bucket tracks its queue.
+    pub(super) id: &'a str,
 }
 
 impl Inner {
@@ -31,18 +34,26 @@ impl Inner {
             .iter()
             .map(|i| cached.state_prefix.len() + i.key.len())
             .sum();
+        let track = cached.policy.tracks_queue();
+        let lists = if track { items.len() } else { 0 };
         let mut cmd = Cmd::with_capacity(
-            7 + items.len(),
+            7 + items.len() + 2 * lists,
             96 + cached.policy_key.len() + cached.args.len() + keys_len + 16 * items.len(),
         );
         cmd.arg("EVALSHA")
             .arg(self.decide.get_hash())
-            .arg(1 + items.len())
+            .arg(1 + items.len() + lists)
             .arg(&cached.policy_key);
         for item in items {
             let mut key = cmd.writer_for_next_arg();
             // Writing to a Cmd's buffer cannot fail.
             let _ = key.write_all(cached.state_prefix.as_bytes());
+            let _ = key.write_all(item.key.as_bytes());
+        }
+        // A tracked bucket's queue lists, beside the state keys (same tag).
+        for item in items.iter().take(lists) {
+            let mut key = cmd.writer_for_next_arg();
+            let _ = key.write_all(cached.queue_prefix.as_bytes());
             let _ = key.write_all(item.key.as_bytes());
         }
         {
@@ -63,6 +74,9 @@ impl Inner {
                 let _ = reqs.write_all(&(item.req.cost.min(MAX_EXACT) as f64).to_le_bytes());
                 let _ = reqs.write_all(&max_wait.to_le_bytes());
             }
+        }
+        for item in items.iter().take(lists) {
+            cmd.arg(item.id);
         }
         cmd
     }
@@ -107,7 +121,7 @@ impl Inner {
 /// What the decide script reads after `now`: the version, then the policy:
 /// mode (0 police, 1 shape), a, p, capacity, window count, counter
 /// retention in ms, then per window
-/// limit, period_ns and granularity_ns, as little-endian doubles (exact:
+/// limit, period_ns and granularity_ns, then track (1: list the queue), as little-endian doubles (exact:
 /// versions count configurations, and `configure` refuses what would pass
 /// 2^53).
 pub(super) fn script_args(policy: &Policy, version: u64) -> Vec<u8> {
@@ -128,6 +142,7 @@ pub(super) fn script_args(policy: &Policy, version: u64) -> Vec<u8> {
     for w in policy.windows() {
         numbers.extend([w.limit(), w.period_ns(), w.granularity_ns()]);
     }
+    numbers.push(u64::from(policy.tracks_queue()));
     numbers
         .into_iter()
         .flat_map(|n| (n as f64).to_le_bytes())
