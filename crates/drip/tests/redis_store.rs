@@ -217,6 +217,53 @@ async fn counters_outlive_the_water_on_real_time() {
     assert_eq!(seen(limiter.status("d", "k").await.unwrap()), (0, 0, 0));
 }
 
+/// The queue of waiting requests on real time (Redis `TIME`): a burst of 10
+/// at 10/s is listed whole, about half after 0.5 s (wide bounds), and the
+/// list key expires with the water.
+#[tokio::test]
+async fn the_queue_list_expires_with_the_water_on_real_time() {
+    if !redis_support::available() {
+        return;
+    }
+    let server = RedisServer::start();
+    let limiter = Limiter::new(store(&server).await);
+    let tracked = policy(Mode::Shape, Rate::per_second(10).unwrap(), 10).with_track_queue(true);
+    limiter.configure("q", tracked).await.unwrap();
+    let start = Instant::now();
+    for i in 0..12 {
+        let d = limiter
+            .decide_tracked("q", "k", drip::Request::check(1), &format!("r{i}"))
+            .await
+            .unwrap();
+        assert_eq!(d.allowed(), i < 10, "request {i}");
+    }
+    let q = limiter.queue("q", "k").await.unwrap();
+    if start.elapsed() < Duration::from_millis(80) {
+        let ids: Vec<&str> = q.iter().map(|r| r.request_id.as_str()).collect();
+        assert_eq!(ids, ["r0", "r1", "r2", "r3", "r4", "r5", "r6", "r7", "r8", "r9"]);
+        let now_ms = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .unwrap()
+            .as_millis() as u64;
+        assert!(q[0].enqueue_time_ms.abs_diff(now_ms) < 5_000, "epoch ms");
+        for w in q.windows(2) {
+            let gap = w[1].estimated_process_time_ms - w[0].estimated_process_time_ms;
+            assert!((99..=101).contains(&gap), "{w:?}");
+        }
+    }
+    tokio::time::sleep_until((start + Duration::from_millis(500)).into()).await;
+    let left = limiter.queue("q", "k").await.unwrap().len();
+    assert!((2..=5).contains(&left), "{left} listed after 0.5 s");
+    let exists = |key: &str| redis_support::cli(server.port, &["EXISTS", key]).trim() == "1";
+    let deadline = start + Duration::from_secs(10);
+    while exists("drip:{b:q}:g1:q:k") {
+        assert!(Instant::now() < deadline, "the list did not expire");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    assert!(start.elapsed() >= Duration::from_millis(900));
+    assert!(limiter.queue("q", "k").await.unwrap().is_empty());
+}
+
 /// Redis stops: calls fail with a store error within the timeout, no hang,
 /// no panic. Redis comes back: calls succeed again with the same limiter.
 #[tokio::test]
@@ -330,6 +377,8 @@ async fn conformance_on_a_redis_cluster() {
     conformance::acquire_reservations(harness().await).await;
     conformance::bad_input(harness().await).await;
     conformance::counters_outlive_the_water(harness().await).await;
+    conformance::queue_listing(harness().await).await;
+    conformance::cancel_gives_the_place_back(harness().await).await;
     // The buckets spread over the masters: more than one holds drip's keys.
     let holding = cluster
         .nodes
