@@ -15,7 +15,7 @@ use crate::limits;
 use crate::metrics::Metrics;
 use crate::model::{
     BucketList, BucketStatus, ClusterStatus, ConfigureBody, DecisionBody, Leader, NodeStatus,
-    WindowSpec,
+    QueueBody, QueuedRequestBody, WindowSpec,
 };
 use crate::request_id;
 
@@ -175,7 +175,8 @@ impl<S: Store> App<S> {
             &body.windows,
             body.counter_retention_s,
             self.counter_retention,
-        )?;
+        )?
+        .with_track_queue(limits::track_queue(body.track_queue));
         let done = if body.reset {
             self.limiter.configure_reset(bucket, policy).await
         } else {
@@ -197,7 +198,9 @@ impl<S: Store> App<S> {
         let bucket = limits::bucket_id(bucket)?;
         let key = limits::key(key)?;
         let cost = limits::cost(cost)?;
-        let (decision, degraded) = self.decide(bucket, key, Request::check(cost)).await?;
+        let (decision, degraded) = self
+            .decide(bucket, key, Request::check(cost), &request_id)
+            .await?;
         self.answer(bucket, decision, degraded, request_id)
     }
 
@@ -224,7 +227,7 @@ impl<S: Store> App<S> {
         }
         let max_wait = u64::try_from(timeout.as_nanos()).unwrap_or(u64::MAX);
         let (decision, degraded) = self
-            .decide(bucket, key, Request::reserve(cost, max_wait))
+            .decide(bucket, key, Request::reserve(cost, max_wait), &request_id)
             .await?;
         let guard = CancelGuard {
             metrics: &self.metrics,
@@ -248,6 +251,29 @@ impl<S: Store> App<S> {
             .await
             .map_err(|e| self.failed("status", e))?;
         Ok(bucket_status(bucket, key, &s))
+    }
+
+    /// The requests of `key` in `bucket` admitted and not yet departed.
+    pub async fn queue(&self, bucket: &str, key: &str) -> Result<QueueBody, ApiError> {
+        let bucket = limits::bucket_id(bucket)?;
+        let key = limits::key(key)?;
+        let requests = self
+            .limiter
+            .queue(bucket, key)
+            .await
+            .map_err(|e| self.failed("queue", e))?;
+        Ok(QueueBody {
+            bucket_id: bucket.to_owned(),
+            key: key.to_owned(),
+            requests: requests
+                .into_iter()
+                .map(|r| QueuedRequestBody {
+                    request_id: r.request_id,
+                    enqueue_time_ms: r.enqueue_time_ms,
+                    estimated_process_time_ms: r.estimated_process_time_ms,
+                })
+                .collect(),
+        })
     }
 
     /// Removes `bucket`.
@@ -360,15 +386,18 @@ impl<S: Store> App<S> {
         }
     }
 
-    /// One decision, and whether it was made without the shared store.
+    /// One decision (listed as `id` when the bucket tracks its queue), and
+    /// whether it was made without the shared store.
     async fn decide(
         &self,
         bucket: &str,
         key: &str,
         req: Request,
+        id: &str,
     ) -> Result<(Decision, bool), ApiError> {
         let start = Instant::now();
-        let (d, degraded) = watch_degraded(self.limiter.decide(bucket, key, req)).await;
+        let (d, degraded) =
+            watch_degraded(self.limiter.decide_tracked(bucket, key, req, id)).await;
         let d = d.map_err(|e| self.failed("decide", e))?;
         self.metrics.decision(bucket, d.outcome, start.elapsed());
         Ok((d, degraded))
@@ -448,6 +477,7 @@ pub fn bucket_status(bucket: &str, key: &str, s: &KeyStatus) -> BucketStatus {
         rejected_requests: s.counters.rejected,
         processed_requests: s.processed(),
         counter_retention_s: p.counter_retention().as_secs_f64(),
+        track_queue: p.tracks_queue(),
     }
 }
 

@@ -73,6 +73,9 @@ struct BucketSpec {
     windows: Vec<WindowSpec>,
     #[serde(default)]
     counter_retention_s: Option<f64>,
+    /// Shape buckets: list the queued requests (default true).
+    #[serde(default)]
+    track_queue: Option<bool>,
 }
 
 /// A mistake in the file, with where it is.
@@ -169,7 +172,8 @@ pub fn parse_with(text: &str, flag: Option<Duration>) -> Result<Declared, String
             spec.counter_retention_s,
             counter_retention,
         )
-        .map_err(|e| format!("bucket {name:?}: {}", e.public_message()))?;
+        .map_err(|e| format!("bucket {name:?}: {}", e.public_message()))?
+        .with_track_queue(limits::track_queue(spec.track_queue));
         out.push((name, policy));
     }
     Ok(Declared {

@@ -62,6 +62,7 @@ fn state(s: BucketStatus) -> pb::BucketState {
         rejected_requests: s.rejected_requests,
         processed_requests: s.processed_requests,
         counter_retention_s: s.counter_retention_s,
+        track_queue: s.track_queue,
     }
 }
 
@@ -131,6 +132,7 @@ impl<S: Store> RateLimiterService for Grpc<S> {
                 .collect(),
             reset: r.reset,
             counter_retention_s: r.counter_retention_s,
+            track_queue: r.track_queue,
         };
         let s = self.app.configure(&r.bucket_id, &body).await?;
         Ok(Response::new(pb::ConfigureBucketResponse {
@@ -170,6 +172,27 @@ impl<S: Store> RateLimiterService for Grpc<S> {
         let s = self.app.status(&r.bucket_id, &r.key).await?;
         Ok(Response::new(pb::GetBucketStatusResponse {
             bucket: Some(state(s)),
+        }))
+    }
+
+    async fn get_queued_requests(
+        &self,
+        req: Request<pb::GetQueuedRequestsRequest>,
+    ) -> Result<Response<pb::GetQueuedRequestsResponse>, Status> {
+        let r = req.into_inner();
+        let q = self.app.queue(&r.bucket_id, &r.key).await?;
+        Ok(Response::new(pb::GetQueuedRequestsResponse {
+            bucket_id: q.bucket_id,
+            key: q.key,
+            requests: q
+                .requests
+                .into_iter()
+                .map(|e| pb::QueuedRequest {
+                    request_id: e.request_id,
+                    enqueue_time_ms: e.enqueue_time_ms,
+                    estimated_process_time_ms: e.estimated_process_time_ms,
+                })
+                .collect(),
         }))
     }
 

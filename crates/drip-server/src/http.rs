@@ -33,6 +33,7 @@ pub fn router<S: Store>(app: Arc<App<S>>) -> Router {
         )
         .route("/v1/buckets/{bucket}/allow", post(buckets::allow::<S>))
         .route("/v1/buckets/{bucket}/acquire", post(buckets::acquire::<S>))
+        .route("/v1/buckets/{bucket}/queue", get(buckets::queue::<S>))
         .route("/v1/cluster", get(buckets::cluster::<S>))
         .route("/v1/cluster/leader", get(buckets::leader::<S>))
         .route("/healthz", get(pages::healthz))

@@ -279,3 +279,10 @@ mod tests {
         );
     }
 }
+
+/// Whether a bucket lists its queued requests: as asked, else on (the
+/// server's default: beside an HTTP or gRPC round trip the tracking costs
+/// little; BENCHMARKS.md). Only shape buckets have a queue to list.
+pub fn track_queue(asked: Option<bool>) -> bool {
+    asked.unwrap_or(true)
+}

@@ -34,6 +34,12 @@ pub struct ConfigureBody {
     #[serde(default)]
     #[schema(example = 60.0, minimum = 0.0, maximum = 2592000.0)]
     pub counter_retention_s: Option<f64>,
+    /// Shape mode: keep the list of queued requests, read with
+    /// `GET /v1/buckets/{bucket}/queue` (default true; ignored in police
+    /// mode, where nothing waits).
+    #[serde(default)]
+    #[schema(example = true)]
+    pub track_queue: Option<bool>,
 }
 
 /// An exact rolling limit: at most `limit` units in any `period_s` seconds.
@@ -158,6 +164,36 @@ pub struct BucketStatus {
     /// bucket is empty (0: they go with the water).
     #[serde(default)]
     pub counter_retention_s: f64,
+    /// True when the bucket lists its queued requests (shape mode with
+    /// `track_queue`).
+    #[serde(default)]
+    pub track_queue: bool,
+}
+
+/// One request admitted and not yet departed (shape mode).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
+pub struct QueuedRequestBody {
+    /// The request's id (given with it, or made by the server).
+    pub request_id: String,
+    /// When it was admitted, ms since the Unix epoch.
+    pub enqueue_time_ms: u64,
+    /// When its turn comes, ms since the Unix epoch.
+    pub estimated_process_time_ms: u64,
+}
+
+/// `GET /v1/buckets/{bucket}/queue`: the requests of one key admitted and
+/// not yet departed, in departure order. Each stays listed until its water
+/// has leaked (its turn plus `cost / leak_rate`), so for unit costs there
+/// are `queue_size` of them. Empty for a police bucket (nothing waits) and
+/// for a shape bucket configured with `track_queue: false`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
+pub struct QueueBody {
+    /// The bucket's name.
+    pub bucket_id: String,
+    /// The key listed.
+    pub key: String,
+    /// In departure order; at most `capacity` entries.
+    pub requests: Vec<QueuedRequestBody>,
 }
 
 /// `GET /v1/buckets`: every bucket, with the state of its key `""`.

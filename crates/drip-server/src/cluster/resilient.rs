@@ -314,6 +314,38 @@ impl<S: Store> Store for Resilient<S> {
     async fn keys_held(&self) -> Result<Option<u64>> {
         self.call(self.inner.keys_held()).await
     }
+
+    async fn decide_tracked(
+        &self,
+        bucket: &str,
+        key: &str,
+        req: Request,
+        id: &str,
+    ) -> Result<Decision> {
+        if !self.shared.health.is_down() {
+            match self
+                .call(self.inner.decide_tracked(bucket, key, req, id))
+                .await
+            {
+                Ok(d) => {
+                    self.shared.health.count(Mode::Shared);
+                    return Ok(d);
+                }
+                Err(Error::Store(_)) => {}
+                Err(e) => return Err(e),
+            }
+        }
+        // Decided without the shared store: not listed in its queue.
+        self.fallback(bucket, key, req).await
+    }
+
+    async fn queue(&self, bucket: &str, key: &str) -> Result<Vec<drip::QueuedRequest>> {
+        self.call(self.inner.queue(bucket, key)).await
+    }
+
+    async fn cancel(&self, bucket: &str, key: &str, id: &str) -> Result<bool> {
+        self.call(self.inner.cancel(bucket, key, id)).await
+    }
 }
 
 #[cfg(test)]

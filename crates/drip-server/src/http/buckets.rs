@@ -15,7 +15,7 @@ use crate::app::{Answer, App};
 use crate::error::ApiError;
 use crate::model::{
     AcquireBody, AllowBody, BucketList, BucketStatus, ClusterStatus, ConfigureBody, DecisionBody,
-    ErrorBody, Leader,
+    ErrorBody, Leader, QueueBody,
 };
 
 type AppState<S> = State<Arc<App<S>>>;
@@ -192,6 +192,28 @@ pub async fn status<S: Store>(
     Query(q): Query<KeyQuery>,
 ) -> Result<Json<BucketStatus>, ApiError> {
     Ok(Json(app.status(&bucket, &q.key).await?))
+}
+
+/// The requests of one key admitted and not yet departed, in departure
+/// order (shape mode; empty for police buckets and untracked ones).
+#[utoipa::path(
+    get,
+    path = "/v1/buckets/{bucket}/queue",
+    tag = "buckets",
+    params(BucketParam, KeyQuery),
+    responses(
+        (status = 200, description = "The key's queued requests, in departure order", body = QueueBody),
+        (status = 400, description = "Bad bucket id, key or query parameter; `field` names it", body = ErrorBody),
+        (status = 404, description = "No such bucket", body = ErrorBody),
+        (status = 503, description = "Store unavailable", body = ErrorBody),
+    )
+)]
+pub async fn queue<S: Store>(
+    State(app): AppState<S>,
+    BucketPath(bucket): BucketPath,
+    Query(q): Query<KeyQuery>,
+) -> Result<Json<QueueBody>, ApiError> {
+    Ok(Json(app.queue(&bucket, &q.key).await?))
 }
 
 /// Remove a bucket and all its keys.
