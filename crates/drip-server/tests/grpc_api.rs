@@ -23,6 +23,7 @@ fn configure(
         windows: vec![],
         reset: false,
         counter_retention_s: None,
+        track_queue: None,
     }
 }
 

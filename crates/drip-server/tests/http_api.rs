@@ -35,6 +35,7 @@ const STATUS_FIELDS: &[&str] = &[
     "rejected_requests",
     "processed_requests",
     "counter_retention_s",
+    "track_queue",
 ];
 
 const DECISION_FIELDS: &[&str] = &[

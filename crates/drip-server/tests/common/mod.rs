@@ -225,6 +225,7 @@ impl Client for Grpc {
                 windows: vec![],
                 reset,
                 counter_retention_s: None,
+                track_queue: None,
             })
             .await
             .unwrap();
@@ -282,6 +283,7 @@ impl Client for Grpc {
             rejected_requests: b.rejected_requests,
             processed_requests: b.processed_requests,
             counter_retention_s: b.counter_retention_s,
+            track_queue: b.track_queue,
         }
     }
 }
