@@ -396,8 +396,7 @@ impl<S: Store> App<S> {
         id: &str,
     ) -> Result<(Decision, bool), ApiError> {
         let start = Instant::now();
-        let (d, degraded) =
-            watch_degraded(self.limiter.decide_tracked(bucket, key, req, id)).await;
+        let (d, degraded) = watch_degraded(self.limiter.decide_tracked(bucket, key, req, id)).await;
         let d = d.map_err(|e| self.failed("decide", e))?;
         self.metrics.decision(bucket, d.outcome, start.elapsed());
         Ok((d, degraded))

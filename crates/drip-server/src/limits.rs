@@ -233,6 +233,13 @@ fn quoted<'a>(s: &'a str, prefix: &str) -> Option<&'a str> {
     s.strip_prefix(prefix)?.split('`').next()
 }
 
+/// Whether a bucket lists its queued requests: as asked, else on (the
+/// server's default: beside an HTTP or gRPC round trip the tracking costs
+/// little; BENCHMARKS.md). Only shape buckets have a queue to list.
+pub fn track_queue(asked: Option<bool>) -> bool {
+    asked.unwrap_or(true)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -278,11 +285,4 @@ mod tests {
             "{e}"
         );
     }
-}
-
-/// Whether a bucket lists its queued requests: as asked, else on (the
-/// server's default: beside an HTTP or gRPC round trip the tracking costs
-/// little; BENCHMARKS.md). Only shape buckets have a queue to list.
-pub fn track_queue(asked: Option<bool>) -> bool {
-    asked.unwrap_or(true)
 }

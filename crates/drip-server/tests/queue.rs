@@ -73,7 +73,10 @@ async fn the_queue_is_listed_over_http_and_grpc() {
     // loaded machine (the library's conformance case is the exact 10/s
     // one); capacity 10 bounds the list.
     let status = api
-        .put("q", json!({"mode": "shape", "capacity": 10, "leak_rate": 1}))
+        .put(
+            "q",
+            json!({"mode": "shape", "capacity": 10, "leak_rate": 1}),
+        )
         .await;
     assert_eq!(status["track_queue"], true, "on by default: {status}");
     let mut given = Vec::new();
@@ -91,15 +94,25 @@ async fn the_queue_is_listed_over_http_and_grpc() {
     }
     let (code, q) = api.queue("q", "k").await;
     assert_eq!(code, 200, "{q}");
-    assert_eq!((q["bucket_id"].as_str(), q["key"].as_str()), (Some("q"), Some("k")));
-    assert_eq!(ids(&q), given, "ids in departure order, the refused two left out");
+    assert_eq!(
+        (q["bucket_id"].as_str(), q["key"].as_str()),
+        (Some("q"), Some("k"))
+    );
+    assert_eq!(
+        ids(&q),
+        given,
+        "ids in departure order, the refused two left out"
+    );
     let list = q["requests"].as_array().unwrap();
     let ms = |r: &Value, f: &str| r[f].as_u64().unwrap();
     let now_ms = std::time::SystemTime::now()
         .duration_since(std::time::UNIX_EPOCH)
         .unwrap()
         .as_millis() as u64;
-    assert!(ms(&list[0], "enqueue_time_ms").abs_diff(now_ms) < 60_000, "epoch ms");
+    assert!(
+        ms(&list[0], "enqueue_time_ms").abs_diff(now_ms) < 60_000,
+        "epoch ms"
+    );
     for w in list.windows(2) {
         let gap = ms(&w[1], "estimated_process_time_ms") - ms(&w[0], "estimated_process_time_ms");
         assert!((999..=1001).contains(&gap), "turns 1 s apart: {w:?}");
@@ -114,10 +127,17 @@ async fn the_queue_is_listed_over_http_and_grpc() {
         bucket_id: bucket.into(),
         key: key.into(),
     };
-    let r = g.get_queued_requests(ask("q", "k")).await.unwrap().into_inner();
+    let r = g
+        .get_queued_requests(ask("q", "k"))
+        .await
+        .unwrap()
+        .into_inner();
     let grpc_ids: Vec<String> = r.requests.iter().map(|e| e.request_id.clone()).collect();
     // The head may have left meanwhile on a very slow machine: compare tails.
-    assert!(given.ends_with(&grpc_ids) && grpc_ids.len() >= 9, "{grpc_ids:?}");
+    assert!(
+        given.ends_with(&grpc_ids) && grpc_ids.len() >= 9,
+        "{grpc_ids:?}"
+    );
     assert_eq!(
         r.requests.last().unwrap().estimated_process_time_ms,
         ms(list.last().unwrap(), "estimated_process_time_ms")
@@ -141,11 +161,23 @@ async fn the_queue_is_listed_over_http_and_grpc() {
 
     // Unknown bucket: 404; bad key or bucket id: 400 naming the field.
     let (code, e) = api.queue("nope", "k").await;
-    assert_eq!((code, e["error"]["code"].as_str()), (404, Some("not_found")), "{e}");
+    assert_eq!(
+        (code, e["error"]["code"].as_str()),
+        (404, Some("not_found")),
+        "{e}"
+    );
     let (code, e) = api.queue("q", &"x".repeat(300)).await;
-    assert_eq!((code, e["error"]["field"].as_str()), (400, Some("key")), "{e}");
+    assert_eq!(
+        (code, e["error"]["field"].as_str()),
+        (400, Some("key")),
+        "{e}"
+    );
     let (code, e) = api.queue(&"b".repeat(129), "k").await;
-    assert_eq!((code, e["error"]["field"].as_str()), (400, Some("bucket_id")), "{e}");
+    assert_eq!(
+        (code, e["error"]["field"].as_str()),
+        (400, Some("bucket_id")),
+        "{e}"
+    );
     let e = g.get_queued_requests(ask("nope", "k")).await.unwrap_err();
     assert_eq!(e.code(), tonic::Code::NotFound);
     let e = g

@@ -80,10 +80,7 @@ fn job_id() -> String {
     static NONCE: OnceLock<u64> = OnceLock::new();
     static NEXT: AtomicU64 = AtomicU64::new(0);
     let nonce = NONCE.get_or_init(|| RandomState::new().hash_one(std::process::id()));
-    format!(
-        "job_{nonce:016x}_{}",
-        NEXT.fetch_add(1, Ordering::Relaxed)
-    )
+    format!("job_{nonce:016x}_{}", NEXT.fetch_add(1, Ordering::Relaxed))
 }
 
 impl<H> Scheduled<H> {

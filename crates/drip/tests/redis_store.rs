@@ -240,7 +240,10 @@ async fn the_queue_list_expires_with_the_water_on_real_time() {
     let q = limiter.queue("q", "k").await.unwrap();
     if start.elapsed() < Duration::from_millis(80) {
         let ids: Vec<&str> = q.iter().map(|r| r.request_id.as_str()).collect();
-        assert_eq!(ids, ["r0", "r1", "r2", "r3", "r4", "r5", "r6", "r7", "r8", "r9"]);
+        assert_eq!(
+            ids,
+            ["r0", "r1", "r2", "r3", "r4", "r5", "r6", "r7", "r8", "r9"]
+        );
         let now_ms = std::time::SystemTime::now()
             .duration_since(std::time::UNIX_EPOCH)
             .unwrap()

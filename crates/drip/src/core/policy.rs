@@ -464,7 +464,11 @@ mod tests {
         assert!(kept.encode().ends_with(" retention_ms=60000"));
         assert_eq!(Policy::decode(&kept.encode()).unwrap(), kept);
         let tracked = kept.with_track_queue(true);
-        assert!(tracked.encode().ends_with(" retention_ms=60000 track_queue=1"));
+        assert!(
+            tracked
+                .encode()
+                .ends_with(" retention_ms=60000 track_queue=1")
+        );
         assert_eq!(Policy::decode(&tracked.encode()).unwrap(), tracked);
         assert!(tracked.tracks_queue());
         for bad in [

@@ -139,7 +139,12 @@ pub trait Store: Send + Sync + 'static {
     /// the key (nothing queued behind it) and the bucket has no windows.
     /// True when the place was given back; false when it stays used (or
     /// there is no such entry, or the store keeps no queue).
-    fn cancel(&self, bucket: &str, key: &str, id: &str) -> impl Future<Output = Result<bool>> + Send {
+    fn cancel(
+        &self,
+        bucket: &str,
+        key: &str,
+        id: &str,
+    ) -> impl Future<Output = Result<bool>> + Send {
         let _ = (bucket, key, id);
         std::future::ready(Ok(false))
     }

@@ -250,7 +250,8 @@ impl<C: Clock> Store for MemoryStore<C> {
     async fn queue(&self, bucket: &str, key: &str) -> Result<Vec<QueuedRequest>> {
         let (_, entries) = self.with_bucket(bucket, |b| b.queued(key))?;
         let (epoch, at) = self.epoch_at;
-        let to_epoch = |t: Nanos| (i128::from(epoch) + i128::from(t) - i128::from(at)).max(0) as u64;
+        let to_epoch =
+            |t: Nanos| (i128::from(epoch) + i128::from(t) - i128::from(at)).max(0) as u64;
         Ok(entries.iter().map(|e| e.listed(to_epoch)).collect())
     }
 
