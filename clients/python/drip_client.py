@@ -10,7 +10,7 @@ repository), so it proves the proto is usable outside Rust.
 
 Run as a script it plays a short scenario against a running `drip serve`:
 configure a bucket, send allows (the last ones refused), read its status,
-delete it; it exits 0 when every answer is as the contract says.
+list a shape bucket's queue, delete them; it exits 0 when every answer is as the contract says.
 """
 
 import argparse
@@ -71,6 +71,11 @@ class DripClient:
         req = self.pb.GetBucketStatusRequest(bucket_id=bucket_id, key=key)
         return self.stub.GetBucketStatus(req, timeout=self.timeout).bucket
 
+    def get_queued_requests(self, bucket_id, key=""):
+        """The requests admitted and not yet departed (shape mode), in order."""
+        req = self.pb.GetQueuedRequestsRequest(bucket_id=bucket_id, key=key)
+        return list(self.stub.GetQueuedRequests(req, timeout=self.timeout).requests)
+
     def delete_bucket(self, bucket_id):
         req = self.pb.DeleteBucketRequest(bucket_id=bucket_id)
         self.stub.DeleteBucket(req, metadata=self.metadata, timeout=self.timeout)
@@ -105,6 +110,19 @@ def scenario(client):
     s = client.get_bucket_status(bucket, key="alice")
     counts = (s.total_requests, s.allowed_requests, s.rejected_requests)
     check(counts == (5, 3, 2), f"status counters (total, allowed, rejected): {counts}")
+
+    # A shape bucket lists its queue: ids in order, turns an hour apart.
+    queue = bucket + "-q"
+    client.configure_bucket(queue, capacity=3, leak_rate=1 / 3600, mode="shape")
+    for i in range(3):
+        client.allow_request(queue, key="bob", request_id=f"q-{i}")
+    listed = client.get_queued_requests(queue, key="bob")
+    check([r.request_id for r in listed] == ["q-0", "q-1", "q-2"], f"queue: {listed}")
+    gaps = [b.estimated_process_time_ms - a.estimated_process_time_ms
+            for a, b in zip(listed, listed[1:])]
+    # 1/3600 as a decimal rate is 1 per ~3599.997 s.
+    check(all(3_599_000 <= g <= 3_601_000 for g in gaps), f"turns an hour apart: {gaps}")
+    client.delete_bucket(queue)
 
     client.delete_bucket(bucket)
     try:
