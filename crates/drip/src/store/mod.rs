@@ -4,8 +4,8 @@
 
 use std::future::Future;
 
-use crate::core::{Level, Policy, Request};
-use crate::{Decision, Result};
+use crate::core::{JointDecision, Level, Policy, Request};
+use crate::{Decision, Error, Result};
 
 pub mod memory;
 #[cfg(feature = "redis")]
@@ -56,6 +56,35 @@ impl Counters {
     }
 }
 
+/// One part of a joint decision ([`Store::decide_all`]): a request for
+/// `key` of `bucket`.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct JointPart<'a> {
+    /// The bucket (its policy decides this part).
+    pub bucket: &'a str,
+    /// The key within the bucket.
+    pub key: &'a str,
+    /// What this part asks.
+    pub req: Request,
+}
+
+/// Most parts one joint decision may have.
+pub const MAX_JOINT_PARTS: usize = 64;
+
+/// Refuses a joint decision of more than [`MAX_JOINT_PARTS`] parts.
+pub(crate) fn check_parts(parts: &[JointPart<'_>]) -> Result<()> {
+    if parts.len() > MAX_JOINT_PARTS {
+        return Err(Error::Config(Box::new(crate::ConfigError {
+            field: "parts".to_owned(),
+            message: format!(
+                "parts must be at most {MAX_JOINT_PARTS} in one joint decision (got {})",
+                parts.len()
+            ),
+        })));
+    }
+    Ok(())
+}
+
 /// A bucket store. Implementations decide atomically: concurrent calls on
 /// one key behave as if made one after another.
 pub trait Store: Send + Sync + 'static {
@@ -103,5 +132,21 @@ pub trait Store: Send + Sync + 'static {
     /// Keys holding state now, where the store can tell cheaply.
     fn keys_held(&self) -> impl Future<Output = Result<Option<u64>>> + Send {
         std::future::ready(Ok(None))
+    }
+
+    /// Decides `parts` jointly at the store's current time: every part
+    /// admitted and all consume, or none consumes
+    /// ([`JointDecision`]). Parts may span buckets and repeat a key. At most
+    /// [`MAX_JOINT_PARTS`] parts. On a joint refusal only the parts that
+    /// refused count a rejection in their key's counters. Stores that
+    /// cannot do this atomically answer [`Error::Store`] (the default).
+    fn decide_all(
+        &self,
+        parts: &[JointPart<'_>],
+    ) -> impl Future<Output = Result<JointDecision>> + Send {
+        let _ = parts;
+        std::future::ready(Err(Error::Store(
+            "this store cannot decide several keys jointly".to_owned(),
+        )))
     }
 }

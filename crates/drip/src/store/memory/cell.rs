@@ -86,8 +86,15 @@ impl Cell {
                 A::from_decision(d)
             }
         };
+        self.count(config, now, answer.allowed());
+        Some(answer)
+    }
+
+    /// Counts one decision (allowed or not) at `now`, when the bucket counts.
+    #[inline(always)]
+    pub(super) fn count(&self, config: &Config, now: Nanos, allowed: bool) {
         if let Some(counts) = self.extra.as_ref().and_then(|e| e.counts.as_ref()) {
-            let i = usize::from(!answer.allowed());
+            let i = usize::from(!allowed);
             counts[i].fetch_add(1, Ordering::Relaxed);
             if config.retention_ns > 0 {
                 // Moved on at most once per `STAMP_NS` (sweeps allow that
@@ -99,7 +106,6 @@ impl Cell {
                 }
             }
         }
-        Some(answer)
     }
 
     /// Makes the key hold its whole state (after `decide` answered `None`).

@@ -53,13 +53,15 @@ use std::sync::{Arc, PoisonError};
 
 use crossbeam_utils::sync::{ShardedLock, ShardedLockReadGuard, ShardedLockWriteGuard};
 
-use super::{KeyStatus, Store};
+use super::{JointPart, KeyStatus, Store};
 use crate::clock::{Clock, MonotonicClock};
-use crate::core::{Decision, Policy, Request};
+use crate::core::{Decision, JointDecision, Policy, Request};
 use crate::{Error, Result};
+use cell::Cell;
 
 mod cell;
 mod config;
+mod joint;
 mod keyed;
 #[cfg(all(test, drip_loom))]
 mod loom_models;
@@ -230,6 +232,10 @@ impl<C: Clock> Store for MemoryStore<C> {
 
     async fn keys_held(&self) -> Result<Option<u64>> {
         Ok(Some(self.keys_held() as u64))
+    }
+
+    async fn decide_all(&self, parts: &[JointPart<'_>]) -> Result<JointDecision> {
+        self.decide_all_now(parts)
     }
 
     async fn list(&self) -> Result<Vec<(String, Policy)>> {
