@@ -259,7 +259,9 @@ fn joint_decisions_across_two_buckets_are_atomic_and_exact() {
     let b = Policy::police(Limit::new(Rate::per_second(1).unwrap(), 5000).unwrap())
         .with_window(Window::new(300, Duration::from_secs(3600)).unwrap())
         .unwrap();
-    let rt = tokio::runtime::Builder::new_current_thread().build().unwrap();
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .build()
+        .unwrap();
     rt.block_on(async {
         limiter.configure("a", a).await.unwrap();
         limiter.configure("b", b).await.unwrap();
@@ -270,7 +272,9 @@ fn joint_decisions_across_two_buckets_are_atomic_and_exact() {
     for t in 0..4u64 {
         let (limiter, counts, done) = (limiter.clone(), counts.clone(), done_tx.clone());
         std::thread::spawn(move || {
-            let rt = tokio::runtime::Builder::new_current_thread().build().unwrap();
+            let rt = tokio::runtime::Builder::new_current_thread()
+                .build()
+                .unwrap();
             let part = |bucket| JointPart {
                 bucket,
                 key: "k",
@@ -304,8 +308,16 @@ fn joint_decisions_across_two_buckets_are_atomic_and_exact() {
     }
     let [joint, a_alone, b_alone] = [0, 1, 2].map(|i| counts[i].load(Ordering::Relaxed));
     assert!(joint > 0, "no joint decision was admitted");
-    assert_eq!(joint + a_alone, 500, "bucket a: joint {joint} + alone {a_alone}");
-    assert_eq!(joint + b_alone, 300, "bucket b: joint {joint} + alone {b_alone}");
+    assert_eq!(
+        joint + a_alone,
+        500,
+        "bucket a: joint {joint} + alone {a_alone}"
+    );
+    assert_eq!(
+        joint + b_alone,
+        300,
+        "bucket b: joint {joint} + alone {b_alone}"
+    );
     rt.block_on(async {
         let sa = limiter.status("a", "k").await.unwrap();
         let sb = limiter.status("b", "k").await.unwrap();
