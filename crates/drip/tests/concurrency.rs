@@ -275,11 +275,7 @@ fn joint_decisions_across_two_buckets_are_atomic_and_exact() {
             let rt = tokio::runtime::Builder::new_current_thread()
                 .build()
                 .unwrap();
-            let part = |bucket| JointPart {
-                bucket,
-                key: "k",
-                req: Request::check(1),
-            };
+            let part = |bucket| JointPart::new(bucket, "k", Request::check(1));
             let (ab, ba) = ([part("a"), part("b")], [part("b"), part("a")]);
             rt.block_on(async {
                 for i in 0..6000u64 {

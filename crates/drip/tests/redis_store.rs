@@ -337,11 +337,7 @@ async fn conformance_on_a_redis_cluster() {
     for b in ["j1", "j2"] {
         h.limiter.configure(b, p.clone()).await.unwrap();
     }
-    let part = |bucket, key| drip::JointPart {
-        bucket,
-        key,
-        req: drip::Request::check(1),
-    };
+    let part = |bucket, key| drip::JointPart::new(bucket, key, drip::Request::check(1));
     let same = [part("j1", "a"), part("j1", "b"), part("j1", "a")];
     assert!(h.limiter.decide_all(&same).await.unwrap().admitted);
     let d = h.limiter.decide_all(&same).await.unwrap();

@@ -10,6 +10,8 @@ use super::rate::Nanos;
 /// What a joint decision answers: whether all parts were admitted, and one
 /// [`Decision`] per part, in order.
 ///
+/// When `admitted` is true every binding part was admitted (an advisory
+/// part may be refused: it then carries its refusal and consumed nothing).
 /// When `admitted` is false nothing was consumed anywhere. The parts that
 /// refused carry their own refusal (`Limited` or `Exceeds`, with
 /// `retry_after`); the parts that would have admitted carry `Allowed` with
@@ -17,28 +19,33 @@ use super::rate::Nanos;
 /// stays, unchanged.
 #[derive(Clone, Debug, PartialEq)]
 pub struct JointDecision {
-    /// True when every part was admitted and all consumed.
+    /// True when every binding part was admitted and all consumed.
     pub admitted: bool,
     /// One decision per part, in the order asked.
     pub decisions: Vec<Decision>,
 }
 
-/// Decides `parts` jointly at `now`. Each part is `(slot, request)`, where
-/// `slot` indexes `states` (several parts may share a key: the later ones
-/// see what the earlier ones would consume). On admission every state moves
-/// on; otherwise `states` are left exactly as they were.
+/// Decides `parts` jointly at `now`. Each part is `(slot, request,
+/// advisory)`, where `slot` indexes `states` (several parts may share a
+/// key: the later ones see what the earlier ones would consume). The whole
+/// is admitted when every binding (not advisory) part admits; then every
+/// state moves on (advisory parts consume only if they fit themselves).
+/// Otherwise `states` are left exactly as they were.
 pub fn decide_joint(
     states: &mut [(&Policy, State)],
-    parts: &[(usize, Request)],
+    parts: &[(usize, Request, bool)],
     now: Nanos,
 ) -> JointDecision {
     // Plan on copies: the stores' states change only if every part admits.
     let mut planned: Vec<State> = states.iter().map(|(_, s)| s.clone()).collect();
     let decisions: Vec<Decision> = parts
         .iter()
-        .map(|&(slot, req)| decide(states[slot].0, &mut planned[slot], now, req))
+        .map(|&(slot, req, _)| decide(states[slot].0, &mut planned[slot], now, req))
         .collect();
-    let admitted = decisions.iter().all(Decision::allowed);
+    let admitted = decisions
+        .iter()
+        .zip(parts)
+        .all(|(d, &(_, _, advisory))| advisory || d.allowed());
     if admitted {
         for ((_, state), plan) in states.iter_mut().zip(planned) {
             *state = plan;
@@ -51,7 +58,7 @@ pub fn decide_joint(
     let decisions = decisions
         .into_iter()
         .zip(parts)
-        .map(|(d, &(slot, _))| {
+        .map(|(d, &(slot, _, _))| {
             if d.allowed() {
                 unconsumed(states[slot].0, &states[slot].1, now)
             } else {
@@ -93,7 +100,7 @@ mod tests {
     fn one_refusal_consumes_nothing_anywhere() {
         let (wide, narrow) = (police(10), police(1));
         let mut states = vec![(&wide, State::default()), (&narrow, State::default())];
-        let both = [(0, Request::check(1)), (1, Request::check(1))];
+        let both = [(0, Request::check(1), false), (1, Request::check(1), false)];
         let first = decide_joint(&mut states, &both, 0);
         assert!(first.admitted);
         assert_eq!(first.decisions[0].remaining, 9);
@@ -112,11 +119,23 @@ mod tests {
     fn parts_sharing_a_key_see_each_other() {
         let p = police(3);
         let mut states = vec![(&p, State::default())];
-        let parts = [(0, Request::check(2)), (0, Request::check(2))];
+        let parts = [(0, Request::check(2), false), (0, Request::check(2), false)];
         let d = decide_joint(&mut states, &parts, 0);
         assert!(!d.admitted, "2 + 2 does not fit in 3");
         assert_eq!(states[0].1, State::default());
         let d = decide_joint(&mut states, &parts[..1], 0);
         assert!(d.admitted);
+    }
+
+    #[test]
+    fn an_advisory_refusal_does_not_refuse_the_whole() {
+        let (wide, narrow) = (police(10), police(1));
+        let mut states = vec![(&wide, State::default()), (&narrow, State::default())];
+        let parts = [(0, Request::check(1), false), (1, Request::check(1), true)];
+        assert!(decide_joint(&mut states, &parts, 0).admitted);
+        let d = decide_joint(&mut states, &parts, 0);
+        assert!(d.admitted, "the narrow part is advisory");
+        assert_eq!(d.decisions[1].outcome, Outcome::Limited);
+        assert_eq!(d.decisions[0].remaining, 8, "the binding part consumed");
     }
 }

@@ -66,6 +66,30 @@ pub struct JointPart<'a> {
     pub key: &'a str,
     /// What this part asks.
     pub req: Request,
+    /// An advisory part is decided with the others and consumes when it
+    /// fits, but its refusal does not refuse the whole (Envoy's shadow
+    /// mode: counted, never enforced).
+    pub advisory: bool,
+}
+
+impl<'a> JointPart<'a> {
+    /// A binding part: its refusal refuses the whole decision.
+    pub fn new(bucket: &'a str, key: &'a str, req: Request) -> Self {
+        JointPart {
+            bucket,
+            key,
+            req,
+            advisory: false,
+        }
+    }
+
+    /// An advisory part (see [`JointPart::advisory`]).
+    pub fn advisory(bucket: &'a str, key: &'a str, req: Request) -> Self {
+        JointPart {
+            advisory: true,
+            ..JointPart::new(bucket, key, req)
+        }
+    }
 }
 
 /// Most parts one joint decision may have.
@@ -134,8 +158,9 @@ pub trait Store: Send + Sync + 'static {
         std::future::ready(Ok(None))
     }
 
-    /// Decides `parts` jointly at the store's current time: every part
-    /// admitted and all consume, or none consumes
+    /// Decides `parts` jointly at the store's current time: every binding
+    /// part admitted and all consume (advisory parts: those that fit), or
+    /// none consumes
     /// ([`JointDecision`]). Parts may span buckets and repeat a key. At most
     /// [`MAX_JOINT_PARTS`] parts. On a joint refusal only the parts that
     /// refused count a rejection in their key's counters. Stores that

@@ -478,11 +478,7 @@ pub async fn bad_input<S: Store>(_h: Harness<S>) {
 /// nothing anywhere, and only the refusing parts count a rejection.
 pub async fn joint_decisions<S: Store>(h: Harness<S>) {
     use drip::JointPart;
-    let part = |bucket, key, cost| JointPart {
-        bucket,
-        key,
-        req: drip::Request::check(cost),
-    };
+    let part = |bucket, key, cost| JointPart::new(bucket, key, drip::Request::check(cost));
     let windowed = policy(Mode::Police, 100, 100)
         .with_window(Window::new(3, Duration::from_secs(1)).unwrap())
         .unwrap();
@@ -576,6 +572,28 @@ pub async fn joint_decisions<S: Store>(h: Harness<S>) {
     // Time refills: the narrow key admits again after 1 s.
     h.advance_ms(1000);
     assert!(h.limiter.decide_all(&both).await.unwrap().admitted);
+    // An advisory part (shadow mode) is counted but does not refuse: the
+    // narrow key is full, the wide one still consumes.
+    let shadowed = [
+        part("wide", "s", 1),
+        JointPart::advisory("narrow", "k", drip::Request::check(2)),
+    ];
+    let d = h.limiter.decide_all(&shadowed).await.unwrap();
+    assert!(d.admitted);
+    assert_eq!(d.decisions[1].outcome, Outcome::Limited);
+    assert_eq!(
+        h.limiter.status("wide", "s").await.unwrap().level.remaining,
+        9
+    );
+    assert_eq!(
+        h.limiter
+            .status("narrow", "k")
+            .await
+            .unwrap()
+            .level
+            .remaining,
+        0
+    );
     // Nothing asked: admitted, no decisions.
     let none = h.limiter.decide_all(&[]).await.unwrap();
     assert!(none.admitted && none.decisions.is_empty());

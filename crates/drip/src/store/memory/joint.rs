@@ -82,7 +82,7 @@ impl<C: Clock> MemoryStore<C> {
                 });
                 slots.len() - 1
             });
-            part_slots.push((i, p.req));
+            part_slots.push((i, p.req, p.advisory));
         }
         let mut order: Vec<(&str, usize)> = slots
             .iter()
@@ -124,7 +124,7 @@ impl<C: Clock> MemoryStore<C> {
             vec![true; slots.len()]
         } else {
             let mut t = vec![false; slots.len()];
-            for (d, &(slot, _)) in joint.decisions.iter().zip(&part_slots) {
+            for (d, &(slot, _, _)) in joint.decisions.iter().zip(&part_slots) {
                 t[slot] |= !d.allowed();
             }
             t
@@ -164,7 +164,7 @@ impl<C: Clock> MemoryStore<C> {
                 cell.store(config, states[i].1.clone());
             }
         }
-        for (d, &(slot, _)) in joint.decisions.iter().zip(&part_slots) {
+        for (d, &(slot, _, _)) in joint.decisions.iter().zip(&part_slots) {
             if joint.admitted || !d.allowed() {
                 let s = &slots[slot];
                 let shard = &guards[s.lock];

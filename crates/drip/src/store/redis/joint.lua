@@ -5,16 +5,18 @@
 --
 -- KEYS: per part, its bucket's policy hash and its key's state.
 -- ARGV: per part, the decide script's argument for that one request (now,
---   version, policy, cost, max_wait).
+--   version, policy, cost, max_wait); then one character per part, '1'
+--   for an advisory part (its refusal does not refuse the whole).
 -- Each part is decided in turn (it writes its key); the key's value and
 -- expiry are saved first. If any part refuses, the parts that admitted
--- are undone (their saved values put back, latest first), and each of them
+-- are undone (only a binding part's refusal counts here) (their saved values put back, latest first), and each of them
 -- answers a peek of its key as it stays. The refusing parts keep what a
 -- lone refusal writes (their rejection count).
 -- Returns {1 or 0 (admitted), the answers: six doubles per part}, or
 -- {'stale' or 'nobucket', i} for part i, with nothing changed.
 
-local n = #ARGV
+local n = #ARGV - 1
+local advisory = ARGV[n + 1]
 local saved, answers, admitted = {}, {}, {}
 local refused = false
 
@@ -44,7 +46,7 @@ for i = 1, n do
   end
   answers[i] = r
   admitted[i] = struct.unpack('<d', r) == 1
-  if not admitted[i] then refused = true end
+  if not admitted[i] and string.sub(advisory, i, i) ~= '1' then refused = true end
 end
 
 if not refused then return {1, table.concat(answers)} end

@@ -69,6 +69,11 @@ impl RedisStore {
             for (p, c) in parts.iter().zip(&cached) {
                 call.arg(inner.one_arg(c, p));
             }
+            let advisory: String = parts
+                .iter()
+                .map(|p| if p.advisory { '1' } else { '0' })
+                .collect();
+            call.arg(advisory);
             let reply: Value = call
                 .invoke_async(&mut inner.conn.clone())
                 .await

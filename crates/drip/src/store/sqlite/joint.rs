@@ -23,18 +23,18 @@ impl<C: Clock> Worker<C> {
     /// Decides `parts` (bucket, key, request) jointly in one transaction.
     pub(super) fn decide_all(
         &mut self,
-        parts: &[(String, String, Request)],
+        parts: &[(String, String, Request, bool)],
     ) -> Result<JointDecision, Fail> {
         self.immediate(|w| w.decide_all_in(parts))
     }
 
     fn decide_all_in(
         &mut self,
-        parts: &[(String, String, Request)],
+        parts: &[(String, String, Request, bool)],
     ) -> Result<JointDecision, Fail> {
         let mut slots: Vec<Slot> = Vec::new();
         let mut part_slots = Vec::with_capacity(parts.len());
-        for (bucket, key, req) in parts {
+        for (bucket, key, req, advisory) in parts {
             let found = slots
                 .iter()
                 .position(|s| &s.bucket == bucket && &s.key == key);
@@ -55,7 +55,7 @@ impl<C: Clock> Worker<C> {
                     slots.len() - 1
                 }
             };
-            part_slots.push((i, *req));
+            part_slots.push((i, *req, *advisory));
         }
         // Read inside the lock, as a single decision does.
         let now = self.clock.now();
@@ -67,9 +67,9 @@ impl<C: Clock> Worker<C> {
         let new_states: Vec<State> = states.into_iter().map(|(_, s)| s).collect();
         // Counters: every part when admitted; only the refusing ones if not.
         let mut touched = vec![false; slots.len()];
-        for (d, &(i, _)) in joint.decisions.iter().zip(&part_slots) {
+        for (d, &(i, _, _)) in joint.decisions.iter().zip(&part_slots) {
             let c = &mut slots[i].counters;
-            if joint.admitted {
+            if joint.admitted && d.allowed() {
                 c.allowed = c.allowed.saturating_add(1);
                 touched[i] = true;
             } else if !d.allowed() {
@@ -98,9 +98,9 @@ impl<C: Clock> SqliteStore<C> {
         parts: &[crate::store::JointPart<'_>],
     ) -> Result<JointDecision> {
         crate::store::check_parts(parts)?;
-        let owned: Vec<(String, String, Request)> = parts
+        let owned: Vec<(String, String, Request, bool)> = parts
             .iter()
-            .map(|p| (p.bucket.to_owned(), p.key.to_owned(), p.req))
+            .map(|p| (p.bucket.to_owned(), p.key.to_owned(), p.req, p.advisory))
             .collect();
         self.write("decide_all", move |w| w.decide_all(&owned))
             .await
