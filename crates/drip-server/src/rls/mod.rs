@@ -5,3 +5,9 @@
 //! joint store call.
 
 pub mod config;
+pub mod http;
+pub mod service;
+pub mod state;
+
+pub use service::Rls;
+pub use state::{RlsHandle, RlsOptions, RlsState};
