@@ -7,6 +7,11 @@
 //! serving; bad YAML is refused naming file, line and field; the same
 //! cases with two nodes on one Redis.
 
+#[cfg(feature = "redis")]
+mod cluster_support;
+#[cfg(feature = "redis")]
+#[path = "../../drip/tests/redis_support/mod.rs"]
+mod redis_support;
 mod serve_proc;
 
 use std::time::{Duration, Instant};
@@ -527,4 +532,26 @@ fn tempfile_dir() -> std::path::PathBuf {
     ));
     std::fs::create_dir_all(&dir).unwrap();
     dir
+}
+
+/// The README cases with two `drip serve` nodes on one Redis, calls
+/// alternating between them: they share every limit.
+#[cfg(feature = "redis")]
+#[tokio::test]
+async fn readme_configurations_with_two_nodes_on_redis() {
+    if !cluster_support::available() {
+        assert!(
+            std::env::var("CI").is_err(),
+            "redis-server is required in CI"
+        );
+        return;
+    }
+    let dir = readme_dir();
+    let cluster = cluster_support::TestCluster::single(2, &["--rls-config", &dir]);
+    let mut nodes = Vec::new();
+    for n in &cluster.nodes {
+        nodes.push(Rls::connect(&n.grpc).await);
+    }
+    readme_cases(&mut nodes).await;
+    a_rolling_unit_has_no_boundary_burst(&mut nodes[1]).await;
 }
