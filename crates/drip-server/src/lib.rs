@@ -39,6 +39,7 @@ pub mod model;
 pub mod openapi;
 pub mod proxy;
 pub mod request_id;
+pub mod rls;
 pub mod serve;
 pub mod server;
 pub mod shaper;

@@ -102,6 +102,12 @@ impl Metrics {
         with_local_recorder(&self.recorder as &dyn Recorder, f)
     }
 
+    /// Runs `f` with this server's recorder, for front ends that keep their
+    /// own metrics (the RLS).
+    pub fn with_recorder<T>(&self, f: impl FnOnce() -> T) -> T {
+        self.with(f)
+    }
+
     /// Records one decision of `bucket` that took `elapsed`.
     pub fn decision(&self, bucket: &str, outcome: Outcome, elapsed: Duration) {
         let i = match outcome {

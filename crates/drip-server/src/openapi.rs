@@ -30,6 +30,7 @@ use crate::model;
         pages::metrics,
         dashboard::index,
         events::events,
+        crate::rls::http::rls,
     ),
     components(schemas(
         model::ConfigureBody,
@@ -50,11 +51,14 @@ use crate::model;
         events::SnapshotSse,
         events::EventBucket,
         sampler::BucketSample,
+        crate::rls::http::RlsView,
+        crate::rls::http::RuleView,
     )),
     modifiers(&AdminToken),
     tags(
         (name = "buckets", description = "Configure buckets and ask them for decisions"),
         (name = "cluster", description = "The nodes sharing the store"),
+        (name = "rls", description = "Envoy's rate limit service: the loaded envoyproxy/ratelimit rules"),
         (name = "service", description = "Health, readiness, metrics and the live dashboard"),
     )
 )]

@@ -34,6 +34,27 @@ pub struct Args {
     /// Bearer token that admin calls (configure, delete) must carry.
     #[arg(long, env = "DRIP_ADMIN_TOKEN", hide_env_values = true)]
     pub admin_token: Option<String>,
+    /// Serve Envoy's rate limit service (envoy.service.ratelimit.v3) on the
+    /// gRPC listener, with rules from envoyproxy/ratelimit's YAML format: a
+    /// file, or a directory of .yaml/.yml files; repeatable (comma-separated
+    /// in DRIP_RLS_CONFIG). Checked at start (errors name file, line and
+    /// field), reloaded when the files change. Example:
+    /// --rls-config /etc/ratelimit/config
+    #[arg(long, env = "DRIP_RLS_CONFIG", value_delimiter = ',')]
+    pub rls_config: Vec<PathBuf>,
+    /// RLS: answer OK to everything while still deciding and counting
+    /// (envoyproxy/ratelimit's global shadow mode).
+    #[arg(long, env = "DRIP_RLS_SHADOW_MODE")]
+    pub rls_shadow_mode: bool,
+    /// RLS: add the IETF RateLimit-Policy / RateLimit fields (and
+    /// Retry-After when over the limit) to response_headers_to_add, for
+    /// Envoy to pass on.
+    #[arg(long, env = "DRIP_RLS_HEADERS")]
+    pub rls_headers: bool,
+    /// RLS: how often the configuration files are checked for changes,
+    /// e.g. 1s or 250ms.
+    #[arg(long, env = "DRIP_RLS_RELOAD_EVERY", value_parser = parse_duration, default_value = "1s")]
+    pub rls_reload_every: Duration,
     /// This node's id in /v1/cluster (default: hostname:http-port).
     #[arg(long, env = "DRIP_NODE_ID")]
     pub node_id: Option<String>,
@@ -179,10 +200,21 @@ pub async fn run(args: Args) -> Result<()> {
     let buckets = declared.buckets;
     #[cfg_attr(not(feature = "redis"), allow(unused_variables))]
     let cluster_options = args.cluster_options(&declared.cluster)?;
+    let rls = if args.rls_config.is_empty() {
+        None
+    } else {
+        Some(crate::rls::RlsHandle::load(crate::rls::RlsOptions {
+            paths: args.rls_config.clone(),
+            shadow_mode: args.rls_shadow_mode,
+            headers: args.rls_headers,
+            reload_every: args.rls_reload_every,
+        })?)
+    };
     let options = Options {
         admin_token: args.admin_token.clone(),
         node_id: args.node_id.clone(),
         counter_retention: declared.counter_retention,
+        rls,
         ..Options::default()
     };
     match &args.store {
@@ -234,6 +266,9 @@ pub async fn serve<S: Store>(
             .configure(&name, policy)
             .await
             .with_context(|| format!("configuring bucket {name:?} from the config file"))?;
+    }
+    if let Some(rls) = &options.rls {
+        rls.0.apply(&limiter).await?;
     }
     let listeners = Listeners {
         http: TcpListener::bind(&args.http)

@@ -36,6 +36,8 @@ pub struct Options {
     pub cluster: Option<ClusterHandle>,
     /// How long counters outlive the water in buckets that do not say.
     pub counter_retention: Duration,
+    /// Envoy's rate limit service (`--rls-config`), if configured.
+    pub rls: Option<crate::rls::RlsHandle>,
 }
 
 impl Default for Options {
@@ -46,6 +48,7 @@ impl Default for Options {
             sweep_every: Duration::from_secs(10),
             cluster: None,
             counter_retention: crate::limits::DEFAULT_COUNTER_RETENTION,
+            rls: None,
         }
     }
 }
@@ -83,6 +86,14 @@ pub async fn run<S: Store>(
         }
     });
     tokio::spawn(sweep(app.clone(), options.sweep_every));
+    let rls = options.rls.as_ref().map(|h| h.0.clone());
+    if let Some(state) = &rls {
+        tokio::spawn(
+            state
+                .clone()
+                .watch(app.limiter().clone(), app.clone(), stop.clone()),
+        );
+    }
 
     let (health, health_service) = tonic_health::server::health_reporter();
     health
@@ -104,13 +115,15 @@ pub async fn run<S: Store>(
     tracing::info!("HTTP listening on http://{http_addr}");
     tracing::info!("gRPC listening on {grpc_addr}");
 
-    let http = axum::serve(listeners.http, http::router(app.clone()))
-        .with_graceful_shutdown(stop.clone().cancelled_owned());
+    let router = http::router(app.clone()).merge(crate::rls::http::router(rls.clone()));
+    let http =
+        axum::serve(listeners.http, router).with_graceful_shutdown(stop.clone().cancelled_owned());
     let grpc = tonic::transport::Server::builder()
         .add_service(health_service)
         .add_service(reflection_v1)
         .add_service(reflection_v1alpha)
         .add_service(Grpc::server(app.clone()))
+        .add_optional_service(rls.map(|state| crate::rls::Rls::server(app.clone(), state)))
         .serve_with_incoming_shutdown(
             TcpListenerStream::new(listeners.grpc),
             stop.clone().cancelled_owned(),

@@ -35,11 +35,13 @@ pub mod throttle;
 pub mod tower;
 
 pub use clock::{Clock, ManualClock, MonotonicClock, SystemClock, TokioClock};
-pub use core::{Decision, Limit, Mode, Outcome, Policy, Quota, Rate, Request, Verdict, Window};
+pub use core::{
+    Decision, JointDecision, Limit, Mode, Outcome, Policy, Quota, Rate, Request, Verdict, Window,
+};
 pub use error::{ConfigError, Error, Result};
 pub use limiter::{Limiter, wait_turn};
 pub use schedule::{BlockingJobHandle, JobError, JobHandle, Scheduled};
-pub use store::{KeyStatus, KeyedBucket, MemoryStore, QueuedRequest, Store};
+pub use store::{JointPart, KeyStatus, KeyedBucket, MemoryStore, QueuedRequest, Store};
 pub use throttle::{Throttle, Turn};
 
 /// The README's examples, compiled and run as doctests so they stay true.

@@ -4,8 +4,8 @@ use std::future::Future;
 use std::sync::Arc;
 use std::time::Duration;
 
-use crate::core::{Decision, Outcome, Policy, Request};
-use crate::store::{KeyStatus, MemoryStore, QueuedRequest, Store};
+use crate::core::{Decision, JointDecision, Outcome, Policy, Request};
+use crate::store::{JointPart, KeyStatus, MemoryStore, QueuedRequest, Store};
 use crate::throttle::Throttle;
 use crate::{Error, Result};
 
@@ -66,6 +66,13 @@ impl<S: Store> Limiter<S> {
     /// second call is ever needed to answer it.
     pub async fn decide(&self, bucket: &str, key: &str, req: Request) -> Result<Decision> {
         self.store.decide(bucket, key, req).await
+    }
+
+    /// Decides `parts` (each a request for a key of a bucket) jointly, in
+    /// exactly one store call: all admitted and all consumed, or none
+    /// consumed, with one decision per part ([`JointDecision`]).
+    pub async fn decide_all(&self, parts: &[JointPart<'_>]) -> Result<JointDecision> {
+        self.store.decide_all(parts).await
     }
 
     /// Checks that the store answers (readiness).

@@ -382,6 +382,30 @@ async fn conformance_on_a_redis_cluster() {
     conformance::counters_outlive_the_water(harness().await).await;
     conformance::queue_listing(harness().await).await;
     conformance::cancel_gives_the_place_back(harness().await).await;
+    // Joint decisions: within one bucket (one slot) as on one Redis; across
+    // buckets (several slots) refused, saying why.
+    let h = harness().await;
+    let p = conformance::policy(drip::Mode::Police, 1, 2);
+    for b in ["j1", "j2"] {
+        h.limiter.configure(b, p.clone()).await.unwrap();
+    }
+    let part = |bucket, key| drip::JointPart::new(bucket, key, drip::Request::check(1));
+    let same = [part("j1", "a"), part("j1", "b"), part("j1", "a")];
+    assert!(h.limiter.decide_all(&same).await.unwrap().admitted);
+    let d = h.limiter.decide_all(&same).await.unwrap();
+    assert!(!d.admitted);
+    assert_eq!(
+        h.limiter.status("j1", "b").await.unwrap().level.remaining,
+        1
+    );
+    let across = h
+        .limiter
+        .decide_all(&[part("j1", "c"), part("j2", "c")])
+        .await;
+    match across {
+        Err(Error::Store(m)) => assert!(m.contains("within one bucket"), "{m}"),
+        other => panic!("{other:?}"),
+    }
     // The buckets spread over the masters: more than one holds drip's keys.
     let holding = cluster
         .nodes

@@ -293,6 +293,12 @@ impl<S: Store> Store for Resilient<S> {
         self.call(self.inner.status(bucket, key)).await
     }
 
+    /// Joint decisions go to the shared store only: when it cannot be
+    /// reached they fail (no local fallback splits a joint decision).
+    async fn decide_all(&self, parts: &[drip::JointPart<'_>]) -> Result<drip::JointDecision> {
+        self.call(self.inner.decide_all(parts)).await
+    }
+
     async fn delete(&self, bucket: &str) -> Result<bool> {
         let deleted = self.call(self.inner.delete(bucket)).await?;
         self.shared.configured.lock().remove(bucket);

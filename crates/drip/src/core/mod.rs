@@ -2,6 +2,7 @@
 //! clock, no async: every function takes `now` as an argument.
 
 mod decide;
+mod joint;
 mod policy;
 mod quota;
 mod rate;
@@ -18,6 +19,7 @@ pub use window::WindowLog;
 // The 64-bit fast path: an implementation detail of the memory store.
 #[cfg(test)]
 pub(crate) use decide::decide_tat;
+pub use joint::{JointDecision, decide_joint, unconsumed};
 pub use policy::{
     Limit, MAX_CAPACITY, MAX_COUNTER_RETENTION, MAX_SPAN_NS, MAX_WINDOWS, Mode, Policy, Window,
 };

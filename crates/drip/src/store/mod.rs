@@ -4,8 +4,8 @@
 
 use std::future::Future;
 
-use crate::core::{Level, Policy, Request};
-use crate::{Decision, Result};
+use crate::core::{JointDecision, Level, Policy, Request};
+use crate::{Decision, Error, Result};
 
 pub mod memory;
 mod queue;
@@ -57,6 +57,59 @@ impl Counters {
     pub fn total(&self) -> u64 {
         self.allowed + self.rejected
     }
+}
+
+/// One part of a joint decision ([`Store::decide_all`]): a request for
+/// `key` of `bucket`.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct JointPart<'a> {
+    /// The bucket (its policy decides this part).
+    pub bucket: &'a str,
+    /// The key within the bucket.
+    pub key: &'a str,
+    /// What this part asks.
+    pub req: Request,
+    /// An advisory part is decided with the others and consumes when it
+    /// fits, but its refusal does not refuse the whole (Envoy's shadow
+    /// mode: counted, never enforced).
+    pub advisory: bool,
+}
+
+impl<'a> JointPart<'a> {
+    /// A binding part: its refusal refuses the whole decision.
+    pub fn new(bucket: &'a str, key: &'a str, req: Request) -> Self {
+        JointPart {
+            bucket,
+            key,
+            req,
+            advisory: false,
+        }
+    }
+
+    /// An advisory part (see [`JointPart::advisory`]).
+    pub fn advisory(bucket: &'a str, key: &'a str, req: Request) -> Self {
+        JointPart {
+            advisory: true,
+            ..JointPart::new(bucket, key, req)
+        }
+    }
+}
+
+/// Most parts one joint decision may have.
+pub const MAX_JOINT_PARTS: usize = 64;
+
+/// Refuses a joint decision of more than [`MAX_JOINT_PARTS`] parts.
+pub(crate) fn check_parts(parts: &[JointPart<'_>]) -> Result<()> {
+    if parts.len() > MAX_JOINT_PARTS {
+        return Err(Error::Config(Box::new(crate::ConfigError {
+            field: "parts".to_owned(),
+            message: format!(
+                "parts must be at most {MAX_JOINT_PARTS} in one joint decision (got {})",
+                parts.len()
+            ),
+        })));
+    }
+    Ok(())
 }
 
 /// A bucket store. Implementations decide atomically: concurrent calls on
@@ -147,5 +200,22 @@ pub trait Store: Send + Sync + 'static {
     ) -> impl Future<Output = Result<bool>> + Send {
         let _ = (bucket, key, id);
         std::future::ready(Ok(false))
+    }
+
+    /// Decides `parts` jointly at the store's current time: every binding
+    /// part admitted and all consume (advisory parts: those that fit), or
+    /// none consumes
+    /// ([`JointDecision`]). Parts may span buckets and repeat a key. At most
+    /// [`MAX_JOINT_PARTS`] parts. On a joint refusal only the parts that
+    /// refused count a rejection in their key's counters. Stores that
+    /// cannot do this atomically answer [`Error::Store`] (the default).
+    fn decide_all(
+        &self,
+        parts: &[JointPart<'_>],
+    ) -> impl Future<Output = Result<JointDecision>> + Send {
+        let _ = parts;
+        std::future::ready(Err(Error::Store(
+            "this store cannot decide several keys jointly".to_owned(),
+        )))
     }
 }

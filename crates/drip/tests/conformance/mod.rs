@@ -594,6 +594,132 @@ pub async fn cancel_gives_the_place_back<S: Store>(h: Harness<S>) {
     );
 }
 
+/// Joint decisions (`Limiter::decide_all`): several keys of several
+/// buckets admitted together or not at all; a refusal by one part consumes
+/// nothing anywhere, and only the refusing parts count a rejection.
+pub async fn joint_decisions<S: Store>(h: Harness<S>) {
+    use drip::JointPart;
+    let part = |bucket, key, cost| JointPart::new(bucket, key, drip::Request::check(cost));
+    let windowed = policy(Mode::Police, 100, 100)
+        .with_window(Window::new(3, Duration::from_secs(1)).unwrap())
+        .unwrap();
+    h.limiter
+        .configure("wide", policy(Mode::Police, 1, 10))
+        .await
+        .unwrap();
+    h.limiter
+        .configure("narrow", policy(Mode::Police, 1, 2))
+        .await
+        .unwrap();
+    h.limiter.configure("win", windowed).await.unwrap();
+    let both = [part("wide", "k", 1), part("narrow", "k", 1)];
+    for left in [9, 8] {
+        let d = h.limiter.decide_all(&both).await.unwrap();
+        assert!(d.admitted);
+        assert_eq!(
+            d.decisions.iter().map(|d| d.remaining).collect::<Vec<_>>(),
+            [left, left - 8]
+        );
+    }
+    // Refused by the narrow bucket: the wide one is not consumed.
+    let d = h.limiter.decide_all(&both).await.unwrap();
+    assert!(!d.admitted);
+    assert_eq!(d.decisions[0].outcome, Outcome::Allowed);
+    assert_eq!((d.decisions[0].remaining, d.decisions[0].wait), (8, 0));
+    assert_eq!(d.decisions[1].outcome, Outcome::Limited);
+    assert_eq!(d.decisions[1].retry_after, 1000 * MS);
+    let counts = |s: drip::KeyStatus| (s.counters.allowed, s.counters.rejected);
+    assert_eq!(counts(h.limiter.status("wide", "k").await.unwrap()), (2, 0));
+    assert_eq!(
+        counts(h.limiter.status("narrow", "k").await.unwrap()),
+        (2, 1)
+    );
+    assert_eq!(
+        h.limiter.status("wide", "k").await.unwrap().level.remaining,
+        8
+    );
+    // A window refuses: the bucket beside it is not consumed either.
+    let mixed = [part("win", "a", 2), part("wide", "j", 4)];
+    assert!(h.limiter.decide_all(&mixed).await.unwrap().admitted);
+    let d = h.limiter.decide_all(&mixed).await.unwrap();
+    assert!(!d.admitted);
+    assert_eq!(d.decisions[0].outcome, Outcome::Limited);
+    assert_eq!(d.decisions[1].remaining, 6);
+    assert_eq!(
+        h.limiter.status("wide", "j").await.unwrap().level.remaining,
+        6
+    );
+    // Parts on one key add up: 1 + 1 + 1 does not fit in 2.
+    let thrice = [
+        part("narrow", "x", 1),
+        part("narrow", "x", 1),
+        part("narrow", "x", 1),
+    ];
+    assert!(!h.limiter.decide_all(&thrice).await.unwrap().admitted);
+    assert_eq!(
+        h.limiter
+            .status("narrow", "x")
+            .await
+            .unwrap()
+            .level
+            .remaining,
+        2
+    );
+    assert!(h.limiter.decide_all(&thrice[..2]).await.unwrap().admitted);
+    // Too costly for a bucket ever: Exceeds, nothing consumed.
+    let d = h
+        .limiter
+        .decide_all(&[part("wide", "e", 1), part("narrow", "e", 3)])
+        .await
+        .unwrap();
+    assert_eq!(
+        (d.admitted, d.decisions[1].outcome),
+        (false, Outcome::Exceeds)
+    );
+    assert_eq!(
+        h.limiter.status("wide", "e").await.unwrap().level.remaining,
+        10
+    );
+    // An unknown bucket is an error and nothing is consumed.
+    let err = h
+        .limiter
+        .decide_all(&[part("wide", "u", 1), part("nope", "u", 1)])
+        .await;
+    assert!(matches!(err, Err(drip::Error::UnknownBucket(b)) if b == "nope"));
+    assert_eq!(
+        h.limiter.status("wide", "u").await.unwrap().level.remaining,
+        10
+    );
+    // Time refills: the narrow key admits again after 1 s.
+    h.advance_ms(1000);
+    assert!(h.limiter.decide_all(&both).await.unwrap().admitted);
+    // An advisory part (shadow mode) is counted but does not refuse: the
+    // narrow key is full, the wide one still consumes.
+    let shadowed = [
+        part("wide", "s", 1),
+        JointPart::advisory("narrow", "k", drip::Request::check(2)),
+    ];
+    let d = h.limiter.decide_all(&shadowed).await.unwrap();
+    assert!(d.admitted);
+    assert_eq!(d.decisions[1].outcome, Outcome::Limited);
+    assert_eq!(
+        h.limiter.status("wide", "s").await.unwrap().level.remaining,
+        9
+    );
+    assert_eq!(
+        h.limiter
+            .status("narrow", "k")
+            .await
+            .unwrap()
+            .level
+            .remaining,
+        0
+    );
+    // Nothing asked: admitted, no decisions.
+    let none = h.limiter.decide_all(&[]).await.unwrap();
+    assert!(none.admitted && none.decisions.is_empty());
+}
+
 /// Instantiates every case for a store: `conformance_suite!(make_harness)`
 /// where `make_harness` is an expression giving a fresh `Harness` (it may
 /// `.await`). Cases run on a paused tokio clock unless another test
@@ -609,7 +735,7 @@ macro_rules! conformance_suite {
             police_table shape_table scenario_a scenario_b scenario_c scenario_d
             scenario_e scenario_f windows_and_atomicity costs reconfigure
             delete_and_list status_counters acquire_reservations bad_input
-            counters_outlive_the_water queue_listing cancel_gives_the_place_back);
+            counters_outlive_the_water joint_decisions queue_listing cancel_gives_the_place_back);
     };
     (@cases [$attr:meta] $make:expr; $($case:ident)*) => {
         $(

@@ -161,9 +161,9 @@ impl Cell {
         }
     }
 
-    /// Counts a decision, when the bucket counts.
+    /// Counts one decision (allowed or not) at `now`, when the bucket counts.
     #[inline(always)]
-    fn count(&self, config: &Config, now: Nanos, allowed: bool) {
+    pub(super) fn count(&self, config: &Config, now: Nanos, allowed: bool) {
         if let Some(counts) = self.extra.as_ref().and_then(|e| e.counts.as_ref()) {
             let i = usize::from(!allowed);
             counts[i].fetch_add(1, Ordering::Relaxed);

@@ -21,12 +21,12 @@ use crate::store::{Counters, Entry, KeyStatus};
 pub struct KeyedBucket<K: Hash + Eq, C: Clock = MonotonicClock> {
     /// The keys, in shards that each also hold the policy (`shards.rs`): a
     /// decision locks its key's shard, shared, and nothing else.
-    shards: Shards<K>,
+    pub(super) shards: Shards<K>,
     clock: C,
-    budget: Arc<KeyBudget>,
+    pub(super) budget: Arc<KeyBudget>,
     /// Whether decisions count each key's allowed and rejected requests
     /// (off unless asked: see `with_counters`).
-    counting: bool,
+    pub(super) counting: bool,
 }
 
 impl<K: Hash + Eq + Clone, C: Clock> KeyedBucket<K, C> {
@@ -271,7 +271,7 @@ impl<K: Hash + Eq + Clone, C: Clock> KeyedBucket<K, C> {
     /// word states stay within 64 bits; every word key is carried over to
     /// the new base, while no decision runs.
     #[cold]
-    fn rebase(&self, now: Nanos) {
+    pub(super) fn rebase(&self, now: Nanos) {
         let mut all = self.shards.write_all();
         if !all[0].config.needs_rebase(now) {
             return;

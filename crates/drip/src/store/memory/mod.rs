@@ -13,6 +13,7 @@
 //!
 //! Layout: `sync.rs` (std or loom atomics), `word.rs` (the CAS loop),
 //! `config.rs` (a policy and its 64-bit base), `cell.rs` (one key),
+//! `joint.rs` (joint decisions over several keys),
 //! `shards.rs` (the keys and the policy), `keyed.rs` ([`KeyedBucket`]),
 //! `loom_models.rs`, and here the key budget and [`MemoryStore`].
 //!
@@ -44,6 +45,16 @@
 //! 6. Every decision gives the same answer as `core::decide` on the same
 //!    state (the conformance suite, `tests/memory_conformance.rs`, and the
 //!    reference-model proptests, `tests/model.rs`).
+//! 7. A joint decision (`decide_all`, `joint.rs`) admits all its parts or
+//!    consumes nothing, and runs as if no other decision ran beside it: it
+//!    holds every involved shard alone, taken in one global order (bucket
+//!    name, shard index; each once), which every other locker respects (one
+//!    shard, or one bucket's shards in index order), so it cannot deadlock;
+//!    it plans on copies (`core::decide_joint`) and writes back only when
+//!    every part admits. Checked by `tests/concurrency.rs`
+//!    (`joint_decisions_across_two_buckets_are_atomic_and_exact`: fails with
+//!    per-part decisions, and its watchdog fails with locks in part order)
+//!    and the conformance case `joint_decisions`.
 
 #![forbid(unsafe_code)]
 
@@ -53,13 +64,15 @@ use std::sync::{Arc, PoisonError};
 
 use crossbeam_utils::sync::{ShardedLock, ShardedLockReadGuard, ShardedLockWriteGuard};
 
-use super::{KeyStatus, QueuedRequest, Store};
+use super::{JointPart, KeyStatus, QueuedRequest, Store};
 use crate::clock::{Clock, MonotonicClock, SystemClock};
-use crate::core::{Decision, Nanos, Policy, Request};
+use crate::core::{Decision, JointDecision, Nanos, Policy, Request};
 use crate::{Error, Result};
+use cell::Cell;
 
 mod cell;
 mod config;
+mod joint;
 mod keyed;
 #[cfg(all(test, drip_loom))]
 mod loom_models;
@@ -257,6 +270,10 @@ impl<C: Clock> Store for MemoryStore<C> {
 
     async fn cancel(&self, bucket: &str, key: &str, id: &str) -> Result<bool> {
         self.with_bucket(bucket, |b| b.cancel(key, id))
+    }
+
+    async fn decide_all(&self, parts: &[JointPart<'_>]) -> Result<JointDecision> {
+        self.decide_all_now(parts)
     }
 
     async fn list(&self) -> Result<Vec<(String, Policy)>> {

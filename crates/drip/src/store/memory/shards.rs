@@ -79,6 +79,17 @@ impl<K: Hash + Eq> Shards<K> {
         self.shards[(hash >> self.shift) as usize].read()
     }
 
+    /// The index of the shard of `hash` (the order joint decisions lock
+    /// shards in, see `joint.rs`).
+    pub(super) fn index(&self, hash: u64) -> usize {
+        (hash >> self.shift) as usize
+    }
+
+    /// The shard at `index`, alone.
+    pub(super) fn write_at(&self, index: usize) -> RwLockWriteGuard<'_, Shard<K>> {
+        self.shards[index].write()
+    }
+
     /// The shard of `hash`, alone.
     pub(super) fn write(&self, hash: u64) -> RwLockWriteGuard<'_, Shard<K>> {
         self.shards[(hash >> self.shift) as usize].write()

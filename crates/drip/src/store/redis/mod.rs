@@ -20,7 +20,8 @@
 //!
 //! The `{b:BUCKET}` hash tag puts every key of a bucket in one cluster slot,
 //! so the scripts work on Redis Cluster unchanged (a bucket name with braces
-//! is hex-encoded into `{h:...}`).
+//! is hex-encoded into `{h:...}`). Joint decisions (`joint.rs`) over
+//! several buckets therefore need a single Redis.
 //!
 //! Policies are cached per node and sent with each decision together with
 //! their version; the script answers `stale` when the stored version differs,
@@ -47,12 +48,14 @@ use crate::core::{Decision, Level, Nanos, Policy, Request};
 mod batch;
 mod cache;
 mod conn;
+mod joint;
 mod script;
 
 // Each part sees the others' items through `use super::*`.
 use batch::*;
 use cache::*;
 use conn::*;
+use joint::*;
 use script::*;
 
 pub use conn::Conn as Connection;
@@ -111,6 +114,8 @@ struct Inner {
     pub(super) decide: Script,
     pub(super) configure: Script,
     pub(super) queue: Script,
+    /// Joint decisions (`joint.lua` around `decide.lua`).
+    pub(super) joint: Script,
     pub(super) prefix: String,
     /// Buckets this node has seen to exist (entries are kept).
     pub(super) buckets: DashMap<String, Arc<Bucket>>,
@@ -157,6 +162,7 @@ impl RedisStore {
                 decide: Script::new(DECIDE),
                 queue: Script::new(QUEUE),
                 configure: Script::new(CONFIGURE),
+                joint: Script::new(&joint_script()),
                 prefix: options.prefix,
                 buckets: DashMap::new(),
                 test_clock: None,
@@ -243,6 +249,13 @@ impl Store for RedisStore {
 
     async fn decide(&self, bucket: &str, key: &str, req: Request) -> Result<Decision> {
         Ok(self.inner.decide(bucket, key, req, "").await?.decision())
+    }
+
+    async fn decide_all(
+        &self,
+        parts: &[super::JointPart<'_>],
+    ) -> Result<crate::core::JointDecision> {
+        self.decide_all_now(parts).await
     }
 
     async fn status(&self, bucket: &str, key: &str) -> Result<KeyStatus> {

@@ -165,15 +165,20 @@ pub(super) fn check_exact(policy: &Policy) -> Result<(), ConfigError> {
             ),
         ));
     }
-    if let Some(i) = policy
-        .windows()
-        .iter()
-        .position(|w| w.period_ns() > MAX_EXACT / 1000)
-    {
+    // A window's times (ns) scaled to ticks (`ready * a` in the script)
+    // must stay below 2^53: periods up to 2^53 / 1000 ns (2.5 h) at any
+    // rate, and longer ones (up to 104 days) while period × amount fits.
+    let fits = |w: &crate::core::Window| {
+        w.period_ns() <= MAX_EXACT / 1000
+            || u128::from(w.period_ns()) * u128::from(rate.amount()) <= u128::from(MAX_EXACT)
+    };
+    if let Some(i) = policy.windows().iter().position(|w| !fits(w)) {
         return Err(ConfigError::new(
             format!("windows[{i}].period_s"),
             format!(
-                "windows[{i}].period_s must be at most 9007199254 s (104 days) on the Redis store"
+                "windows[{i}].period_s must be at most 9007 s on the Redis store, or up to \
+                 9007199 s (104 days) when period_ns × the rate's amount ({}) stays below 2^53",
+                rate.amount()
             ),
         ));
     }

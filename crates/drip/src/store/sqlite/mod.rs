@@ -75,6 +75,7 @@ use crate::{Error, Result};
 
 mod codec;
 mod fail;
+mod joint;
 mod ops;
 mod queue;
 mod schema;
@@ -299,6 +300,13 @@ impl<C: Clock> Store for SqliteStore<C> {
         };
         self.writer.send(task).map_err(|_| stopped("decide"))?;
         rx.await.map_err(|_| stopped("decide"))?
+    }
+
+    async fn decide_all(
+        &self,
+        parts: &[super::JointPart<'_>],
+    ) -> Result<crate::core::JointDecision> {
+        self.decide_all_now(parts).await
     }
 
     async fn status(&self, bucket: &str, key: &str) -> Result<KeyStatus> {
