@@ -100,7 +100,7 @@ pub async fn configure<S: Store>(
         (status = 400, description = "Bad input (including a cost the bucket can never admit); `field` names it", body = ErrorBody),
         (status = 404, description = "No such bucket", body = ErrorBody),
         (status = 413, description = "Body over 64 KiB", body = ErrorBody),
-        (status = 503, description = "Store unavailable", body = ErrorBody),
+        (status = 503, description = "Store unavailable (`error.code` `unavailable`), or a new key while the memory store holds its `--max-keys` (`key_limit`; held keys keep working)", body = ErrorBody),
     )
 )]
 pub async fn allow<S: Store>(
@@ -129,7 +129,7 @@ pub async fn allow<S: Store>(
         (status = 400, description = "Bad input (including a cost the bucket can never admit); `field` names it", body = ErrorBody),
         (status = 404, description = "No such bucket", body = ErrorBody),
         (status = 413, description = "Body over 64 KiB", body = ErrorBody),
-        (status = 503, description = "Store unavailable, or the server is shutting down", body = ErrorBody),
+        (status = 503, description = "Store unavailable (`error.code` `unavailable`), or a new key while the memory store holds its `--max-keys` (`key_limit`; held keys keep working), or the server is shutting down", body = ErrorBody),
     )
 )]
 pub async fn acquire<S: Store>(
