@@ -67,6 +67,15 @@ impl Answer {
             ..decision_body(&self.decision)
         }
     }
+
+    /// The JSON body of the decision, taking the request id (no copy).
+    pub fn take_body(&mut self) -> DecisionBody {
+        DecisionBody {
+            degraded: self.degraded,
+            request_id: std::mem::take(&mut self.request_id),
+            ..decision_body(&self.decision)
+        }
+    }
 }
 
 /// A decision as the contract reports it: times in ms, rounded up.
