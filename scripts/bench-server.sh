@@ -1,16 +1,25 @@
 #!/usr/bin/env bash
-# Load-tests `drip serve` (memory store) beside an axum hello-world built in
-# the same run, with the same wrk settings, then the gRPC AllowRequest path
-# with a small Rust load client (crates/drip-server/examples/grpc_load.rs).
-# Prints req/s and p99 latency for each and the ratio drip/hello-world.
+# Load-tests `drip serve` (memory store) beside its peers, in interleaved
+# rounds so the machine's drifting load falls on both alike:
+#   HTTP: POST /v1/buckets/x/allow under wrk, beside an axum hello-world
+#         (crates/drip-server/examples/hello.rs) under the same wrk load;
+#   gRPC: AllowRequest from the same small Rust load client
+#         (examples/grpc_load.rs) against drip and against the smallest
+#         tonic service answering the same messages (examples/grpc_hello.rs).
+# Each round runs the four in turn (the order of each pair alternating from
+# round to round) and prints req/s and p99; the summary gives each round's
+# ratio drip/peer and the median over the rounds.
 #
-# Usage: scripts/bench-server.sh
-#   THREADS=2 CONNECTIONS=64 DURATION=10s (wrk), GRPC_CONCURRENCY=64,
-#   GRPC_CONNECTIONS=4 can be changed from the environment. Needs wrk
-#   (apt-get install -y wrk; installed here if missing and we are root).
+# Usage: scripts/bench-server.sh    (under `flock /work/bench.lock` on a
+#   shared machine). From the environment: ROUNDS=3, THREADS=2,
+#   CONNECTIONS=64, DURATION=10s (wrk), GRPC_CONCURRENCY=64,
+#   GRPC_CONNECTIONS=4, DRIP=path/to/drip (another build to measure, e.g.
+#   an older commit's), NO_BUILD=1. Needs wrk (installed if missing and we
+#   are root).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
+ROUNDS=${ROUNDS:-3}
 THREADS=${THREADS:-2}
 CONNECTIONS=${CONNECTIONS:-64}
 DURATION=${DURATION:-10s}
@@ -19,7 +28,9 @@ GRPC_CONNECTIONS=${GRPC_CONNECTIONS:-4}
 HTTP_PORT=${HTTP_PORT:-18080}
 GRPC_PORT=${GRPC_PORT:-15051}
 HELLO_PORT=${HELLO_PORT:-18090}
+GRPC_HELLO_PORT=${GRPC_HELLO_PORT:-15061}
 TARGET_DIR=${CARGO_TARGET_DIR:-target}
+DRIP=${DRIP:-$TARGET_DIR/release/drip}
 
 if ! command -v wrk >/dev/null; then
     if [ "$(id -u)" = 0 ]; then
@@ -36,12 +47,14 @@ grep -m1 'model name' /proc/cpuinfo | sed 's/^model name[[:space:]]*: /cpu: /'
 rustc --version
 wrk --version 2>&1 | head -1 || true
 echo "date: $(date -u '+%Y-%m-%d %H:%M UTC')"
-echo "load: $(cut -d' ' -f1-3 /proc/loadavg)"
-echo "commit: $(git rev-parse --short HEAD 2>/dev/null || echo none)"
+echo "uptime at start: $(uptime)"
+echo "commit: $(git rev-parse --short HEAD 2>/dev/null || echo none); drip binary: $DRIP"
 
-echo
-echo "== build"
-cargo build --release -p drip-server --bin drip --example hello --example grpc_load
+if [ -z "${NO_BUILD:-}" ]; then
+    echo
+    echo "== build"
+    cargo build --release -p drip-server --bin drip --example hello --example grpc_hello --example grpc_load
+fi
 
 PIDS=()
 cleanup() { for p in "${PIDS[@]}"; do kill "$p" 2>/dev/null || true; done; wait 2>/dev/null || true; }
@@ -56,56 +69,73 @@ wait_http() {
     exit 1
 }
 
-# wrk output -> "req/s p99"
-summarize() {
-    local rps p99
-    rps=$(awk '/^Requests\/sec:/ {print $2}' "$1")
-    p99=$(awk '$1 == "99%" {print $2}' "$1")
-    echo "$rps $p99"
+wait_tcp() {
+    for _ in $(seq 1 200); do
+        (exec 3<>"/dev/tcp/127.0.0.1/$1") 2>/dev/null && return 0
+        sleep 0.05
+    done
+    echo "nothing listening on port $1" >&2
+    exit 1
 }
 
-WRK=(wrk -t"$THREADS" -c"$CONNECTIONS" -d"$DURATION" --latency -s scripts/bench-allow.lua)
-
-echo
-echo "== drip serve (memory store): ${WRK[*]} http://127.0.0.1:$HTTP_PORT/v1/buckets/x/allow"
-"$TARGET_DIR/release/drip" serve --http "127.0.0.1:$HTTP_PORT" --grpc "127.0.0.1:$GRPC_PORT" 2>/dev/null &
+"$DRIP" serve --http "127.0.0.1:$HTTP_PORT" --grpc "127.0.0.1:$GRPC_PORT" 2>/dev/null &
+PIDS+=($!)
+"$TARGET_DIR/release/examples/hello" "127.0.0.1:$HELLO_PORT" 2>/dev/null &
+PIDS+=($!)
+"$TARGET_DIR/release/examples/grpc_hello" "127.0.0.1:$GRPC_HELLO_PORT" 2>/dev/null &
 PIDS+=($!)
 wait_http "http://127.0.0.1:$HTTP_PORT/healthz"
+wait_http "http://127.0.0.1:$HELLO_PORT/"
+wait_tcp "$GRPC_HELLO_PORT"
 # Large enough that every request is admitted: the common path.
 curl -fs -o /dev/null -X PUT "http://127.0.0.1:$HTTP_PORT/v1/buckets/x" \
     -d '{"capacity": 4294967295, "leak_rate": 1000000000}'
-DRIP_OUT=$(mktemp)
-"${WRK[@]}" "http://127.0.0.1:$HTTP_PORT/v1/buckets/x/allow" | tee "$DRIP_OUT"
+
+WRK=(wrk -t"$THREADS" -c"$CONNECTIONS" -d"$DURATION" --latency -s scripts/bench-allow.lua)
+# -> "req/s p99"
+http_run() {
+    local out rps p99
+    out=$("${WRK[@]}" "http://127.0.0.1:$1/v1/buckets/x/allow")
+    rps=$(awk '/^Requests\/sec:/ {print $2}' <<<"$out")
+    p99=$(awk '$1 == "99%" {print $2}' <<<"$out")
+    echo "$rps $p99"
+}
+grpc_run() {
+    local line
+    line=$("$TARGET_DIR/release/examples/grpc_load" --addr "http://127.0.0.1:$1" --bucket x \
+        --connections "$GRPC_CONNECTIONS" --concurrency "$GRPC_CONCURRENCY" --seconds "${DURATION%s}")
+    awk '{for (i=1;i<=NF;i++) { if ($i=="req/s") r=$(i+1); if ($i=="p99") p=$(i+1) "ms" } } END {print r, p}' <<<"$line"
+}
 
 echo
-echo "== axum hello-world: ${WRK[*]} http://127.0.0.1:$HELLO_PORT/v1/buckets/x/allow"
-"$TARGET_DIR/release/examples/hello" "127.0.0.1:$HELLO_PORT" 2>/dev/null &
-PIDS+=($!)
-wait_http "http://127.0.0.1:$HELLO_PORT/"
-HELLO_OUT=$(mktemp)
-"${WRK[@]}" "http://127.0.0.1:$HELLO_PORT/v1/buckets/x/allow" | tee "$HELLO_OUT"
+echo "== rounds: wrk ${WRK[*]:1}; grpc_load --connections $GRPC_CONNECTIONS --concurrency $GRPC_CONCURRENCY"
+printf '| %5s | %-34s | %10s | %9s |\n' round target req/s p99
+printf '| %5s | %-34s | %10s | %9s |\n' ---: ---- ---: ---:
+HTTP_RATIOS=()
+GRPC_RATIOS=()
+for r in $(seq 1 "$ROUNDS"); do
+    if [ $((r % 2)) = 1 ]; then
+        read -r D_RPS D_P99 <<<"$(http_run "$HTTP_PORT")"
+        read -r H_RPS H_P99 <<<"$(http_run "$HELLO_PORT")"
+        read -r G_RPS G_P99 <<<"$(grpc_run "$GRPC_PORT")"
+        read -r T_RPS T_P99 <<<"$(grpc_run "$GRPC_HELLO_PORT")"
+    else
+        read -r H_RPS H_P99 <<<"$(http_run "$HELLO_PORT")"
+        read -r D_RPS D_P99 <<<"$(http_run "$HTTP_PORT")"
+        read -r T_RPS T_P99 <<<"$(grpc_run "$GRPC_HELLO_PORT")"
+        read -r G_RPS G_P99 <<<"$(grpc_run "$GRPC_PORT")"
+    fi
+    printf '| %5s | %-34s | %10s | %9s |\n' "$r" "drip HTTP POST /v1/buckets/x/allow" "$D_RPS" "$D_P99"
+    printf '| %5s | %-34s | %10s | %9s |\n' "$r" "axum hello-world" "$H_RPS" "$H_P99"
+    printf '| %5s | %-34s | %10s | %9s |\n' "$r" "drip gRPC AllowRequest" "$G_RPS" "$G_P99"
+    printf '| %5s | %-34s | %10s | %9s |\n' "$r" "tonic AllowRequest hello" "$T_RPS" "$T_P99"
+    HTTP_RATIOS+=("$(awk -v a="$D_RPS" -v b="$H_RPS" 'BEGIN { printf "%.2f", a / b }')")
+    GRPC_RATIOS+=("$(awk -v a="$G_RPS" -v b="$T_RPS" 'BEGIN { printf "%.2f", a / b }')")
+done
 
-echo
-GRPC_CMD=("$TARGET_DIR/release/examples/grpc_load" --addr "http://127.0.0.1:$GRPC_PORT" --bucket x
-    --connections "$GRPC_CONNECTIONS" --concurrency "$GRPC_CONCURRENCY" --seconds "${DURATION%s}")
-echo "== gRPC AllowRequest: ${GRPC_CMD[*]}"
-GRPC_LINE=$("${GRPC_CMD[@]}")
-echo "$GRPC_LINE"
-
-read -r DRIP_RPS DRIP_P99 <<<"$(summarize "$DRIP_OUT")"
-read -r HELLO_RPS HELLO_P99 <<<"$(summarize "$HELLO_OUT")"
-GRPC_RPS=$(awk '{for (i=1;i<=NF;i++) if ($i=="req/s") print $(i+1)}' <<<"$GRPC_LINE")
-GRPC_P99=$(awk '{for (i=1;i<=NF;i++) if ($i=="p99") print $(i+1) "ms"}' <<<"$GRPC_LINE")
-NON2XX=$(awk '/Non-2xx/ {print $NF}' "$DRIP_OUT")
-rm -f "$DRIP_OUT" "$HELLO_OUT"
-
+median() { printf '%s\n' "$@" | sort -n | awk '{a[NR]=$1} END {print (NR % 2) ? a[(NR+1)/2] : (a[NR/2] + a[NR/2+1]) / 2}'; }
 echo
 echo "== summary"
-printf '| %-40s | %10s | %9s |\n' "target" "req/s" "p99"
-printf '| %-40s | %10s | %9s |\n' "----" "---:" "---:"
-printf '| %-40s | %10s | %9s |\n' "drip HTTP POST /v1/buckets/x/allow" "$DRIP_RPS" "$DRIP_P99"
-printf '| %-40s | %10s | %9s |\n' "axum hello-world (same wrk settings)" "$HELLO_RPS" "$HELLO_P99"
-printf '| %-40s | %10s | %9s |\n' "drip gRPC AllowRequest" "$GRPC_RPS" "$GRPC_P99"
-awk -v a="$DRIP_RPS" -v b="$HELLO_RPS" 'BEGIN { printf "ratio drip/hello-world (HTTP req/s): %.2f\n", a / b }'
-[ -n "$NON2XX" ] && echo "drip non-2xx responses: $NON2XX"
-exit 0
+echo "uptime at end: $(uptime)"
+echo "HTTP drip/axum hello-world req/s by round: ${HTTP_RATIOS[*]}; median $(median "${HTTP_RATIOS[@]}")"
+echo "gRPC drip/tonic hello req/s by round: ${GRPC_RATIOS[*]}; median $(median "${GRPC_RATIOS[@]}")"

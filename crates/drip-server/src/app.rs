@@ -67,6 +67,15 @@ impl Answer {
             ..decision_body(&self.decision)
         }
     }
+
+    /// The JSON body of the decision, taking the request id (no copy).
+    pub fn take_body(&mut self) -> DecisionBody {
+        DecisionBody {
+            degraded: self.degraded,
+            request_id: std::mem::take(&mut self.request_id),
+            ..decision_body(&self.decision)
+        }
+    }
 }
 
 /// A decision as the contract reports it: times in ms, rounded up.
@@ -396,7 +405,13 @@ impl<S: Store> App<S> {
         id: &str,
     ) -> Result<(Decision, bool), ApiError> {
         let start = Instant::now();
-        let (d, degraded) = watch_degraded(self.limiter.decide_tracked(bucket, key, req, id)).await;
+        // Only a cluster's store (`cluster::Resilient`) decides degraded:
+        // memory and SQLite skip the task-local scope that watches for it.
+        let (d, degraded) = if self.cluster.is_some() {
+            watch_degraded(self.limiter.decide_tracked(bucket, key, req, id)).await
+        } else {
+            (self.limiter.decide_tracked(bucket, key, req, id).await, false)
+        };
         let d = d.map_err(|e| self.failed("decide", e))?;
         self.metrics.decision(bucket, d.outcome, start.elapsed());
         Ok((d, degraded))
@@ -424,7 +439,10 @@ impl<S: Store> App<S> {
 
     /// Counts a store failure and turns it into the client's error.
     fn failed(&self, op: &'static str, e: drip::Error) -> ApiError {
-        if matches!(e, drip::Error::Store(_) | drip::Error::KeyLimit { .. }) {
+        if let drip::Error::KeyLimit { .. } = e {
+            // A flood of new keys: counted, not logged per request.
+            self.metrics.key_refused();
+        } else if let drip::Error::Store(_) = e {
             tracing::warn!(op, error = %e, "store call failed");
             self.metrics.store_error(op);
         }

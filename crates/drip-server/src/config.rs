@@ -9,6 +9,9 @@
 //! counter_retention_s = 60 # optional: counters outlive the water this long
 //! ```
 //!
+//! A top-level `max_keys = 500000` caps the keys a memory store holds
+//! (`--max-keys` / `DRIP_MAX_KEYS` win over it; `key_cap.rs`).
+//!
 //! A top-level `counter_retention_s` sets the server's default for buckets
 //! that do not say (`--counter-retention` / `DRIP_COUNTER_RETENTION` win
 //! over it).
@@ -34,6 +37,8 @@ struct File {
     buckets: BTreeMap<String, BucketSpec>,
     #[serde(default)]
     cluster: ClusterSection,
+    #[serde(default)]
+    max_keys: Option<u64>,
 }
 
 /// The `[cluster]` table: the cluster settings, each overridden by its
@@ -109,6 +114,8 @@ pub struct Declared {
     pub buckets: Vec<(String, Policy)>,
     /// The `[cluster]` table.
     pub cluster: ClusterSection,
+    /// The top-level `max_keys` (memory store key cap), if given.
+    pub max_keys: Option<usize>,
 }
 
 /// Reads the buckets declared in `path`, in name order; `flag` is the
@@ -153,6 +160,9 @@ pub fn parse_with(text: &str, flag: Option<Duration>) -> Result<Declared, String
                 let err = limits::from_serde(rest.unwrap_or(""), &detail, false);
                 format!("bucket {bucket:?}: {}{at}", err.public_message())
             }
+            (Some("max_keys"), None, None) => {
+                format!("{}{at}", crate::key_cap::rule("max_keys"))
+            }
             _ => format!("{detail}{at}"),
         }
     })?;
@@ -176,10 +186,15 @@ pub fn parse_with(text: &str, flag: Option<Duration>) -> Result<Declared, String
         .with_track_queue(limits::track_queue(spec.track_queue));
         out.push((name, policy));
     }
+    let max_keys = file
+        .max_keys
+        .map(|n| crate::key_cap::check("max_keys", n))
+        .transpose()?;
     Ok(Declared {
         counter_retention,
         buckets: out,
         cluster: file.cluster,
+        max_keys,
     })
 }
 
@@ -211,6 +226,17 @@ mod tests {
         );
         let e = parse("counter_retention_s = 1e12\n").unwrap_err();
         assert!(e.contains("counter_retention_s"), "{e}");
+    }
+
+    #[test]
+    fn max_keys_is_read_and_checked() {
+        let d = parse_with("max_keys = 500000\n", None).unwrap();
+        assert_eq!(d.max_keys, Some(500_000));
+        assert_eq!(parse_with("", None).unwrap().max_keys, None);
+        let e = parse_with("max_keys = 0\n", None).unwrap_err();
+        assert!(e.contains("max_keys must be an integer in 1..="), "{e}");
+        let e = parse_with("max_keys = -5\n", None).unwrap_err();
+        assert!(e.contains("max_keys"), "{e}");
     }
 
     #[test]

@@ -48,8 +48,15 @@ pub enum ApiError {
         /// The limit in bytes.
         limit: usize,
     },
+    /// 503 `key_limit` (gRPC `RESOURCE_EXHAUSTED`): a new key while the
+    /// memory store holds its `--max-keys`; keys it holds keep working.
+    #[error("{}", crate::key_cap::refusal(*limit))]
+    KeyLimit {
+        /// The cap.
+        limit: usize,
+    },
     /// 503 `unavailable` (gRPC `UNAVAILABLE`): the store could not be
-    /// reached, or is full of keys.
+    /// reached.
     #[error("the store is unavailable: {0}")]
     Unavailable(String),
     /// 503 `shutting_down` (gRPC `UNAVAILABLE`): the server is stopping and
@@ -78,7 +85,9 @@ impl ApiError {
             ApiError::UnknownBucket(_) | ApiError::NoRoute(_) => StatusCode::NOT_FOUND,
             ApiError::MethodNotAllowed { .. } => StatusCode::METHOD_NOT_ALLOWED,
             ApiError::PayloadTooLarge { .. } => StatusCode::PAYLOAD_TOO_LARGE,
-            ApiError::Unavailable(_) | ApiError::ShuttingDown => StatusCode::SERVICE_UNAVAILABLE,
+            ApiError::Unavailable(_) | ApiError::ShuttingDown | ApiError::KeyLimit { .. } => {
+                StatusCode::SERVICE_UNAVAILABLE
+            }
             ApiError::Internal(_) => StatusCode::INTERNAL_SERVER_ERROR,
         }
     }
@@ -92,6 +101,7 @@ impl ApiError {
             ApiError::MethodNotAllowed { .. } => "method_not_allowed",
             ApiError::PayloadTooLarge { .. } => "payload_too_large",
             ApiError::Unavailable(_) => "unavailable",
+            ApiError::KeyLimit { .. } => "key_limit",
             ApiError::ShuttingDown => "shutting_down",
             ApiError::Internal(_) => "internal",
         }
@@ -103,6 +113,7 @@ impl ApiError {
             ApiError::InvalidArgument { field, .. } => Some(field),
             ApiError::Unauthenticated => Some("authorization"),
             ApiError::UnknownBucket(_) => Some("bucket_id"),
+            ApiError::KeyLimit { .. } => Some("key"),
             ApiError::PayloadTooLarge { .. } => Some("body"),
             _ => None,
         }
@@ -143,7 +154,8 @@ impl From<drip::Error> for ApiError {
                 message: c.message,
             },
             E::UnknownBucket(b) => ApiError::UnknownBucket(b),
-            E::Store(_) | E::KeyLimit { .. } => ApiError::Unavailable(e.to_string()),
+            E::KeyLimit { limit } => ApiError::KeyLimit { limit },
+            E::Store(_) => ApiError::Unavailable(e.to_string()),
             other => ApiError::Internal(other.to_string()),
         }
     }
@@ -171,7 +183,7 @@ impl From<ApiError> for tonic::Status {
             ApiError::Unauthenticated => Code::Unauthenticated,
             ApiError::UnknownBucket(_) | ApiError::NoRoute(_) => Code::NotFound,
             ApiError::MethodNotAllowed { .. } => Code::Unimplemented,
-            ApiError::PayloadTooLarge { .. } => Code::ResourceExhausted,
+            ApiError::PayloadTooLarge { .. } | ApiError::KeyLimit { .. } => Code::ResourceExhausted,
             ApiError::Unavailable(_) | ApiError::ShuttingDown => Code::Unavailable,
             ApiError::Internal(text) => {
                 tracing::error!(error = %text, "internal error");

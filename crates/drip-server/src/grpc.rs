@@ -67,8 +67,8 @@ fn state(s: BucketStatus) -> pb::BucketState {
 }
 
 /// A refusal is an answer (`allowed: false`), not an error, as over HTTP.
-fn decision(v: Answer) -> pb::AllowRequestResponse {
-    let b = v.body();
+fn decision(mut v: Answer) -> pb::AllowRequestResponse {
+    let b = v.take_body();
     pb::AllowRequestResponse {
         allowed: b.allowed,
         queue_position: b.queue_position,

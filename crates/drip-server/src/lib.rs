@@ -32,6 +32,7 @@ pub mod demo;
 pub mod error;
 pub mod grpc;
 pub mod http;
+pub mod key_cap;
 pub mod limits;
 pub mod metrics;
 pub mod metrics_listener;

@@ -23,6 +23,8 @@ pub const DECISION_SECONDS: &str = "drip_decision_duration_seconds";
 pub const STORE_ERRORS: &str = "drip_store_errors_total";
 /// Keys holding state in the store.
 pub const KEYS_HELD: &str = "drip_keys_held";
+/// New keys refused because the memory store held its `--max-keys`.
+pub const KEYS_REFUSED: &str = "drip_keys_refused_total";
 /// Acquire waiters whose client went away before their turn.
 pub const ACQUIRE_CANCELLED: &str = "drip_acquire_cancelled_total";
 /// Decisions by where they were made: `mode` = `shared` (the store),
@@ -94,6 +96,11 @@ impl Metrics {
             );
             counter!(STORE_ERRORS, "op" => "decide").absolute(0);
             counter!(ACQUIRE_CANCELLED).absolute(0);
+            metrics::describe_counter!(
+                KEYS_REFUSED,
+                "New keys refused because the memory store held its --max-keys"
+            );
+            counter!(KEYS_REFUSED).absolute(0);
         });
         m
     }
@@ -141,6 +148,11 @@ impl Metrics {
     /// Sets the number of keys the store holds.
     pub fn keys_held(&self, n: u64) {
         self.with(|| gauge!(KEYS_HELD).set(n as f64));
+    }
+
+    /// Records a new key refused by the key cap.
+    pub fn key_refused(&self) {
+        self.with(|| counter!(KEYS_REFUSED).increment(1));
     }
 
     /// Records an acquire whose client went away while it waited.

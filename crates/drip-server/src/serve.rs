@@ -89,6 +89,13 @@ pub struct Args {
     #[arg(long, env = "DRIP_COUNTER_RETENTION", value_name = "SECONDS",
           value_parser = parse_retention, allow_negative_numbers = true)]
     pub counter_retention: Option<Duration>,
+    /// Memory store: the most keys held over all buckets, 1..=1000000000.
+    /// A new key beyond it is refused (HTTP 503 `key_limit`, gRPC
+    /// RESOURCE_EXHAUSTED) while held keys keep deciding; idle keys free
+    /// their place when swept. A key costs ~160 bytes. Default: the config
+    /// file's top-level max_keys, else 1000000. Example: --max-keys 500000
+    #[arg(long, env = "DRIP_MAX_KEYS", value_name = "N", value_parser = crate::key_cap::parse_flag)]
+    pub max_keys: Option<usize>,
 }
 
 impl Args {
@@ -195,8 +202,10 @@ pub async fn run(args: Args) -> Result<()> {
                 .unwrap_or(crate::limits::DEFAULT_COUNTER_RETENTION),
             buckets: Vec::new(),
             cluster: Default::default(),
+            max_keys: None,
         },
     };
+    let max_keys = crate::key_cap::pick(args.max_keys, declared.max_keys);
     let buckets = declared.buckets;
     #[cfg_attr(not(feature = "redis"), allow(unused_variables))]
     let cluster_options = args.cluster_options(&declared.cluster)?;
@@ -218,7 +227,10 @@ pub async fn run(args: Args) -> Result<()> {
         ..Options::default()
     };
     match &args.store {
-        StoreSpec::Memory => serve(Limiter::memory(), &args, buckets, options, None).await,
+        StoreSpec::Memory => {
+            let store = drip::MemoryStore::with_max_keys(max_keys);
+            serve(Limiter::new(store), &args, buckets, options, None).await
+        }
         #[cfg(feature = "sqlite")]
         StoreSpec::Sqlite(path) => {
             let store = drip::store::sqlite::SqliteStore::open(path)
@@ -313,8 +325,20 @@ pub trait WithLimiter {
 /// Opens the store `spec` names (Redis with its default, explicit
 /// timeouts) and runs `job` over a limiter on it.
 pub async fn with_store(spec: &StoreSpec, job: impl WithLimiter) -> Result<()> {
+    with_store_capped(spec, crate::key_cap::DEFAULT_MAX_KEYS, job).await
+}
+
+/// [`with_store`] whose memory store holds at most `max_keys` keys.
+pub async fn with_store_capped(
+    spec: &StoreSpec,
+    max_keys: usize,
+    job: impl WithLimiter,
+) -> Result<()> {
     match spec {
-        StoreSpec::Memory => job.run(Limiter::memory()).await,
+        StoreSpec::Memory => {
+            job.run(Limiter::new(drip::MemoryStore::with_max_keys(max_keys)))
+                .await
+        }
         #[cfg(feature = "sqlite")]
         StoreSpec::Sqlite(path) => {
             let store = drip::store::sqlite::SqliteStore::open(path)

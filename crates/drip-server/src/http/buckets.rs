@@ -100,7 +100,7 @@ pub async fn configure<S: Store>(
         (status = 400, description = "Bad input (including a cost the bucket can never admit); `field` names it", body = ErrorBody),
         (status = 404, description = "No such bucket", body = ErrorBody),
         (status = 413, description = "Body over 64 KiB", body = ErrorBody),
-        (status = 503, description = "Store unavailable", body = ErrorBody),
+        (status = 503, description = "Store unavailable (`error.code` `unavailable`), or a new key while the memory store holds its `--max-keys` (`key_limit`; held keys keep working)", body = ErrorBody),
     )
 )]
 pub async fn allow<S: Store>(
@@ -112,7 +112,7 @@ pub async fn allow<S: Store>(
     let answer = app
         .allow(&bucket, &body.key, body.cost, body.request_id)
         .await?;
-    Ok(decision_response(&answer))
+    Ok(decision_response(answer))
 }
 
 /// Wait until a request may go (its turn in shape mode, its admission in
@@ -129,7 +129,7 @@ pub async fn allow<S: Store>(
         (status = 400, description = "Bad input (including a cost the bucket can never admit); `field` names it", body = ErrorBody),
         (status = 404, description = "No such bucket", body = ErrorBody),
         (status = 413, description = "Body over 64 KiB", body = ErrorBody),
-        (status = 503, description = "Store unavailable, or the server is shutting down", body = ErrorBody),
+        (status = 503, description = "Store unavailable (`error.code` `unavailable`), or a new key while the memory store holds its `--max-keys` (`key_limit`; held keys keep working), or the server is shutting down", body = ErrorBody),
     )
 )]
 pub async fn acquire<S: Store>(
@@ -147,7 +147,7 @@ pub async fn acquire<S: Store>(
             body.request_id,
         )
         .await?;
-    Ok(decision_response(&answer))
+    Ok(decision_response(answer))
 }
 
 /// The header set on decisions made without the shared store.
@@ -156,14 +156,14 @@ pub const DEGRADED_HEADER: &str = "drip-degraded";
 /// 200 with `RateLimit`, or 429 with `Retry-After`, `RateLimit-Policy` and
 /// `RateLimit` (built by `drip::headers`, from the decision alone); the body
 /// echoes `request_id`.
-fn decision_response(v: &Answer) -> Response {
-    let d = &v.decision;
-    let status = if d.allowed() {
+fn decision_response(mut v: Answer) -> Response {
+    let status = if v.decision.allowed() {
         StatusCode::OK
     } else {
         StatusCode::TOO_MANY_REQUESTS
     };
-    let mut res = (status, Json(v.body())).into_response();
+    let mut res = (status, Json(v.take_body())).into_response();
+    let d = &v.decision;
     if v.degraded {
         // Decided without the shared store: the body says so too.
         res.headers_mut()

@@ -67,8 +67,25 @@ async fn read_body(req: Request) -> Result<Bytes, ApiError> {
         return Err(too_large());
     }
     let mut body = req.into_body().into_data_stream();
-    let mut buf = Vec::new();
-    while let Some(chunk) = body.next().await {
+    // The common case, a small body in one chunk, is kept as it came.
+    let first = match body.next().await {
+        None => return Ok(Bytes::new()),
+        Some(chunk) => chunk
+            .map_err(|e| ApiError::invalid("body", format!("the body could not be read: {e}")))?,
+    };
+    if first.len() > MAX_BODY_BYTES {
+        drain(body, first.len()).await;
+        return Err(too_large());
+    }
+    let Some(second) = body.next().await else {
+        return Ok(first);
+    };
+    let mut buf = first.to_vec();
+    let mut pending = Some(second);
+    while let Some(chunk) = match pending.take() {
+        Some(c) => Some(c),
+        None => body.next().await,
+    } {
         let chunk = chunk
             .map_err(|e| ApiError::invalid("body", format!("the body could not be read: {e}")))?;
         if buf.len() + chunk.len() > MAX_BODY_BYTES {

@@ -67,6 +67,14 @@ pub struct Args {
     /// processes of one host) or redis://HOST:PORT (every node).
     #[arg(long, default_value = "memory")]
     pub store: StoreSpec,
+    /// Memory store: the most client keys held, 1..=1000000000; a new key
+    /// beyond it is answered 503 `key_limit` while held keys keep deciding
+    /// (idle keys free their place when swept; ~160 bytes a key).
+    /// Example: --max-keys 200000
+    #[arg(long, env = "DRIP_MAX_KEYS", value_name = "N",
+          default_value_t = crate::key_cap::DEFAULT_MAX_KEYS,
+          value_parser = crate::key_cap::parse_flag)]
+    pub max_keys: usize,
     /// Number of proxies in front of this one that append to
     /// X-Forwarded-For (or Forwarded): the client is the N-th address from
     /// the right. 0 (default): the headers are ignored and the client is the

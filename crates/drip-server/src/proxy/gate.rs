@@ -73,6 +73,15 @@ impl<S: Store> Gate<S> {
         };
         let d = match decided {
             Ok(d) => d,
+            Err(drip::Error::KeyLimit { limit }) => {
+                // A flood of new keys: counted, not logged per request.
+                self.metrics.key_refused();
+                return Err(respond::error(
+                    StatusCode::SERVICE_UNAVAILABLE,
+                    "key_limit",
+                    &crate::key_cap::refusal(limit),
+                ));
+            }
             Err(e) => {
                 self.metrics.store_error("decide");
                 tracing::warn!(bucket = %self.bucket, "store error: {e}");

@@ -36,7 +36,8 @@ pub async fn run(args: Args) -> Result<()> {
     limits::bucket_id(&args.bucket).map_err(|e| anyhow!("--bucket: {e}"))?;
     let policy = args.policy().map_err(|e| anyhow!(e))?;
     let store = args.store.clone();
-    serve::with_store(&store, Job { args, policy }).await
+    let max_keys = args.max_keys;
+    serve::with_store_capped(&store, max_keys, Job { args, policy }).await
 }
 
 struct Job {
@@ -92,6 +93,8 @@ impl WithLimiter for Job {
             "shutting down: finishing the requests in flight",
         )
         .await?;
+        // Idle keys free their place under --max-keys (and their memory).
+        let sweeper = tokio::spawn(sweep(limiter.clone(), metrics.clone()));
         let proxy = server::Proxy {
             gate: gate::Gate::new(limiter, &args.bucket, &policy, args.queue_timeout, metrics),
             upstream,
@@ -100,7 +103,24 @@ impl WithLimiter for Job {
             trusted: args.trust_forwarded,
         };
         let served = server::serve(proxy, listener, sidecar.stop.clone().cancelled_owned()).await;
+        sweeper.abort();
         sidecar.finish().await?;
         served
+    }
+}
+
+/// Forgets idle keys every 10 s (as `drip serve` does) and keeps the
+/// keys-held gauge current.
+async fn sweep<S: Store>(limiter: Limiter<S>, metrics: Arc<Metrics>) {
+    let mut tick = tokio::time::interval(std::time::Duration::from_secs(10));
+    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    loop {
+        tick.tick().await;
+        if limiter.sweep_idle().await.is_err() {
+            metrics.store_error("sweep");
+        }
+        if let Ok(Some(n)) = limiter.keys_held().await {
+            metrics.keys_held(n);
+        }
     }
 }

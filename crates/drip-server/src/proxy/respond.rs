@@ -9,6 +9,7 @@
 //! | 411    | `length_required`  | `--cost bytes` and no `Content-Length`            |
 //! | 502    | `upstream_unreachable` / `upstream_failed` | no connection / broken answer |
 //! | 503    | `store_unavailable`| the store did not answer                          |
+//! | 503    | `key_limit`        | a new client key beyond `--max-keys`              |
 //! | 504    | `upstream_timeout` | no response head within `--upstream-timeout`      |
 
 use axum::body::Body;

@@ -143,6 +143,15 @@ impl MemoryStore<MonotonicClock> {
     }
 }
 
+impl MemoryStore<MonotonicClock> {
+    /// A store on the monotonic clock that refuses new keys, over all its
+    /// buckets, beyond `max_keys` ([`Error::KeyLimit`]); keys it holds keep
+    /// deciding, and idle ones make room when swept.
+    pub fn with_max_keys(max_keys: usize) -> Self {
+        Self::with_clock_and_max_keys(MonotonicClock::new(), max_keys)
+    }
+}
+
 impl Default for MemoryStore<MonotonicClock> {
     fn default() -> Self {
         Self::new()
@@ -187,6 +196,11 @@ impl<C: Clock> MemoryStore<C> {
     pub fn sweep(&self) -> usize {
         let buckets: Vec<_> = read(&self.buckets).values().cloned().collect();
         buckets.iter().map(|b| b.sweep()).sum()
+    }
+
+    /// The most keys this store holds over all its buckets.
+    pub fn max_keys(&self) -> usize {
+        self.budget.max
     }
 
     /// Keys held over all buckets.
