@@ -7,12 +7,14 @@ use std::future::Future;
 use crate::core::{Level, Policy, Request};
 use crate::{Decision, Result};
 
+mod busiest;
 pub mod memory;
 #[cfg(feature = "redis")]
 pub mod redis;
 #[cfg(feature = "sqlite")]
 pub mod sqlite;
 
+pub use busiest::{BUSIEST_SCAN, KeyLevel};
 pub use memory::{KeyedBucket, MemoryStore};
 #[cfg(feature = "redis")]
 pub use redis::{RedisOptions, RedisStore};
@@ -102,6 +104,20 @@ pub trait Store: Send + Sync + 'static {
 
     /// Keys holding state now, where the store can tell cheaply.
     fn keys_held(&self) -> impl Future<Output = Result<Option<u64>>> + Send {
+        std::future::ready(Ok(None))
+    }
+
+    /// The `n` keys of `bucket` holding the most water now, fullest first
+    /// (keys whose bucket is empty are left out), or `None` where the store
+    /// cannot tell cheaply. Stores that read keys one by one look at no
+    /// more than [`BUSIEST_SCAN`] of them. For watching (the dashboard), not
+    /// for deciding: it never slows decisions down for long.
+    fn busiest_keys(
+        &self,
+        bucket: &str,
+        n: usize,
+    ) -> impl Future<Output = Result<Option<Vec<KeyLevel>>>> + Send {
+        let _ = (bucket, n);
         std::future::ready(Ok(None))
     }
 }

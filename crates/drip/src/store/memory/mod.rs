@@ -53,7 +53,7 @@ use std::sync::{Arc, PoisonError};
 
 use crossbeam_utils::sync::{ShardedLock, ShardedLockReadGuard, ShardedLockWriteGuard};
 
-use super::{KeyStatus, Store};
+use super::{KeyLevel, KeyStatus, Store};
 use crate::clock::{Clock, MonotonicClock};
 use crate::core::{Decision, Policy, Request};
 use crate::{Error, Result};
@@ -230,6 +230,24 @@ impl<C: Clock> Store for MemoryStore<C> {
 
     async fn keys_held(&self) -> Result<Option<u64>> {
         Ok(Some(self.keys_held() as u64))
+    }
+
+    async fn busiest_keys(&self, bucket: &str, n: usize) -> Result<Option<Vec<KeyLevel>>> {
+        // The bucket is taken out of the map first: walking its keys must
+        // not hold the map's lock, which creating a bucket writes.
+        let b = read(&self.buckets)
+            .get(bucket)
+            .cloned()
+            .ok_or_else(|| Error::UnknownBucket(bucket.to_owned()))?;
+        let keys = b.busiest(n).into_iter();
+        Ok(Some(
+            keys.map(|(key, level, counters)| KeyLevel {
+                key,
+                level,
+                counters,
+            })
+            .collect(),
+        ))
     }
 
     async fn list(&self) -> Result<Vec<(String, Policy)>> {

@@ -39,12 +39,13 @@ use dashmap::DashMap;
 use redis::aio::{ConnectionManager, ConnectionManagerConfig};
 use redis::{Script, Value};
 
-use super::{KeyStatus, Store};
+use super::{KeyLevel, KeyStatus, Store};
 use crate::Result;
 use crate::clock::Clock;
 use crate::core::{Decision, Level, Nanos, Policy, Request};
 
 mod batch;
+mod busiest;
 mod cache;
 mod conn;
 mod script;
@@ -270,6 +271,10 @@ impl Store for RedisStore {
             }
         }
         Ok(out)
+    }
+
+    async fn busiest_keys(&self, bucket: &str, n: usize) -> Result<Option<Vec<KeyLevel>>> {
+        self.inner.busiest(bucket, n).await
     }
 
     async fn ping(&self) -> Result<()> {

@@ -68,11 +68,12 @@ use std::time::Duration;
 
 use tokio::sync::oneshot;
 
-use super::{KeyStatus, Store};
+use super::{KeyLevel, KeyStatus, Store};
 use crate::clock::{Clock, SystemClock};
 use crate::core::{Decision, Policy, Request};
 use crate::{Error, Result};
 
+mod busiest;
 mod codec;
 mod fail;
 mod ops;
@@ -326,6 +327,12 @@ impl<C: Clock> Store for SqliteStore<C> {
 
     async fn sweep_idle(&self) -> Result<u64> {
         self.sweep().await
+    }
+
+    async fn busiest_keys(&self, bucket: &str, n: usize) -> Result<Option<Vec<KeyLevel>>> {
+        let bucket = bucket.to_owned();
+        self.read("busiest_keys", move |w| w.busiest(&bucket, n).map(Some))
+            .await
     }
 
     async fn keys_held(&self) -> Result<Option<u64>> {
