@@ -47,6 +47,7 @@ use crate::model;
         events::SnapshotSse,
         events::EventBucket,
         sampler::BucketSample,
+        sampler::KeySample,
     )),
     modifiers(&AdminToken),
     tags(
