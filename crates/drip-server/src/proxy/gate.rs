@@ -36,6 +36,19 @@ pub struct Gate<S: Store> {
     metrics: Arc<Metrics>,
 }
 
+impl<S: Store> Clone for Gate<S> {
+    fn clone(&self) -> Self {
+        Gate {
+            limiter: self.limiter.clone(),
+            bucket: self.bucket.clone(),
+            mode: self.mode,
+            queue_timeout: self.queue_timeout,
+            policy_header: self.policy_header.clone(),
+            metrics: self.metrics.clone(),
+        }
+    }
+}
+
 impl<S: Store> Gate<S> {
     /// A gate on `bucket`, configured with `policy`.
     pub fn new(

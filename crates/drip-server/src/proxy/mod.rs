@@ -99,7 +99,17 @@ impl WithLimiter for Job {
             cost: args.cost,
             trusted: args.trust_forwarded,
         };
-        let served = server::serve(proxy, listener, sidecar.stop.clone().cancelled_owned()).await;
+        let workers = args.workers.map_or_else(
+            || std::thread::available_parallelism().map_or(1, |n| n.get()),
+            usize::from,
+        );
+        let served = server::serve(
+            proxy,
+            listener,
+            workers,
+            sidecar.stop.clone().cancelled_owned(),
+        )
+        .await;
         sidecar.finish().await?;
         served
     }

@@ -24,6 +24,7 @@ const POOL_IDLE: Duration = Duration::from_secs(90);
 /// The upstream and the client that reaches it.
 pub struct Upstream {
     client: Client<HttpConnector, Body>,
+    connect_timeout: Duration,
     scheme: Scheme,
     authority: Authority,
     /// The URL's path without its trailing `/`, prefixed to every request's.
@@ -53,21 +54,30 @@ impl Upstream {
         if uri.query().is_some() {
             return Err(format!("{rule}, without a query (got {url:?})"));
         }
-        let mut connector = HttpConnector::new();
-        connector.set_connect_timeout(Some(connect_timeout));
-        connector.set_nodelay(true);
-        let client = Client::builder(TokioExecutor::new())
-            .pool_idle_timeout(POOL_IDLE)
-            .pool_timer(TokioTimer::new())
-            .build(connector);
         Ok(Upstream {
-            client,
+            client: client(connect_timeout),
+            connect_timeout,
             scheme: scheme.clone(),
             authority: authority.clone(),
             base_path: uri.path().trim_end_matches('/').to_owned(),
             timeout,
             preserve_host,
         })
+    }
+
+    /// The same upstream with a pool of its own: a worker thread's
+    /// connections then stay on that thread (a pooled connection is driven
+    /// by a task of the runtime that opened it).
+    pub fn fresh(&self) -> Upstream {
+        Upstream {
+            client: client(self.connect_timeout),
+            connect_timeout: self.connect_timeout,
+            scheme: self.scheme.clone(),
+            authority: self.authority.clone(),
+            base_path: self.base_path.clone(),
+            timeout: self.timeout,
+            preserve_host: self.preserve_host,
+        }
     }
 
     /// Forwards `req` from `client` and returns the upstream's response (its
@@ -145,6 +155,18 @@ impl Upstream {
         parts.version = Version::HTTP_11;
         Ok(Request::from_parts(parts, body))
     }
+}
+
+/// A pooled keep-alive client whose connections' tasks run on the runtime
+/// that opens them.
+fn client(connect_timeout: Duration) -> Client<HttpConnector, Body> {
+    let mut connector = HttpConnector::new();
+    connector.set_connect_timeout(Some(connect_timeout));
+    connector.set_nodelay(true);
+    Client::builder(TokioExecutor::new())
+        .pool_idle_timeout(POOL_IDLE)
+        .pool_timer(TokioTimer::new())
+        .build(connector)
 }
 
 /// Appends `client` to `X-Forwarded-For`, as every proxy in a chain does.
