@@ -154,7 +154,10 @@ mod tests {
         }
         precise.sort();
         coarse.sort();
-        eprintln!("median lateness: precise {:?}, tokio {:?}", precise[15], coarse[15]);
+        eprintln!(
+            "median lateness: precise {:?}, tokio {:?}",
+            precise[15], coarse[15]
+        );
         assert!(
             precise[15] < coarse[15],
             "precise {:?} vs tokio {:?}",
