@@ -11,7 +11,8 @@
 #
 # Usage: scripts/bench-proxy.sh
 #   ROUNDS=3 THREADS=2 CONNECTIONS=64 DURATION=10s SHAPE_RATE=50 SHAPE_N=150
-#   can be changed from the environment. Needs wrk and nginx (apt-get
+#   PARTS="police shape" (either or both) DRIP_ARGS="--workers 2" (extra
+#   `drip proxy` flags) can be changed from the environment. Needs wrk and nginx (apt-get
 #   install -y wrk nginx; installed here if missing and we are root).
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -27,6 +28,8 @@ NGINX_PORT=${NGINX_PORT:-18182}
 HELLO_PORT=${HELLO_PORT:-18183}
 SPACING_PORT=${SPACING_PORT:-18184}
 TARGET_DIR=${CARGO_TARGET_DIR:-target}
+PARTS=${PARTS:-"police shape"}
+DRIP_ARGS=${DRIP_ARGS:-}
 
 for tool in wrk nginx; do
     if ! command -v "$tool" >/dev/null; then
@@ -79,7 +82,8 @@ stop_proxies() {
 
 # drip proxy ARGS... on DRIP_PORT.
 start_drip() {
-    "$TARGET_DIR/release/drip" proxy --listen "127.0.0.1:$DRIP_PORT" "$@" 2>"$WORK/drip.log" &
+    # shellcheck disable=SC2086
+    "$TARGET_DIR/release/drip" proxy --listen "127.0.0.1:$DRIP_PORT" "$@" $DRIP_ARGS 2>"$WORK/drip.log" &
     PROXY_PIDS+=($!)
     wait_port "$DRIP_PORT"
 }
@@ -161,6 +165,7 @@ police_round() {
     LAST_MIN_RPS=$(awk -v a="$d_rps" -v b="$n_rps" 'BEGIN{print int(a < b ? a : b)}')
 }
 
+if [[ " $PARTS " == *" police "* ]]; then
 echo
 echo "== police, all admitted (rate 1000000/s, burst 1000000): wrk -t$THREADS -c$CONNECTIONS -d$DURATION"
 MIN_RPS=""
@@ -176,6 +181,9 @@ for r in $(seq 1 "$ROUNDS"); do
     police_round "$REFUSE_RATE" 10 "90%-refused" "$r"
 done
 
+fi
+
+if [[ " $PARTS " == *" shape "* ]]; then
 echo
 echo "== shape vs limit_req burst (delay): $SHAPE_N requests at once, rate $SHAPE_RATE/s; |gap - 1/rate| at the upstream"
 for r in $(seq 1 "$ROUNDS"); do
@@ -188,3 +196,4 @@ for r in $(seq 1 "$ROUNDS"); do
     stop_proxies
     echo "shape round $r  drip: $d | nginx: $n"
 done
+fi

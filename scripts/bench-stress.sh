@@ -6,6 +6,14 @@
 #
 #   scripts/bench-stress.sh [CONCURRENCY=32] [SECONDS=5] [ROUNDS=3]
 #
+# Then, at a fixed rate (RATE req/s from the environment; default half the
+# slowest wrk round), `drip stress --rate` beside oha `-q RATE
+# --latency-correction` (both count latency from each request's intended
+# send time: coordinated omission corrected the same way), interleaved the
+# same way: the fair check of the percentiles. oha is looked for as `oha`,
+# or $OHA; `cargo install oha` builds it. Without it that part is skipped
+# (with a message), unless CI=1.
+#
 # Needs wrk (apt-get install wrk) and builds drip in release mode.
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -63,4 +71,39 @@ echo "ratios drip/wrk per round (req/s goal >= 0.80; percentiles goal 0.80..1.20
 printf "%-6s %8s %8s %8s %8s\n" round req/s p50 p90 p99
 for r in $(seq "$ROUNDS"); do
     python3 -c "print('%-6s %8.2f %8.2f %8.2f %8.2f' % ('$r', ${DR[r]}/${WR[r]}, ${D50[r]}/${W50[r]}, ${D90[r]}/${W90[r]}, ${D99[r]}/${W99[r]}))"
+done
+
+OHA=${OHA:-$(command -v oha || true)}
+if [ -z "$OHA" ]; then
+    echo
+    echo "oha not found (cargo install oha, or OHA=/path/to/oha): the fixed-rate comparison is skipped"
+    [ "${CI:-}" = 1 ] && exit 1
+    exit 0
+fi
+MIN_WRK=$(printf '%s\n' "${WR[@]}" | sort -n | head -1)
+RATE=${RATE:-$(python3 -c "print(max(1, int($MIN_WRK / 2)))")}
+echo
+echo "fixed rate $RATE req/s, concurrency $C, ${D}s a run: drip stress --rate vs $("$OHA" --version) -q --latency-correction"
+printf "%-6s %-6s %10s %9s %9s %9s\n" round tool req/s p50_ms p90_ms p99_ms
+declare -a OR O50 O90 O99 FR F50 F90 F99
+for r in $(seq "$ROUNDS"); do
+    json=$("$OHA" -z "${D}s" -c "$C" -q "$RATE" --latency-correction --no-tui --output-format json \
+        -m POST -H 'Content-Type: application/json' -d '{"key":"k"}' "$URL/v1/buckets/bench/allow")
+    read -r OR[r] O50[r] O90[r] O99[r] < <(python3 -c '
+import json,sys; r=json.load(sys.stdin); p=r["latencyPercentiles"]
+print("%.1f %.3f %.3f %.3f" % (r["summary"]["requestsPerSec"], p["p50"]*1e3, p["p90"]*1e3, p["p99"]*1e3))' <<<"$json")
+    printf "%-6s %-6s %10.0f %9s %9s %9s\n" "$r" oha "${OR[r]}" "${O50[r]}" "${O90[r]}" "${O99[r]}"
+
+    json=$("$DRIP" stress --url "$URL" --bucket bench --key k --concurrency "$C" --duration "${D}s" --rate "$RATE" --json)
+    read -r FR[r] F50[r] F90[r] F99[r] < <(python3 -c '
+import json,sys; r=json.load(sys.stdin); l=r["latency"]
+print("%.1f %.3f %.3f %.3f" % (r["throughput_rps"], l["p50_ms"], l["p90_ms"], l["p99_ms"]))' <<<"$json")
+    printf "%-6s %-6s %10.0f %9s %9s %9s\n" "$r" drip "${FR[r]}" "${F50[r]}" "${F90[r]}" "${F99[r]}"
+done
+
+echo
+echo "ratios drip/oha at $RATE req/s per round (percentiles goal 0.80..1.20):"
+printf "%-6s %8s %8s %8s %8s\n" round req/s p50 p90 p99
+for r in $(seq "$ROUNDS"); do
+    python3 -c "print('%-6s %8.2f %8.2f %8.2f %8.2f' % ('$r', ${FR[r]}/${OR[r]}, ${F50[r]}/${O50[r]}, ${F90[r]}/${O90[r]}, ${F99[r]}/${O99[r]}))"
 done

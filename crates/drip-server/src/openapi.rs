@@ -53,6 +53,7 @@ use crate::model;
         sampler::BucketSample,
         crate::rls::http::RlsView,
         crate::rls::http::RuleView,
+        sampler::KeySample,
     )),
     modifiers(&AdminToken),
     tags(

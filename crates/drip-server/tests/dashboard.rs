@@ -1,7 +1,8 @@
 //! The live dashboard in a real browser: a `drip serve` process with three
 //! buckets under traffic, `/` loaded in headless Chromium (Debian's
 //! `chromium`, which `.ci/run` installs) driven over the DevTools protocol.
-//! The page must show every bucket with a level that moves, draw its charts
+//! The page must show every bucket with a level that moves, and its busiest
+//! keys, fullest first, with levels that move too; draw its charts
 //! with the vendored uPlot, and load nothing from anywhere but the server:
 //! Chromium runs with every host but 127.0.0.1 unresolvable (the network
 //! off), and every request it made is checked. A screenshot is saved as
@@ -187,7 +188,12 @@ impl Drop for Chromium {
     }
 }
 
-/// Sends one allow a bucket every 40 ms (more than any of them leaks) until stopped.
+/// Keys of every bucket with traffic, and every how many rounds each gets a
+/// request: their levels differ, so the busiest keys have an order.
+const KEYS: [(&str, u64); 4] = [("", 1), ("k1", 1), ("k2", 2), ("k3", 4)];
+
+/// Sends a round every 40 ms until stopped: one allow per bucket and key
+/// whose turn it is (more than any of them leaks).
 fn traffic(http: String, stop: Arc<AtomicBool>) -> std::thread::JoinHandle<()> {
     std::thread::spawn(move || {
         let rt = tokio::runtime::Builder::new_current_thread()
@@ -196,14 +202,20 @@ fn traffic(http: String, stop: Arc<AtomicBool>) -> std::thread::JoinHandle<()> {
             .unwrap();
         rt.block_on(async move {
             let client = reqwest::Client::new();
+            let mut round = 0;
             while !stop.load(Ordering::Relaxed) {
                 for (bucket, _) in BUCKETS {
-                    let _ = client
-                        .post(format!("http://{http}/v1/buckets/{bucket}/allow"))
-                        .body("{}")
-                        .send()
-                        .await;
+                    for (key, every) in KEYS {
+                        if round % every == 0 {
+                            let _ = client
+                                .post(format!("http://{http}/v1/buckets/{bucket}/allow"))
+                                .body(json!({ "key": key }).to_string())
+                                .send()
+                                .await;
+                        }
+                    }
                 }
+                round += 1;
                 tokio::time::sleep(Duration::from_millis(40)).await;
             }
         });
@@ -217,6 +229,40 @@ const LEVELS_JS: &str = r#"JSON.stringify(Object.fromEntries(
 fn levels(chrome: &mut Chromium) -> BTreeMap<String, String> {
     let v = chrome.eval(LEVELS_JS);
     serde_json::from_str(v.as_str().unwrap_or("{}")).unwrap()
+}
+
+/// The busiest-key rows each bucket card shows, in order: (key, level).
+const KEY_ROWS_JS: &str = r#"JSON.stringify(Object.fromEntries(
+    [...document.querySelectorAll('.bucket')].map(e => [e.dataset.bucket,
+        [...e.querySelectorAll('tr.key-row')].map(r => [r.dataset.key, r.dataset.level])])))"#;
+
+type KeyRows = BTreeMap<String, Vec<(String, String)>>;
+
+fn key_rows(chrome: &mut Chromium) -> KeyRows {
+    let v = chrome.eval(KEY_ROWS_JS);
+    serde_json::from_str(v.as_str().unwrap_or("{}")).unwrap()
+}
+
+/// The level `key`'s row of `bucket` shows, if it is shown.
+fn key_level<'a>(rows: &'a KeyRows, bucket: &str, key: &str) -> Option<&'a str> {
+    rows.get(bucket)?
+        .iter()
+        .find(|(k, _)| k == key)
+        .map(|(_, l)| l.as_str())
+}
+
+/// Every bucket shows its busy keys k1, k2, k3 holding water, fullest first.
+fn busy_keys_shown(rows: &KeyRows) -> bool {
+    BUCKETS.iter().all(|(b, _)| {
+        let Some(r) = rows.get(*b) else { return false };
+        let levels: Vec<f64> = r.iter().filter_map(|(_, l)| l.parse().ok()).collect();
+        ["k1", "k2", "k3"].iter().all(|k| {
+            key_level(rows, b, k)
+                .and_then(|l| l.parse::<f64>().ok())
+                .is_some_and(|l| l > 0.0)
+        }) && levels.len() == r.len()
+            && levels.windows(2).all(|w| w[0] >= w[1])
+    })
 }
 
 fn target_dir() -> PathBuf {
@@ -244,19 +290,21 @@ fn dashboard_shows_every_bucket_live_and_loads_nothing_external() {
 
     // Wait (polling the DOM) for every bucket to appear with a level...
     let deadline = Instant::now() + Duration::from_secs(60);
-    let first = loop {
+    let (first, first_keys) = loop {
         let l = levels(&mut chrome);
         // Shown, and holding water from the traffic.
+        let keys = key_rows(&mut chrome);
         if BUCKETS.iter().all(|(b, _)| {
             l.get(*b)
                 .and_then(|v| v.parse::<f64>().ok())
                 .is_some_and(|v| v > 0.0)
-        }) {
-            break l;
+        }) && busy_keys_shown(&keys)
+        {
+            break (l, keys);
         }
         assert!(
             Instant::now() < deadline,
-            "the page never showed every bucket: {l:?}"
+            "the page never showed every bucket and its busiest keys: {l:?} {keys:?}"
         );
         std::thread::sleep(Duration::from_millis(200));
     };
@@ -264,17 +312,24 @@ fn dashboard_shows_every_bucket_live_and_loads_nothing_external() {
     // (under traffic a full bucket can sit at its capacity).
     stop.store(true, Ordering::Relaxed);
     sender.join().unwrap();
+    // So must the busiest key's level (k1 gets the most traffic).
     let mut moved = BTreeMap::new();
-    while moved.len() < BUCKETS.len() {
+    let mut keys_moved = BTreeMap::new();
+    while moved.len() < BUCKETS.len() || keys_moved.len() < BUCKETS.len() {
         let now = levels(&mut chrome);
+        let keys = key_rows(&mut chrome);
         for (b, _) in BUCKETS {
             if now[b] != first[b] {
                 moved.insert(b, (first[b].clone(), now[b].clone()));
             }
+            let (was, is) = (key_level(&first_keys, b, "k1"), key_level(&keys, b, "k1"));
+            if is.is_some() && is != was {
+                keys_moved.insert(b, (was.map(str::to_owned), is.map(str::to_owned)));
+            }
         }
         assert!(
             Instant::now() < deadline,
-            "levels did not move: first {first:?}, now {now:?}"
+            "levels did not move: first {first:?} {first_keys:?}, now {now:?} {keys:?}"
         );
         std::thread::sleep(Duration::from_millis(200));
     }
@@ -331,7 +386,7 @@ fn dashboard_shows_every_bucket_live_and_loads_nothing_external() {
         .collect();
     assert!(external.is_empty(), "external requests: {external:?}");
 
-    eprintln!("levels moved: {moved:?}");
+    eprintln!("levels moved: {moved:?}; busiest key k1 moved: {keys_moved:?}");
 }
 
 /// 1,000 buckets: the events carry one page of them, busiest first, and the

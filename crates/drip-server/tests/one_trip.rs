@@ -20,7 +20,7 @@ use std::time::{Duration, Instant};
 
 use common::TestServer;
 use drip::core::Request;
-use drip::store::{KeyStatus, RedisOptions, RedisStore, SqliteStore};
+use drip::store::{KeyLevel, KeyStatus, RedisOptions, RedisStore, SqliteStore};
 use drip::{Decision, Limiter, MemoryStore, Policy, Result, Store};
 use drip_server::grpc::pb;
 use drip_server::server::Options;
@@ -87,6 +87,10 @@ impl<S: Store> Store for Counting<S> {
     async fn keys_held(&self) -> Result<Option<u64>> {
         self.count("keys_held");
         self.inner.keys_held().await
+    }
+    async fn busiest_keys(&self, bucket: &str, n: usize) -> Result<Option<Vec<KeyLevel>>> {
+        self.count("busiest_keys");
+        self.inner.busiest_keys(bucket, n).await
     }
 }
 

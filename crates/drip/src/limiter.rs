@@ -5,7 +5,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use crate::core::{Decision, JointDecision, Outcome, Policy, Request};
-use crate::store::{JointPart, KeyStatus, MemoryStore, QueuedRequest, Store};
+use crate::store::{JointPart, KeyLevel, KeyStatus, MemoryStore, QueuedRequest, Store};
 use crate::throttle::Throttle;
 use crate::{Error, Result};
 
@@ -164,6 +164,13 @@ impl<S: Store> Limiter<S> {
     /// Every configured bucket with its policy.
     pub async fn list(&self) -> Result<Vec<(String, Policy)>> {
         self.store.list().await
+    }
+
+    /// The `n` keys of `bucket` holding the most water now, fullest first,
+    /// or `None` where the store cannot tell cheaply (see
+    /// [`Store::busiest_keys`]). For dashboards: one store call.
+    pub async fn busiest_keys(&self, bucket: &str, n: usize) -> Result<Option<Vec<KeyLevel>>> {
+        self.store.busiest_keys(bucket, n).await
     }
 
     /// A throttle: each call through it waits its turn in `bucket` for `key`.

@@ -13,7 +13,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use drip::core::{MAX_EXACT, Request};
-use drip::store::KeyStatus;
+use drip::store::{KeyLevel, KeyStatus};
 use drip::{Decision, Error, Limit, MemoryStore, Outcome, Policy, Rate, Result, Store, Window};
 use parking_lot::Mutex;
 
@@ -351,6 +351,10 @@ impl<S: Store> Store for Resilient<S> {
 
     async fn cancel(&self, bucket: &str, key: &str, id: &str) -> Result<bool> {
         self.call(self.inner.cancel(bucket, key, id)).await
+    }
+
+    async fn busiest_keys(&self, bucket: &str, n: usize) -> Result<Option<Vec<KeyLevel>>> {
+        self.call(self.inner.busiest_keys(bucket, n)).await
     }
 }
 

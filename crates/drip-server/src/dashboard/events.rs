@@ -14,6 +14,7 @@ use serde::{Deserialize, Serialize};
 use tokio::sync::broadcast::{self, error::RecvError};
 
 use super::sampler::{BucketSample, Sampler, Snapshot};
+use super::watched::Watch;
 use crate::error::ApiError;
 use crate::http::extract::Query;
 use crate::model::ClusterStatus;
@@ -109,8 +110,10 @@ pub async fn events<S: Store>(
             format!("page must be an integer in 0..={MAX_PAGE}"),
         ));
     }
+    let watch = sampler.watch(q.page, q.per_page);
     let (rx, first) = sampler.subscribe();
     let state = Conn {
+        _watch: watch,
         rx,
         first,
         sent_history: false,
@@ -127,6 +130,8 @@ pub async fn events<S: Store>(
 
 /// One browser's connection.
 struct Conn {
+    /// Its page counted as watched while the stream lives.
+    _watch: Watch,
     rx: broadcast::Receiver<Arc<Snapshot>>,
     first: Option<Arc<Snapshot>>,
     sent_history: bool,

@@ -4,9 +4,11 @@
 //!
 //! - [`sampler`]: reads the buckets once a second, only while someone watches.
 //! - [`events`]: the SSE stream of one browser, cut to its page of buckets.
+//! - [`watched`]: the pages browsers show, whose buckets' busiest keys are read.
 
 pub mod events;
 pub mod sampler;
+pub mod watched;
 
 use std::sync::Arc;
 

@@ -1,8 +1,10 @@
 //! The dashboard's sampler: once a second, while at least one browser
 //! watches, it reads every bucket through the server's [`App`] (the limiter's
 //! `list` and `status`, the Prometheus decision counters and the cluster
-//! view), keeps a few minutes of each bucket's level, and broadcasts the
-//! snapshot. With nobody watching there is no task and no cost.
+//! view), keeps a few minutes of each bucket's level, reads the busiest
+//! keys of the buckets on the pages browsers show (the limiter's
+//! `busiest_keys`), and broadcasts the snapshot. With nobody watching there
+//! is no task and no cost.
 
 use std::collections::{BTreeMap, HashMap, VecDeque};
 use std::sync::{Arc, Mutex, PoisonError};
@@ -12,6 +14,7 @@ use drip::Store;
 use serde::Serialize;
 use tokio::sync::broadcast;
 
+use super::watched::{Watch, Watched};
 use crate::app::App;
 use crate::metrics::DECISIONS;
 use crate::model::ClusterStatus;
@@ -20,6 +23,25 @@ use crate::model::ClusterStatus;
 pub const EVERY: Duration = Duration::from_secs(1);
 /// Samples of history kept per bucket (five minutes at one a second).
 pub const HISTORY: usize = 300;
+/// Busiest keys read per bucket shown.
+pub const TOP_KEYS: usize = 5;
+/// Most buckets whose busiest keys one sample reads (over every watched page).
+pub const MAX_KEYED_BUCKETS: usize = 100;
+
+/// One of a bucket's busiest keys in a snapshot.
+#[derive(Clone, Debug, Serialize, PartialEq, utoipa::ToSchema)]
+pub struct KeySample {
+    /// The key.
+    pub key: String,
+    /// Units in its bucket now.
+    pub level: f64,
+    /// Its queue size now (shape mode: requests waiting).
+    pub queue_size: u64,
+    /// Requests it has had admitted (within the counter retention).
+    pub allowed: u64,
+    /// Requests it has had refused (within the counter retention).
+    pub rejected: u64,
+}
 
 /// One bucket in a snapshot.
 #[derive(Clone, Debug, Serialize, PartialEq, utoipa::ToSchema)]
@@ -44,6 +66,11 @@ pub struct BucketSample {
     pub admitted_total: u64,
     /// Decisions refused since the server started, all keys.
     pub rejected_total: u64,
+    /// The keys holding the most water now, fullest first (at most
+    /// [`TOP_KEYS`]; drained keys left out). Read only for buckets on a
+    /// page some browser shows; empty otherwise, and where the store cannot
+    /// tell cheaply (a Redis Cluster).
+    pub busiest_keys: Vec<KeySample>,
 }
 
 /// Everything a browser is sent, before its page is cut out.
@@ -67,6 +94,7 @@ pub struct Sampler<S: Store> {
     app: Arc<App<S>>,
     live: Mutex<Option<broadcast::Sender<Arc<Snapshot>>>>,
     last: Mutex<Option<Arc<Snapshot>>>,
+    watched: Arc<Watched>,
 }
 
 impl<S: Store> Sampler<S> {
@@ -76,7 +104,14 @@ impl<S: Store> Sampler<S> {
             app,
             live: Mutex::new(None),
             last: Mutex::new(None),
+            watched: Arc::default(),
         })
+    }
+
+    /// Counts a browser showing `page` of `per_page` buckets (whose busiest
+    /// keys are then read) until the guard drops.
+    pub fn watch(&self, page: usize, per_page: usize) -> Watch {
+        self.watched.watch(page, per_page)
     }
 
     /// True while a sampling task runs (someone watches).
@@ -176,6 +211,7 @@ impl<S: Store> Sampler<S> {
                     leak_rate: b.leak_rate,
                     level: b.level,
                     queue_size: b.queue_size,
+                    busiest_keys: Vec::new(),
                 }
             })
             .collect();
@@ -186,6 +222,11 @@ impl<S: Store> Sampler<S> {
                 .then(b.level.total_cmp(&a.level))
                 .then_with(|| a.bucket_id.cmp(&b.bucket_id))
         });
+        for range in self.watched.positions(out.len(), MAX_KEYED_BUCKETS) {
+            for b in &mut out[range] {
+                b.busiest_keys = self.busiest_keys(&b.bucket_id).await;
+            }
+        }
         history.retain(|name, _| out.iter().any(|b| &b.bucket_id == name));
         for b in &out {
             let h = history.entry(b.bucket_id.clone()).or_default();
@@ -201,6 +242,26 @@ impl<S: Store> Sampler<S> {
             cluster: self.app.cluster().await,
             history: history.clone(),
             error,
+        }
+    }
+}
+
+impl<S: Store> Sampler<S> {
+    /// The busiest keys of `bucket` through the limiter (none if the store
+    /// cannot tell, or fails: the bucket's own figures still show).
+    async fn busiest_keys(&self, bucket: &str) -> Vec<KeySample> {
+        match self.app.limiter().busiest_keys(bucket, TOP_KEYS).await {
+            Ok(Some(keys)) => keys
+                .into_iter()
+                .map(|k| KeySample {
+                    key: k.key,
+                    level: k.level.level,
+                    queue_size: k.level.queue_size,
+                    allowed: k.counters.allowed,
+                    rejected: k.counters.rejected,
+                })
+                .collect(),
+            Ok(None) | Err(_) => Vec::new(),
         }
     }
 }
@@ -288,6 +349,54 @@ mod tests {
             );
             tokio::time::sleep(Duration::from_millis(20)).await;
         }
+    }
+
+    /// The busiest keys come for the buckets on a watched page only,
+    /// fullest first, at most `TOP_KEYS` of them.
+    #[tokio::test]
+    async fn busiest_keys_of_watched_pages_only() {
+        let limiter = Limiter::memory();
+        let policy = Policy::police(Limit::new(Rate::per_second(1).unwrap(), 100).unwrap());
+        for b in ["a", "b"] {
+            limiter.configure(b, policy.clone()).await.unwrap();
+        }
+        // Bucket "a" is the busier (more decisions): first in the order.
+        for i in 0..8u64 {
+            limiter.check("a", &format!("k{i}"), 10 + i).await.unwrap();
+        }
+        limiter.check("b", "x", 50).await.unwrap();
+        let node = Node {
+            id: "n".into(),
+            http: "h".into(),
+            grpc: "g".into(),
+        };
+        let sampler = Sampler::new(App::new(
+            limiter,
+            None,
+            node,
+            CancellationToken::new(),
+            None,
+        ));
+        let (mut history, mut previous) = (HashMap::new(), None);
+        let snap = sampler.snapshot(&mut history, &mut previous).await;
+        assert!(snap.buckets.iter().all(|b| b.busiest_keys.is_empty()));
+        // Page 1 of 1 bucket per page: the second bucket in the order.
+        let watch = sampler.watch(1, 1);
+        let snap = sampler.snapshot(&mut history, &mut previous).await;
+        let shown: Vec<_> = snap.buckets.iter().map(|b| b.busiest_keys.len()).collect();
+        assert_eq!(shown.iter().filter(|&&n| n > 0).count(), 1, "{shown:?}");
+        let watch0 = sampler.watch(0, 2);
+        let snap = sampler.snapshot(&mut history, &mut previous).await;
+        let a = snap.buckets.iter().find(|b| b.bucket_id == "a").unwrap();
+        let keys: Vec<&str> = a.busiest_keys.iter().map(|k| k.key.as_str()).collect();
+        assert_eq!(keys, ["k7", "k6", "k5", "k4", "k3"]);
+        assert_eq!(
+            (a.busiest_keys[0].allowed, a.busiest_keys[0].rejected),
+            (1, 0)
+        );
+        drop((watch, watch0));
+        let snap = sampler.snapshot(&mut history, &mut previous).await;
+        assert!(snap.buckets.iter().all(|b| b.busiest_keys.is_empty()));
     }
 
     #[test]

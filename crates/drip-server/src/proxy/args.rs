@@ -100,6 +100,11 @@ pub struct Args {
     /// 127.0.0.1:9090.
     #[arg(long, value_name = "ADDR")]
     pub metrics: Option<String>,
+    /// Threads serving connections, 1..=1024, each with its own upstream
+    /// connections (a connection stays on one thread, as in nginx's
+    /// workers); default: one per core. Example: --workers 4.
+    #[arg(long, value_parser = clap::value_parser!(u16).range(1..=1024))]
+    pub workers: Option<u16>,
 }
 
 /// `--mode`.

@@ -1,8 +1,8 @@
 //! The door every request passes: one decision through [`Limiter`] (one
 //! store call), then, in shape mode, the wait for its turn.
 //!
-//! Police mode is [`Limiter::check`]. Shape mode is [`Limiter::acquire`]
-//! with `--queue-timeout`: the request takes its place at once (so waiters
+//! Police mode is [`Limiter::check`]. Shape mode is [`Limiter::acquire`]'s
+//! reservation with `--queue-timeout`, then a [`precise`] wait: the request takes its place at once (so waiters
 //! go strictly first come, first served per key, across every proxy on the
 //! same store) and is answered 429 at once when its place is beyond the
 //! timeout.
@@ -19,10 +19,10 @@ use std::time::{Duration, Instant};
 
 use axum::response::Response;
 use drip::tower::headers;
-use drip::{Decision, Limiter, Mode, Outcome, Policy, Store};
+use drip::{Decision, Limiter, Mode, Outcome, Policy, Request, Store};
 use http::{HeaderValue, StatusCode};
 
-use super::respond;
+use super::{precise, respond};
 use crate::metrics::Metrics;
 
 /// The bucket, its policy and how to wait.
@@ -34,6 +34,19 @@ pub struct Gate<S: Store> {
     /// `RateLimit-Policy`, built once from the policy read at start.
     policy_header: Option<HeaderValue>,
     metrics: Arc<Metrics>,
+}
+
+impl<S: Store> Clone for Gate<S> {
+    fn clone(&self) -> Self {
+        Gate {
+            limiter: self.limiter.clone(),
+            bucket: self.bucket.clone(),
+            mode: self.mode,
+            queue_timeout: self.queue_timeout,
+            policy_header: self.policy_header.clone(),
+            metrics: self.metrics.clone(),
+        }
+    }
 }
 
 impl<S: Store> Gate<S> {
@@ -62,11 +75,20 @@ impl<S: Store> Gate<S> {
         let decided = match self.mode {
             Mode::Police => self.limiter.check(&self.bucket, key, cost).await,
             Mode::Shape => {
+                // `Limiter::acquire`'s reservation, then a wait that ends on
+                // time (`precise`), not up to a millisecond late.
                 let waiting = Waiting::new(&self.metrics);
+                let max_wait = u64::try_from(self.queue_timeout.as_nanos()).unwrap_or(u64::MAX);
                 let d = self
                     .limiter
-                    .acquire(&self.bucket, key, cost, Some(self.queue_timeout))
+                    .decide(&self.bucket, key, Request::reserve(cost, max_wait))
                     .await;
+                if let Ok(d) = &d
+                    && d.allowed()
+                    && d.wait > 0
+                {
+                    precise::sleep_until(Instant::now() + Duration::from_nanos(d.wait)).await;
+                }
                 waiting.done();
                 d
             }

@@ -7,6 +7,7 @@
 //! - [`gate`]: the one decision per request, through `Limiter`, and the
 //!   wait in shape mode (why a disconnected waiter keeps its place).
 //! - [`upstream`]: the pooled client, streaming, 502/504.
+//! - [`precise`]: sleeps that end on time (shape mode's departures).
 //! - [`respond`]: the proxy's own JSON answers; [`server`]: the listener.
 
 pub mod args;
@@ -14,6 +15,7 @@ pub mod client_ip;
 pub mod cost;
 pub mod gate;
 pub mod key;
+pub mod precise;
 pub mod respond;
 pub mod server;
 pub mod upstream;
@@ -102,7 +104,17 @@ impl WithLimiter for Job {
             cost: args.cost,
             trusted: args.trust_forwarded,
         };
-        let served = server::serve(proxy, listener, sidecar.stop.clone().cancelled_owned()).await;
+        let workers = args.workers.map_or_else(
+            || std::thread::available_parallelism().map_or(1, |n| n.get()),
+            usize::from,
+        );
+        let served = server::serve(
+            proxy,
+            listener,
+            workers,
+            sidecar.stop.clone().cancelled_owned(),
+        )
+        .await;
         sweeper.abort();
         sidecar.finish().await?;
         served

@@ -9,7 +9,7 @@ use std::time::Duration;
 use axum::body::Body;
 use axum::response::{IntoResponse, Response};
 use http::header::{self, HeaderMap, HeaderName, HeaderValue};
-use http::uri::{Authority, Scheme};
+use http::uri::{Authority, PathAndQuery, Scheme};
 use http::{Request, StatusCode, Uri, Version};
 use hyper_util::client::legacy::Client;
 use hyper_util::client::legacy::connect::HttpConnector;
@@ -24,6 +24,7 @@ const POOL_IDLE: Duration = Duration::from_secs(90);
 /// The upstream and the client that reaches it.
 pub struct Upstream {
     client: Client<HttpConnector, Body>,
+    connect_timeout: Duration,
     scheme: Scheme,
     authority: Authority,
     /// The URL's path without its trailing `/`, prefixed to every request's.
@@ -53,21 +54,30 @@ impl Upstream {
         if uri.query().is_some() {
             return Err(format!("{rule}, without a query (got {url:?})"));
         }
-        let mut connector = HttpConnector::new();
-        connector.set_connect_timeout(Some(connect_timeout));
-        connector.set_nodelay(true);
-        let client = Client::builder(TokioExecutor::new())
-            .pool_idle_timeout(POOL_IDLE)
-            .pool_timer(TokioTimer::new())
-            .build(connector);
         Ok(Upstream {
-            client,
+            client: client(connect_timeout),
+            connect_timeout,
             scheme: scheme.clone(),
             authority: authority.clone(),
             base_path: uri.path().trim_end_matches('/').to_owned(),
             timeout,
             preserve_host,
         })
+    }
+
+    /// The same upstream with a pool of its own: a worker thread's
+    /// connections then stay on that thread (a pooled connection is driven
+    /// by a task of the runtime that opened it).
+    pub fn fresh(&self) -> Upstream {
+        Upstream {
+            client: client(self.connect_timeout),
+            connect_timeout: self.connect_timeout,
+            scheme: self.scheme.clone(),
+            authority: self.authority.clone(),
+            base_path: self.base_path.clone(),
+            timeout: self.timeout,
+            preserve_host: self.preserve_host,
+        }
     }
 
     /// Forwards `req` from `client` and returns the upstream's response (its
@@ -113,11 +123,27 @@ impl Upstream {
     /// The request as the upstream gets it.
     fn rewrite(&self, req: Request<Body>, client: IpAddr) -> Result<Request<Body>, Refusal> {
         let (mut parts, body) = req.into_parts();
-        let path_and_query = parts.uri.path_and_query().map_or("/", |p| p.as_str());
+        // Without a base path the request's own (shared bytes) is reused.
+        let path_and_query = match parts.uri.path_and_query() {
+            Some(p) if self.base_path.is_empty() => p.clone(),
+            p => {
+                let p = p.map_or("/", |p| p.as_str());
+                match format!("{}{}", self.base_path, p).parse::<PathAndQuery>() {
+                    Ok(p) => p,
+                    Err(_) => {
+                        return Err(Refusal::new(
+                            StatusCode::BAD_REQUEST,
+                            "invalid_path",
+                            "the request path cannot be forwarded",
+                        ));
+                    }
+                }
+            }
+        };
         let uri = Uri::builder()
             .scheme(self.scheme.clone())
             .authority(self.authority.clone())
-            .path_and_query(format!("{}{}", self.base_path, path_and_query))
+            .path_and_query(path_and_query)
             .build()
             .map_err(|_| {
                 Refusal::new(
@@ -147,8 +173,27 @@ impl Upstream {
     }
 }
 
+/// A pooled keep-alive client whose connections' tasks run on the runtime
+/// that opens them.
+fn client(connect_timeout: Duration) -> Client<HttpConnector, Body> {
+    let mut connector = HttpConnector::new();
+    connector.set_connect_timeout(Some(connect_timeout));
+    connector.set_nodelay(true);
+    Client::builder(TokioExecutor::new())
+        .pool_idle_timeout(POOL_IDLE)
+        .pool_timer(TokioTimer::new())
+        .build(connector)
+}
+
 /// Appends `client` to `X-Forwarded-For`, as every proxy in a chain does.
 fn append_forwarded_for(headers: &mut HeaderMap, client: IpAddr) {
+    if !headers.contains_key(&X_FORWARDED_FOR) {
+        // The usual case: the first hop.
+        if let Ok(v) = HeaderValue::from_str(&client.to_string()) {
+            headers.insert(X_FORWARDED_FOR.clone(), v);
+        }
+        return;
+    }
     let joined = headers
         .get_all(&X_FORWARDED_FOR)
         .iter()
@@ -168,15 +213,8 @@ fn append_forwarded_for(headers: &mut HeaderMap, client: IpAddr) {
 /// Removes the headers that belong to one connection (RFC 9110 §7.6.1),
 /// including those `Connection` names.
 fn strip_hop_by_hop(headers: &mut HeaderMap) {
-    let named: Vec<HeaderName> = headers
-        .get_all(header::CONNECTION)
-        .iter()
-        .filter_map(|v| v.to_str().ok())
-        .flat_map(|v| v.split(','))
-        .filter_map(|n| HeaderName::from_bytes(n.trim().as_bytes()).ok())
-        .collect();
-    for name in named {
-        headers.remove(name);
+    if headers.contains_key(header::CONNECTION) {
+        strip_named_by_connection(headers);
     }
     for name in [
         header::CONNECTION,
@@ -189,6 +227,20 @@ fn strip_hop_by_hop(headers: &mut HeaderMap) {
         header::TRANSFER_ENCODING,
         header::UPGRADE,
     ] {
+        headers.remove(name);
+    }
+}
+
+/// Removes the headers `Connection` names.
+fn strip_named_by_connection(headers: &mut HeaderMap) {
+    let named: Vec<HeaderName> = headers
+        .get_all(header::CONNECTION)
+        .iter()
+        .filter_map(|v| v.to_str().ok())
+        .flat_map(|v| v.split(','))
+        .filter_map(|n| HeaderName::from_bytes(n.trim().as_bytes()).ok())
+        .collect();
+    for name in named {
         headers.remove(name);
     }
 }

@@ -7,6 +7,7 @@ use std::future::Future;
 use crate::core::{JointDecision, Level, Policy, Request};
 use crate::{Decision, Error, Result};
 
+mod busiest;
 pub mod memory;
 mod queue;
 #[cfg(feature = "redis")]
@@ -14,6 +15,7 @@ pub mod redis;
 #[cfg(feature = "sqlite")]
 pub mod sqlite;
 
+pub use busiest::{BUSIEST_SCAN, KeyLevel};
 pub use memory::{KeyedBucket, MemoryStore};
 pub use queue::QueuedRequest;
 pub(crate) use queue::{Entry, give_back, max_entries};
@@ -217,5 +219,19 @@ pub trait Store: Send + Sync + 'static {
         std::future::ready(Err(Error::Store(
             "this store cannot decide several keys jointly".to_owned(),
         )))
+    }
+
+    /// The `n` keys of `bucket` holding the most water now, fullest first
+    /// (keys whose bucket is empty are left out), or `None` where the store
+    /// cannot tell cheaply. Stores that read keys one by one look at no
+    /// more than [`BUSIEST_SCAN`] of them. For watching (the dashboard), not
+    /// for deciding: it never slows decisions down for long.
+    fn busiest_keys(
+        &self,
+        bucket: &str,
+        n: usize,
+    ) -> impl Future<Output = Result<Option<Vec<KeyLevel>>>> + Send {
+        let _ = (bucket, n);
+        std::future::ready(Ok(None))
     }
 }

@@ -414,6 +414,65 @@ pub async fn counters_outlive_the_water<S: Store>(h: Harness<S>) {
     }
 }
 
+/// The busiest keys: the fullest first, drained keys left out, at most
+/// `n`, with each key's level and counters; another bucket's keys never
+/// show; an unknown bucket is an error. Police 1/s, capacity 10: a, b, c,
+/// e take 5, 2, 8, 1; 1.5 s later they hold 3.5, 0.5, 6.5 and nothing.
+pub async fn busiest_keys<S: Store>(h: Harness<S>) {
+    h.limiter
+        .configure("t", policy(Mode::Police, 1, 10))
+        .await
+        .unwrap();
+    h.limiter
+        .configure("other", policy(Mode::Police, 1, 10))
+        .await
+        .unwrap();
+    for (key, cost) in [("a", 5), ("b", 2), ("c", 8), ("e", 1)] {
+        assert!(h.limiter.check("t", key, cost).await.unwrap().allowed());
+    }
+    assert!(!h.limiter.check("t", "c", 9).await.unwrap().allowed());
+    assert!(h.limiter.check("other", "x", 9).await.unwrap().allowed());
+    h.advance_ms(1500);
+    let names = |v: &[drip::store::KeyLevel]| v.iter().map(|k| k.key.clone()).collect::<Vec<_>>();
+    let all = h.limiter.busiest_keys("t", 10).await.unwrap().unwrap();
+    assert_eq!(names(&all), ["c", "a", "b"]);
+    let levels: Vec<f64> = all.iter().map(|k| k.level.level).collect();
+    assert_eq!(levels, [6.5, 3.5, 0.5]);
+    assert_eq!(
+        (
+            all[0].level.queue_size,
+            all[0].counters.allowed,
+            all[0].counters.rejected
+        ),
+        (7, 1, 1)
+    );
+    assert_eq!(all[1].level.remaining, 6);
+    let two = h.limiter.busiest_keys("t", 2).await.unwrap().unwrap();
+    assert_eq!(names(&two), ["c", "a"]);
+    assert!(
+        h.limiter
+            .busiest_keys("t", 0)
+            .await
+            .unwrap()
+            .unwrap()
+            .is_empty()
+    );
+    // Once everything has drained, no key is busy.
+    h.advance_ms(7000);
+    assert!(
+        h.limiter
+            .busiest_keys("t", 10)
+            .await
+            .unwrap()
+            .unwrap()
+            .is_empty()
+    );
+    assert!(matches!(
+        h.limiter.busiest_keys("nope", 3).await,
+        Err(drip::Error::UnknownBucket(_))
+    ));
+}
+
 /// Acquire reserves places in order, and a timeout refuses without consuming.
 pub async fn acquire_reservations<S: Store>(h: Harness<S>) {
     h.limiter
@@ -735,7 +794,8 @@ macro_rules! conformance_suite {
             police_table shape_table scenario_a scenario_b scenario_c scenario_d
             scenario_e scenario_f windows_and_atomicity costs reconfigure
             delete_and_list status_counters acquire_reservations bad_input
-            counters_outlive_the_water joint_decisions queue_listing cancel_gives_the_place_back);
+            counters_outlive_the_water joint_decisions queue_listing cancel_gives_the_place_back
+            busiest_keys);
     };
     (@cases [$attr:meta] $make:expr; $($case:ident)*) => {
         $(

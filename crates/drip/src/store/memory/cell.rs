@@ -198,6 +198,15 @@ impl Cell {
         }
     }
 
+    /// The key's `tat` in the policy's ticks under `config` (its whole
+    /// state's, without copying its window logs).
+    pub(super) fn tat(&self, config: &Config) -> u128 {
+        match self.full() {
+            Some(state) => state.lock().tat,
+            None => config.base_ticks() + u128::from(self.tat.load()),
+        }
+    }
+
     /// Keeps `state` under `config`: as a word when the policy has a 64-bit
     /// path and the `tat` fits, else whole. Needs exclusive access.
     pub(super) fn store(&mut self, config: &Config, state: State) {

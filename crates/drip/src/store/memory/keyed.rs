@@ -10,7 +10,8 @@ use super::config::Config;
 use super::shards::{FindIn, Shards};
 use crate::Result;
 use crate::clock::{Clock, MonotonicClock};
-use crate::core::{self, Answer, Decision, Nanos, Policy, Request, State, Verdict};
+use crate::core::{self, Answer, Decision, Level, Nanos, Policy, Request, State, Verdict};
+use crate::store::busiest::Top;
 use crate::store::{Counters, Entry, KeyStatus};
 
 /// One policy applied to many keys of type `K`, in memory.
@@ -235,6 +236,29 @@ impl<K: Hash + Eq + Clone, C: Clock> KeyedBucket<K, C> {
             policy: shard.config.policy.clone(),
             counters,
         }
+    }
+
+    /// The `n` keys holding the most water now, fullest first, with their
+    /// level and counters; keys whose bucket is empty are left out. Walks
+    /// every key, one shard at a time under its read lock, so decisions go
+    /// on meanwhile (only a new key of the shard being read waits for it).
+    pub fn busiest(&self, n: usize) -> Vec<(K, Level, Counters)> {
+        let now = self.clock.now();
+        let mut top = Top::new(n);
+        self.shards.each_shared(|shard| {
+            let config = &shard.config;
+            let empty_below = config.policy.limit().rate().ticks(now);
+            for (key, cell) in shard.keys.iter() {
+                let tat = cell.tat(config);
+                if tat > empty_below {
+                    top.offer(tat, || {
+                        let level = core::level(&config.policy, &cell.state(config), now);
+                        (key.clone(), level, cell.counters())
+                    });
+                }
+            }
+        });
+        top.into_sorted()
     }
 
     /// The current policy.

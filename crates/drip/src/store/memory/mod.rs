@@ -64,7 +64,7 @@ use std::sync::{Arc, PoisonError};
 
 use crossbeam_utils::sync::{ShardedLock, ShardedLockReadGuard, ShardedLockWriteGuard};
 
-use super::{JointPart, KeyStatus, QueuedRequest, Store};
+use super::{JointPart, KeyLevel, KeyStatus, QueuedRequest, Store};
 use crate::clock::{Clock, MonotonicClock, SystemClock};
 use crate::core::{Decision, JointDecision, Nanos, Policy, Request};
 use crate::{Error, Result};
@@ -288,6 +288,24 @@ impl<C: Clock> Store for MemoryStore<C> {
 
     async fn decide_all(&self, parts: &[JointPart<'_>]) -> Result<JointDecision> {
         self.decide_all_now(parts)
+    }
+
+    async fn busiest_keys(&self, bucket: &str, n: usize) -> Result<Option<Vec<KeyLevel>>> {
+        // The bucket is taken out of the map first: walking its keys must
+        // not hold the map's lock, which creating a bucket writes.
+        let b = read(&self.buckets)
+            .get(bucket)
+            .cloned()
+            .ok_or_else(|| Error::UnknownBucket(bucket.to_owned()))?;
+        let keys = b.busiest(n).into_iter();
+        Ok(Some(
+            keys.map(|(key, level, counters)| KeyLevel {
+                key,
+                level,
+                counters,
+            })
+            .collect(),
+        ))
     }
 
     async fn list(&self) -> Result<Vec<(String, Policy)>> {

@@ -123,6 +123,14 @@ impl<K: Hash + Eq> Shards<K> {
         }
     }
 
+    /// Runs `f` on each shard in turn, shared (decisions on held keys go
+    /// on meanwhile; only a new key of the shard waits).
+    pub(super) fn each_shared(&self, mut f: impl FnMut(&Shard<K>)) {
+        for s in self.shards.iter() {
+            f(&s.read());
+        }
+    }
+
     /// The policy (read from the first shard; all hold the same).
     pub(super) fn config(&self) -> Arc<Config> {
         self.shards[0].read().config.clone()

@@ -40,12 +40,13 @@ use dashmap::DashMap;
 use redis::aio::{ConnectionManager, ConnectionManagerConfig};
 use redis::{Script, Value};
 
-use super::{KeyStatus, QueuedRequest, Store};
+use super::{KeyLevel, KeyStatus, QueuedRequest, Store};
 use crate::Result;
 use crate::clock::Clock;
 use crate::core::{Decision, Level, Nanos, Policy, Request};
 
 mod batch;
+mod busiest;
 mod cache;
 mod conn;
 mod joint;
@@ -352,6 +353,10 @@ impl Store for RedisStore {
             Value::Int(n) => Ok(n == 1),
             other => Err(bad_reply(&other)),
         }
+    }
+
+    async fn busiest_keys(&self, bucket: &str, n: usize) -> Result<Option<Vec<KeyLevel>>> {
+        self.inner.busiest(bucket, n).await
     }
 
     async fn ping(&self) -> Result<()> {

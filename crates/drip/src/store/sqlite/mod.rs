@@ -68,11 +68,12 @@ use std::time::Duration;
 
 use tokio::sync::oneshot;
 
-use super::{KeyStatus, QueuedRequest, Store};
+use super::{KeyLevel, KeyStatus, QueuedRequest, Store};
 use crate::clock::{Clock, SystemClock};
 use crate::core::{Decision, Policy, Request};
 use crate::{Error, Result};
 
+mod busiest;
 mod codec;
 mod fail;
 mod joint;
@@ -357,6 +358,12 @@ impl<C: Clock> Store for SqliteStore<C> {
     async fn cancel(&self, bucket: &str, key: &str, id: &str) -> Result<bool> {
         let (bucket, key, id) = (bucket.to_owned(), key.to_owned(), id.to_owned());
         self.write("cancel", move |w| w.cancel(&bucket, &key, &id))
+            .await
+    }
+
+    async fn busiest_keys(&self, bucket: &str, n: usize) -> Result<Option<Vec<KeyLevel>>> {
+        let bucket = bucket.to_owned();
+        self.read("busiest_keys", move |w| w.busiest(&bucket, n).map(Some))
             .await
     }
 
