@@ -40,7 +40,8 @@ struct Extra {
     counts: Option<[AtomicU64; 3]>,
     /// The queued requests, when the policy tracks them (changed only
     /// with exclusive access: tracked keys decide under the write lock).
-    queue: VecDeque<Entry>,
+    /// Boxed: one word on keys that do not track.
+    queue: Option<Box<VecDeque<Entry>>>,
 }
 
 impl Cell {
@@ -52,7 +53,7 @@ impl Cell {
                 Box::new(Extra {
                     full: None,
                     counts: Some([const { AtomicU64::new(0) }; 3]),
-                    queue: VecDeque::new(),
+                    queue: None,
                 })
             }),
         };
@@ -72,7 +73,7 @@ impl Cell {
                 self.extra = Some(Box::new(Extra {
                     full,
                     counts: None,
-                    queue: VecDeque::new(),
+                    queue: None,
                 }));
             }
             None => {}
@@ -121,8 +122,11 @@ impl Cell {
         let d = core::decide(&config.policy, state, now, req);
         if d.allowed() {
             let entry = Entry::admitted(&config.policy, id, now, &d, req.cost, state.tat);
-            let queue = &mut extra.queue;
-            queue.retain(|e| e.live(now));
+            let queue = extra.queue.get_or_insert_with(Box::default);
+            // Entries leave in list order: drop the departed head.
+            while queue.front().is_some_and(|e| !e.live(now)) {
+                queue.pop_front();
+            }
             if queue.len() < max_entries(&config.policy) {
                 queue.push_back(entry);
             }
@@ -133,8 +137,9 @@ impl Cell {
 
     /// The listed requests still live at `now`, in departure order.
     pub(super) fn queued(&self, now: Nanos) -> Vec<Entry> {
-        self.extra.as_ref().map_or_else(Vec::new, |e| {
-            e.queue.iter().filter(|e| e.live(now)).cloned().collect()
+        let queue = self.extra.as_ref().and_then(|e| e.queue.as_deref());
+        queue.map_or_else(Vec::new, |q| {
+            q.iter().filter(|e| e.live(now)).cloned().collect()
         })
     }
 
@@ -144,10 +149,13 @@ impl Cell {
         let Some(extra) = self.extra.as_mut() else {
             return false;
         };
-        let Some(i) = extra.queue.iter().position(|e| e.live(now) && &*e.id == id) else {
+        let Some(queue) = extra.queue.as_mut() else {
             return false;
         };
-        let entry = extra.queue.remove(i).expect("found at i");
+        let Some(i) = queue.iter().position(|e| e.live(now) && &*e.id == id) else {
+            return false;
+        };
+        let entry = queue.remove(i).expect("found at i");
         let Some(state) = extra.full.as_mut().map(Mutex::get_mut) else {
             return false;
         };
@@ -213,7 +221,7 @@ impl Cell {
         if !config.track
             && let Some(e) = &mut self.extra
         {
-            e.queue = VecDeque::new();
+            e.queue = None;
         }
         if config.word.is_some() && state.windows.is_empty() {
             // A `tat` behind the base is an empty bucket, as 0 is (now is

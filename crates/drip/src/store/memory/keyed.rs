@@ -101,6 +101,18 @@ impl<K: Hash + Eq + Clone, C: Clock> KeyedBucket<K, C> {
         K: Borrow<Q>,
         Q: Hash + Eq + ToOwned<Owned = K> + ?Sized,
     {
+        self.answer_as(key, req, None)
+    }
+
+    /// [`answer`](Self::answer), listing an admitted request as `id` when
+    /// the policy tracks its queue (tracked keys always take the slow path,
+    /// under the write lock).
+    #[inline(always)]
+    fn answer_as<Q, A: Answer>(&self, key: &Q, req: Request, id: Option<&str>) -> Result<A>
+    where
+        K: Borrow<Q>,
+        Q: Hash + Eq + ToOwned<Owned = K> + ?Sized,
+    {
         let now = self.clock.now();
         let hash = self.shards.hash(key);
         {
@@ -113,7 +125,7 @@ impl<K: Hash + Eq + Clone, C: Clock> KeyedBucket<K, C> {
                 return Ok(answer);
             }
         }
-        self.decide_slow(key, hash, now, req, None)
+        self.decide_slow(key, hash, now, req, id)
     }
 
     /// Decides `req` for `key` now as [`decide`](Self::decide) does and,
@@ -124,12 +136,7 @@ impl<K: Hash + Eq + Clone, C: Clock> KeyedBucket<K, C> {
         K: Borrow<Q>,
         Q: Hash + Eq + ToOwned<Owned = K> + ?Sized,
     {
-        if !self.shards.config().track {
-            return self.answer(key, req);
-        }
-        let now = self.clock.now();
-        let hash = self.shards.hash(key);
-        self.decide_slow(key, hash, now, req, Some(id))
+        self.answer_as(key, req, Some(id))
     }
 
     /// The listed requests of `key` still queued now, in departure order.
