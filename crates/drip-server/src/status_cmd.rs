@@ -145,5 +145,11 @@ pub async fn run(args: &Args, out: &mut impl Write) -> Result<()> {
         writeln!(out)?;
         render_cluster(&cluster, out)?;
     }
+    if let Ok(rls) = crate::rls::status::fetch(&args.url).await
+        && rls.enabled
+    {
+        writeln!(out)?;
+        crate::rls::status::render(&rls, out)?;
+    }
     Ok(())
 }

@@ -394,6 +394,20 @@ async fn readme_configurations_behave_as_documented_on_memory() {
         "specific_limit"
     );
 
+    // drip status shows them.
+    let out = std::process::Command::new(DRIP)
+        .args(["status", "--url", &serve.http_url()])
+        .output()
+        .unwrap();
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(text.contains("rls: "), "{text}");
+    assert!(
+        text.lines().any(|l| l.starts_with("example7 ")
+            && l.contains("10/second")
+            && l.contains("replaces=specific_limit")),
+        "{text}"
+    );
+
     // Metrics named as envoyproxy/ratelimit's.
     let m = metrics(&serve.http).await;
     for line in [

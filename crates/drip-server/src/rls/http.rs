@@ -6,14 +6,14 @@ use std::sync::Arc;
 use axum::extract::State;
 use axum::routing::get;
 use axum::{Json, Router};
-use serde::Serialize;
+use serde::{Deserialize, Serialize};
 use utoipa::ToSchema;
 
 use super::config::{Quota, Rule};
 use super::state::RlsState;
 
 /// What `GET /v1/rls` answers.
-#[derive(Serialize, ToSchema)]
+#[derive(Serialize, Deserialize, ToSchema)]
 pub struct RlsView {
     /// False when the server runs without `--rls-config`.
     pub enabled: bool,
@@ -28,7 +28,7 @@ pub struct RlsView {
 }
 
 /// One rule and the drip policy it became.
-#[derive(Serialize, ToSchema)]
+#[derive(Serialize, Deserialize, ToSchema)]
 pub struct RuleView {
     /// The domain.
     pub domain: String,

@@ -8,6 +8,7 @@ pub mod config;
 pub mod http;
 pub mod service;
 pub mod state;
+pub mod status;
 
 pub use service::Rls;
 pub use state::{RlsHandle, RlsOptions, RlsState};

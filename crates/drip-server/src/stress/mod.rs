@@ -10,6 +10,7 @@ pub mod grpc;
 pub mod http;
 pub mod outcome;
 pub mod report;
+pub mod rls;
 
 use std::borrow::Cow;
 use std::io::Write;
@@ -62,6 +63,15 @@ pub struct Args {
     /// the gRPC address, e.g. http://127.0.0.1:50051.
     #[arg(long)]
     pub grpc: bool,
+    /// With --grpc: call Envoy's rate limit service
+    /// (`ShouldRateLimit`) instead, in the domain named by --bucket, with one
+    /// descriptor (--rls-key, KEY). Example: `drip stress --grpc --rls
+    /// --url http://127.0.0.1:50051 --bucket bench --keys 100`.
+    #[arg(long, requires = "grpc")]
+    pub rls: bool,
+    /// With --rls: the descriptor entry's key (its value is the request's key).
+    #[arg(long, default_value = "key")]
+    pub rls_key: String,
     /// Print the report as one JSON object instead of the table.
     #[arg(long)]
     pub json: bool,
@@ -128,6 +138,7 @@ impl Plan {
 enum Client {
     Http(http::Conn),
     Grpc(grpc::Client),
+    Rls(rls::Client, String),
 }
 
 impl Client {
@@ -135,6 +146,7 @@ impl Client {
         match self {
             Client::Http(c) => c.allow(key).await,
             Client::Grpc(c) => grpc::allow(c, bucket, key).await,
+            Client::Rls(c, entry) => rls::should(c, bucket, entry, key).await,
         }
     }
 }
@@ -210,7 +222,11 @@ pub async fn run(args: &Args, out: &mut impl Write) -> Result<Report> {
 
     // Connect every worker before the clock starts.
     let mut clients = Vec::with_capacity(args.concurrency as usize);
-    if args.grpc {
+    if args.rls {
+        for _ in 0..args.concurrency {
+            clients.push(Client::Rls(rls::connect(&args.url).await?, args.rls_key.clone()));
+        }
+    } else if args.grpc {
         for _ in 0..args.concurrency {
             clients.push(Client::Grpc(grpc::connect(&args.url).await?));
         }
@@ -251,7 +267,11 @@ pub async fn run(args: &Args, out: &mut impl Write) -> Result<Report> {
     let elapsed = start.elapsed();
     bar.finish_and_clear();
 
-    let protocol = if args.grpc { "grpc" } else { "http" };
+    let protocol = match (args.rls, args.grpc) {
+        (true, _) => "rls",
+        (false, true) => "grpc",
+        (false, false) => "http",
+    };
     let report = Report::new(protocol, &tally, elapsed, args.rate, args.concurrency);
     if args.json {
         serde_json::to_writer_pretty(&mut *out, &report)?;
