@@ -13,7 +13,7 @@ pub mod redis;
 #[cfg(feature = "sqlite")]
 pub mod sqlite;
 
-pub use memory::{KeyedBucket, MemoryStore};
+pub use memory::{Counted, Counting, KeyedBucket, MemoryStore, NoCounts};
 #[cfg(feature = "redis")]
 pub use redis::{RedisOptions, RedisStore};
 #[cfg(feature = "sqlite")]

@@ -7,6 +7,11 @@
 //! the word) holds its whole [`State`] behind a lock. Which form a key has
 //! changes only with exclusive access to it (a map entry written, or the
 //! bucket's policy held alone), never under a decision.
+//!
+//! The counters are the cell's own fields, in a counting bucket
+//! ([`Counted`], 24 bytes) or nothing at all ([`NoCounts`]): a counted key
+//! is then one map entry with no allocation of its own and no pointer to
+//! follow on a decision.
 
 use std::sync::atomic::{AtomicU64, Ordering};
 
@@ -21,52 +26,123 @@ use crate::store::Counters;
 /// most this often, and a retention is counted from it plus this.
 const STAMP_NS: Nanos = 1_000_000;
 
-/// One key: 16 bytes, so a map entry of a `u64` key is 24 (what deciding
-/// over many keys pays for most is the cache lines its entries take).
-pub(super) struct Cell {
-    /// The `tat` in ticks since the bucket's base, unless `extra.full` is set.
+mod sealed {
+    pub trait Sealed {}
+}
+
+/// What a [`KeyedBucket`](super::KeyedBucket) keeps per key besides its
+/// state: [`NoCounts`] (nothing) or [`Counted`] (allowed and rejected
+/// requests, and when the last one came).
+pub trait Counting: sealed::Sealed + Send + Sync + Sized + 'static {
+    #[doc(hidden)]
+    fn zero() -> Self;
+    #[doc(hidden)]
+    fn record(&self, allowed: bool, now: Nanos, retention_ns: Nanos);
+    #[doc(hidden)]
+    fn counters(&self) -> Counters;
+    #[doc(hidden)]
+    fn retained(&self, now: Nanos, retention_ns: Nanos) -> bool;
+}
+
+/// Keys keep no counters (status reports zero): the cheapest decisions.
+#[derive(Debug, Default)]
+pub struct NoCounts;
+
+impl sealed::Sealed for NoCounts {}
+
+impl Counting for NoCounts {
+    #[inline(always)]
+    fn zero() -> Self {
+        NoCounts
+    }
+
+    #[inline(always)]
+    fn record(&self, _: bool, _: Nanos, _: Nanos) {}
+
+    fn counters(&self) -> Counters {
+        Counters::default()
+    }
+
+    fn retained(&self, _: Nanos, _: Nanos) -> bool {
+        false
+    }
+}
+
+/// Each key counts its allowed and rejected requests and keeps when the
+/// last one came (for the policy's counter retention).
+#[derive(Debug, Default)]
+pub struct Counted([AtomicU64; 3]);
+
+impl sealed::Sealed for Counted {}
+
+impl Counting for Counted {
+    #[inline(always)]
+    fn zero() -> Self {
+        Counted::default()
+    }
+
+    #[inline(always)]
+    fn record(&self, allowed: bool, now: Nanos, retention_ns: Nanos) {
+        let counts = &self.0;
+        counts[usize::from(!allowed)].fetch_add(1, Ordering::Relaxed);
+        if retention_ns > 0 {
+            // Moved on at most once per `STAMP_NS` (sweeps allow that much
+            // more), so a busy key's decisions mostly only read it;
+            // `fetch_max`: of racing writers, the latest time wins.
+            let last = &counts[2];
+            if now >= last.load(Ordering::Relaxed).saturating_add(STAMP_NS) {
+                last.fetch_max(now, Ordering::Relaxed);
+            }
+        }
+    }
+
+    fn counters(&self) -> Counters {
+        Counters {
+            allowed: self.0[0].load(Ordering::Relaxed),
+            rejected: self.0[1].load(Ordering::Relaxed),
+        }
+    }
+
+    fn retained(&self, now: Nanos, retention_ns: Nanos) -> bool {
+        retention_ns > 0
+            && now
+                < self.0[2]
+                    .load(Ordering::Relaxed)
+                    .saturating_add(retention_ns)
+                    .saturating_add(STAMP_NS)
+    }
+}
+
+/// One key: 16 bytes uncounted, so a map entry of a `u64` key is 24 (what
+/// deciding over many keys pays for most is the cache lines its entries
+/// take); 40 bytes counted.
+pub(super) struct Cell<N> {
+    /// The `tat` in ticks since the bucket's base, unless `full` is set.
     tat: WordTat,
-    /// Counters and the whole state, for keys that have either.
-    extra: Option<Box<Extra>>,
-}
-
-/// What not every key has.
-struct Extra {
     /// The whole state, for keys the word cannot hold.
-    full: Option<Mutex<State>>,
-    /// Requests allowed and rejected, and when the last one came (clock
-    /// ns; kept only under a counter retention), when the bucket counts.
-    counts: Option<[AtomicU64; 3]>,
+    full: Option<Box<Mutex<State>>>,
+    /// The key's counters, in a counting bucket.
+    counts: N,
 }
 
-impl Cell {
+impl<N: Counting> Cell<N> {
     /// A new, empty key under `config`.
-    pub(super) fn new(config: &Config, counting: bool) -> Cell {
+    pub(super) fn new(config: &Config) -> Cell<N> {
         let mut cell = Cell {
             tat: WordTat::new(0),
-            extra: counting.then(|| {
-                Box::new(Extra {
-                    full: None,
-                    counts: Some([const { AtomicU64::new(0) }; 3]),
-                })
-            }),
+            full: None,
+            counts: N::zero(),
         };
         cell.store(config, State::default());
         cell
     }
 
-    fn full(&self) -> Option<&Mutex<State>> {
-        self.extra.as_ref().and_then(|e| e.full.as_ref())
-    }
-
-    fn set_full(&mut self, state: Option<State>) {
-        let full = state.map(Mutex::new);
-        match &mut self.extra {
-            Some(e) => e.full = full,
-            None if full.is_some() => {
-                self.extra = Some(Box::new(Extra { full, counts: None }));
-            }
-            None => {}
+    /// The same key, counting from zero with `M`.
+    pub(super) fn recount<M: Counting>(self) -> Cell<M> {
+        Cell {
+            tat: self.tat,
+            full: self.full,
+            counts: M::zero(),
         }
     }
 
@@ -75,7 +151,7 @@ impl Cell {
     /// again with exclusive access ([`spill`](Self::spill) first).
     #[inline(always)]
     pub(super) fn decide<A: Answer>(&self, config: &Config, now: Nanos, req: Request) -> Option<A> {
-        let answer = match self.full() {
+        let answer = match &self.full {
             None => {
                 let word = config.word.as_ref()?;
                 let since = config.since_base(now)?;
@@ -86,33 +162,22 @@ impl Cell {
                 A::from_decision(d)
             }
         };
-        if let Some(counts) = self.extra.as_ref().and_then(|e| e.counts.as_ref()) {
-            let i = usize::from(!answer.allowed());
-            counts[i].fetch_add(1, Ordering::Relaxed);
-            if config.retention_ns > 0 {
-                // Moved on at most once per `STAMP_NS` (sweeps allow that
-                // much more), so a busy key's decisions mostly only read it;
-                // `fetch_max`: of racing writers, the latest time wins.
-                let last = &counts[2];
-                if now >= last.load(Ordering::Relaxed).saturating_add(STAMP_NS) {
-                    last.fetch_max(now, Ordering::Relaxed);
-                }
-            }
-        }
+        self.counts
+            .record(answer.allowed(), now, config.retention_ns);
         Some(answer)
     }
 
     /// Makes the key hold its whole state (after `decide` answered `None`).
     pub(super) fn spill(&mut self, config: &Config) {
-        if self.full().is_none() {
+        if self.full.is_none() {
             let state = self.state(config);
-            self.set_full(Some(state));
+            self.full = Some(Box::new(Mutex::new(state)));
         }
     }
 
     /// The key's whole state under `config`.
     pub(super) fn state(&self, config: &Config) -> State {
-        match self.full() {
+        match &self.full {
             Some(state) => state.lock().clone(),
             None => State {
                 tat: config.base_ticks() + u128::from(self.tat.load()),
@@ -130,42 +195,28 @@ impl Cell {
             let since = state.tat.saturating_sub(config.base_ticks());
             if let Ok(word) = u64::try_from(since) {
                 self.tat.set(word);
-                self.set_full(None);
+                self.full = None;
                 return;
             }
         }
-        self.set_full(Some(state));
+        self.full = Some(Box::new(Mutex::new(state)));
     }
 
     /// True when the key holds nothing worth keeping at `now`: its bucket
     /// is empty and its counters' retention (if any) has passed.
     pub(super) fn is_idle(&self, config: &Config, now: Nanos) -> bool {
-        let retained = config.retention_ns > 0
-            && self
-                .extra
-                .as_ref()
-                .and_then(|e| e.counts.as_ref())
-                .is_some_and(|c| {
-                    now < c[2]
-                        .load(Ordering::Relaxed)
-                        .saturating_add(config.retention_ns)
-                        .saturating_add(STAMP_NS)
-                });
-        !retained && core::is_idle(&config.policy, &self.state(config), now)
+        !self.counts.retained(now, config.retention_ns)
+            && core::is_idle(&config.policy, &self.state(config), now)
     }
 
     /// True while the key is one word (not its whole state).
     #[cfg(test)]
     pub(super) fn is_word(&self) -> bool {
-        self.full().is_none()
+        self.full.is_none()
     }
 
     /// The key's counters (zero when the bucket does not count).
     pub(super) fn counters(&self) -> Counters {
-        let counts = self.extra.as_ref().and_then(|e| e.counts.as_ref());
-        counts.map_or_else(Counters::default, |c| Counters {
-            allowed: c[0].load(Ordering::Relaxed),
-            rejected: c[1].load(Ordering::Relaxed),
-        })
+        self.counts.counters()
     }
 }
