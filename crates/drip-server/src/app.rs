@@ -410,7 +410,10 @@ impl<S: Store> App<S> {
         let (d, degraded) = if self.cluster.is_some() {
             watch_degraded(self.limiter.decide_tracked(bucket, key, req, id)).await
         } else {
-            (self.limiter.decide_tracked(bucket, key, req, id).await, false)
+            (
+                self.limiter.decide_tracked(bucket, key, req, id).await,
+                false,
+            )
         };
         let d = d.map_err(|e| self.failed("decide", e))?;
         self.metrics.decision(bucket, d.outcome, start.elapsed());

@@ -29,6 +29,7 @@ use std::hint::black_box;
 use std::time::Instant;
 
 use criterion::{Criterion, criterion_group, criterion_main};
+use drip::store::Counted;
 use drip::{Clock as _, KeyedBucket, Limiter, ManualClock, MonotonicClock};
 use governor::RateLimiter;
 use governor::clock::{Clock as _, FakeRelativeClock, QuantaClock};
@@ -138,7 +139,7 @@ fn many_string_keys(c: &mut Criterion) {
     for load in LOADS {
         let mut g = c.benchmark_group(format!("keys_10k_string/{}", load.name()));
 
-        let drip: KeyedBucket<String> =
+        let drip: KeyedBucket<String, MonotonicClock, Counted> =
             KeyedBucket::new(load.policy(), MonotonicClock::new()).with_counters();
         prime(load, &keys, |k| {
             drip.check(k.as_str(), 1).unwrap().allowed()
@@ -311,7 +312,7 @@ fn store_layer(c: &mut Criterion) {
         })
     });
 
-    let drip: KeyedBucket<String> =
+    let drip: KeyedBucket<String, MonotonicClock, Counted> =
         KeyedBucket::new(load.policy(), MonotonicClock::new()).with_counters();
     prime(load, &key, |k| drip.check(k.as_str(), 1).unwrap().allowed());
     g.bench_function("drip_keyed_string_counted", |b| {

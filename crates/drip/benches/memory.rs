@@ -174,10 +174,21 @@ fn string_key(buf: &mut String, i: u64) -> &str {
 fn drip_u64(counted: bool) -> Report {
     let clock = ManualClock::new(0);
     let base = Heap::now();
-    let mut bucket: KeyedBucket<u64, ManualClock> = KeyedBucket::new(drip_policy(), clock.clone());
+    let bucket: KeyedBucket<u64, ManualClock> = KeyedBucket::new(drip_policy(), clock.clone());
     if counted {
-        bucket = bucket.with_counters();
+        fill_u64(bucket.with_counters(), clock, base, counted)
+    } else {
+        fill_u64(bucket, clock, base, counted)
     }
+}
+
+/// Fills `bucket` with `N` keys, sweeps them, fills it again.
+fn fill_u64<N: drip::store::Counting>(
+    bucket: KeyedBucket<u64, ManualClock, N>,
+    clock: ManualClock,
+    base: Heap,
+    counted: bool,
+) -> Report {
     let empty = Heap::now().since(base);
     for i in 0..N {
         assert!(bucket.check(&i, 1).unwrap().allowed());

@@ -10,6 +10,7 @@
 use std::hint::black_box;
 use std::time::{Duration, Instant};
 
+use drip::store::Counted;
 use drip::{KeyedBucket, Limit, MonotonicClock, Policy, Rate};
 
 /// Checks per subject per round, over `KEYS` keys.
@@ -17,7 +18,7 @@ const CHECKS: u64 = 2_000_000;
 const KEYS: u64 = 1_000;
 const ROUNDS: usize = 11;
 
-fn bucket(retention: Duration) -> KeyedBucket<u64, MonotonicClock> {
+fn bucket(retention: Duration) -> KeyedBucket<u64, MonotonicClock, Counted> {
     // Roomy enough that every check is admitted and the word path serves.
     let policy =
         Policy::police(Limit::new(Rate::per_second(1_000_000_000).unwrap(), 1 << 30).unwrap())
@@ -26,7 +27,7 @@ fn bucket(retention: Duration) -> KeyedBucket<u64, MonotonicClock> {
     KeyedBucket::new(policy, MonotonicClock::new()).with_counters()
 }
 
-fn round(b: &KeyedBucket<u64, MonotonicClock>) -> f64 {
+fn round(b: &KeyedBucket<u64, MonotonicClock, Counted>) -> f64 {
     let start = Instant::now();
     for i in 0..CHECKS {
         black_box(b.check(&(i % KEYS), 1).unwrap());

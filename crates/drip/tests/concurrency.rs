@@ -4,11 +4,12 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
 
+use drip::store::Counting;
 use drip::{
     KeyedBucket, Limit, Limiter, ManualClock, MemoryStore, Policy, Rate, TokioClock, Window,
 };
 
-fn hammer(bucket: Arc<KeyedBucket<String, ManualClock>>) -> u64 {
+fn hammer<N: Counting>(bucket: Arc<KeyedBucket<String, ManualClock, N>>) -> u64 {
     let admitted = Arc::new(AtomicU64::new(0));
     let threads: Vec<_> = (0..8)
         .map(|_| {
@@ -110,16 +111,19 @@ fn blocking_acquire_from_threads_keeps_the_rate() {
 /// Reconfigurations while 8 threads hammer one key: the water carries over
 /// exactly (frozen clock, whole units), including between the atomic-word
 /// and the locked kinds of key, so exactly the capacity is admitted; and a
-/// reconfiguration is never starved by the load. Counted keys are boxed;
-/// uncounted ones are inline words, carried over by tag (and by the passes
+/// reconfiguration is never starved by the load. Counted keys hold their
+/// counters inline, uncounted ones only the word; both carried over (and by the passes
 /// every 64 changes, which run while the load goes on).
 #[test]
 fn reconfiguring_under_load_keeps_exactness() {
-    reconfiguring_under_load(true);
-    reconfiguring_under_load(false);
+    reconfiguring_under_load(true, |b| b.with_counters());
+    reconfiguring_under_load(false, |b| b);
 }
 
-fn reconfiguring_under_load(counted: bool) {
+fn reconfiguring_under_load<N: Counting>(
+    counted: bool,
+    make: fn(KeyedBucket<String, ManualClock>) -> KeyedBucket<String, ManualClock, N>,
+) {
     let limit = |per_second| Limit::new(Rate::per_second(per_second).unwrap(), 3000).unwrap();
     let plain = move |per_second| Policy::police(limit(per_second));
     let windowed = move |per_second| {
@@ -128,11 +132,7 @@ fn reconfiguring_under_load(counted: bool) {
             .unwrap()
     };
     let bucket = KeyedBucket::new(plain(10), ManualClock::new(5));
-    let bucket = Arc::new(if counted {
-        bucket.with_counters()
-    } else {
-        bucket
-    });
+    let bucket = Arc::new(make(bucket));
     let changes = Arc::new(AtomicU64::new(0));
     let changer = {
         let (bucket, changes) = (bucket.clone(), changes.clone());

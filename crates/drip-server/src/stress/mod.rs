@@ -224,7 +224,10 @@ pub async fn run(args: &Args, out: &mut impl Write) -> Result<Report> {
     let mut clients = Vec::with_capacity(args.concurrency as usize);
     if args.rls {
         for _ in 0..args.concurrency {
-            clients.push(Client::Rls(rls::connect(&args.url).await?, args.rls_key.clone()));
+            clients.push(Client::Rls(
+                rls::connect(&args.url).await?,
+                args.rls_key.clone(),
+            ));
         }
     } else if args.grpc {
         for _ in 0..args.concurrency {

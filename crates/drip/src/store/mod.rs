@@ -16,7 +16,7 @@ pub mod redis;
 pub mod sqlite;
 
 pub use busiest::{BUSIEST_SCAN, KeyLevel};
-pub use memory::{KeyedBucket, MemoryStore};
+pub use memory::{Counted, Counting, KeyedBucket, MemoryStore, NoCounts};
 pub use queue::QueuedRequest;
 pub(crate) use queue::{Entry, give_back, max_entries};
 #[cfg(feature = "redis")]

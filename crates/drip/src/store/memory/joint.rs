@@ -19,7 +19,7 @@ use parking_lot::RwLockWriteGuard;
 
 use super::config::Config;
 use super::shards::Shard;
-use super::{Cell, KeyedBucket, MemoryStore, read};
+use super::{Cell, Counted, MemoryStore, StoreBucket, read};
 use crate::clock::Clock;
 use crate::core::{self, JointDecision, State};
 use crate::store::{JointPart, check_parts};
@@ -39,7 +39,7 @@ impl<C: Clock> MemoryStore<C> {
     pub(super) fn decide_all_now(&self, parts: &[JointPart<'_>]) -> Result<JointDecision> {
         check_parts(parts)?;
         // The buckets, by name, sorted: the lock order's first key.
-        let mut buckets: Vec<(&str, Arc<KeyedBucket<String, C>>)> = Vec::new();
+        let mut buckets: Vec<(&str, Arc<StoreBucket<C>>)> = Vec::new();
         {
             let map = read(&self.buckets);
             for p in parts {
@@ -96,7 +96,7 @@ impl<C: Clock> MemoryStore<C> {
                 .binary_search(&at)
                 .expect("every slot's shard is in the order");
         }
-        let mut guards: Vec<RwLockWriteGuard<'_, Shard<String>>> = order
+        let mut guards: Vec<RwLockWriteGuard<'_, Shard<String, Counted>>> = order
             .iter()
             .map(|&(name, index)| bucket_of(name).shards.write_at(index))
             .collect();
@@ -150,12 +150,8 @@ impl<C: Clock> MemoryStore<C> {
             let shard = &mut *guards[s.lock];
             let config = &configs[i];
             if !shard.holds(s.hash, s.key) {
-                b.shards.insert(
-                    shard,
-                    s.hash,
-                    s.key.to_owned(),
-                    Cell::new(config, b.counting),
-                );
+                b.shards
+                    .insert(shard, s.hash, s.key.to_owned(), Cell::new(config));
             }
             let cell = shard
                 .find_mut(s.hash, s.key)
@@ -178,12 +174,12 @@ impl<C: Clock> MemoryStore<C> {
     }
 }
 
-impl Shard<String> {
-    fn find_cell(&self, hash: u64, key: &str) -> Option<&Cell> {
+impl Shard<String, Counted> {
+    fn find_cell(&self, hash: u64, key: &str) -> Option<&Cell<Counted>> {
         self.keys.find(hash, |(k, _)| k == key).map(|(_, c)| c)
     }
 
-    fn find_mut(&mut self, hash: u64, key: &str) -> Option<&mut Cell> {
+    fn find_mut(&mut self, hash: u64, key: &str) -> Option<&mut Cell<Counted>> {
         self.keys.find_mut(hash, |(k, _)| k == key).map(|(_, c)| c)
     }
 

@@ -5,7 +5,7 @@ use std::hash::Hash;
 use std::sync::Arc;
 
 use super::KeyBudget;
-use super::cell::Cell;
+use super::cell::{Cell, Counted, Counting, NoCounts};
 use super::config::Config;
 use super::shards::{FindIn, Shards};
 use crate::Result;
@@ -18,16 +18,15 @@ use crate::store::{Counters, Entry, KeyStatus};
 ///
 /// Use it directly for the fastest in-process limiting (`K` may be any
 /// hashable key, e.g. `u64` or `String`); [`MemoryStore`](super::MemoryStore)
-/// keeps one per named bucket.
-pub struct KeyedBucket<K: Hash + Eq, C: Clock = MonotonicClock> {
+/// keeps one per named bucket. `N` is what each key counts: nothing
+/// ([`NoCounts`], the default) or its allowed and rejected requests
+/// ([`Counted`], see [`with_counters`](Self::with_counters)).
+pub struct KeyedBucket<K: Hash + Eq, C: Clock = MonotonicClock, N: Counting = NoCounts> {
     /// The keys, in shards that each also hold the policy (`shards.rs`): a
     /// decision locks its key's shard, shared, and nothing else.
-    pub(super) shards: Shards<K>,
+    pub(super) shards: Shards<K, N>,
     clock: C,
     pub(super) budget: Arc<KeyBudget>,
-    /// Whether decisions count each key's allowed and rejected requests
-    /// (off unless asked: see `with_counters`).
-    pub(super) counting: bool,
 }
 
 impl<K: Hash + Eq + Clone, C: Clock> KeyedBucket<K, C> {
@@ -42,23 +41,31 @@ impl<K: Hash + Eq + Clone, C: Clock> KeyedBucket<K, C> {
         Self::with_budget(policy, clock, KeyBudget::new(max_keys))
     }
 
+    /// Counts each key's allowed and rejected requests, for
+    /// [`status`](Self::status) (which otherwise reports zero counters).
+    /// It costs one more atomic operation per decision and 24 bytes per
+    /// key: off by default here, on in [`MemoryStore`](super::MemoryStore),
+    /// whose status reports them. Keys already held count from zero.
+    pub fn with_counters(mut self) -> KeyedBucket<K, C, Counted> {
+        // `self` is dropped after this (giving back the keys it holds then:
+        // none), so its keys are taken out first.
+        let empty = Shards::new(Config::new(self.policy(), self.clock.now()));
+        let shards = std::mem::replace(&mut self.shards, empty);
+        KeyedBucket {
+            shards: shards.recount(),
+            clock: self.clock.clone(),
+            budget: self.budget.clone(),
+        }
+    }
+}
+
+impl<K: Hash + Eq + Clone, C: Clock, N: Counting> KeyedBucket<K, C, N> {
     pub(super) fn with_budget(policy: Policy, clock: C, budget: Arc<KeyBudget>) -> Self {
         KeyedBucket {
             shards: Shards::new(Config::new(policy, clock.now())),
             clock,
             budget,
-            counting: false,
         }
-    }
-
-    /// Counts each key's allowed and rejected requests, for
-    /// [`status`](Self::status) (which otherwise reports zero counters).
-    /// It costs one more atomic operation per decision, and a small box per
-    /// key: off by default here, on in [`MemoryStore`](super::MemoryStore),
-    /// whose status reports them.
-    pub fn with_counters(mut self) -> Self {
-        self.counting = true;
-        self
     }
 
     /// Decides a check of `cost` units for `key` now.
@@ -199,12 +206,8 @@ impl<K: Hash + Eq + Clone, C: Clock> KeyedBucket<K, C> {
             .is_some();
         if !found {
             self.budget.take()?;
-            self.shards.insert(
-                shard,
-                hash,
-                key.to_owned(),
-                Cell::new(&config, self.counting),
-            );
+            self.shards
+                .insert(shard, hash, key.to_owned(), Cell::new(&config));
         }
         let (_, cell) = shard
             .keys
@@ -347,7 +350,7 @@ impl<K: Hash + Eq + Clone, C: Clock> KeyedBucket<K, C> {
     }
 }
 
-impl<K: Hash + Eq, C: Clock> Drop for KeyedBucket<K, C> {
+impl<K: Hash + Eq, C: Clock, N: Counting> Drop for KeyedBucket<K, C, N> {
     fn drop(&mut self) {
         self.budget.give_back(self.shards.len());
     }
@@ -361,8 +364,10 @@ mod tests {
     #[test]
     fn a_key_is_two_words() {
         // Entry size is what deciding over many keys pays for most.
-        assert_eq!(size_of::<Cell>(), 16);
-        assert_eq!(size_of::<(u64, Cell)>(), 24);
+        assert_eq!(size_of::<Cell<NoCounts>>(), 16);
+        assert_eq!(size_of::<(u64, Cell<NoCounts>)>(), 24);
+        // Counted: the counters inline, no allocation of their own.
+        assert_eq!(size_of::<Cell<Counted>>(), 40);
     }
 
     #[test]

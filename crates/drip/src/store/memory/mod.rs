@@ -80,6 +80,7 @@ mod shards;
 mod sync;
 mod word;
 
+pub use cell::{Counted, Counting, NoCounts};
 pub use keyed::KeyedBucket;
 
 /// Default cap on the keys one memory store holds.
@@ -123,11 +124,14 @@ impl KeyBudget {
     }
 }
 
+/// A bucket of the store: string keys, counted.
+type StoreBucket<C> = KeyedBucket<String, C, Counted>;
+
 /// The memory store: named buckets of string keys in this process.
 pub struct MemoryStore<C: Clock = MonotonicClock> {
     /// Read by every decision: behind crossbeam's per-thread read locks, so
     /// decisions on different threads do not contend for one lock word.
-    buckets: ShardedLock<BTreeMap<String, Arc<KeyedBucket<String, C>>>>,
+    buckets: ShardedLock<BTreeMap<String, Arc<StoreBucket<C>>>>,
     clock: C,
     budget: Arc<KeyBudget>,
     /// The system clock's epoch ns and the store clock's reading taken
@@ -181,11 +185,7 @@ impl<C: Clock> MemoryStore<C> {
 
     /// Runs `f` on the bucket `name`, under the map's read lock (shared by
     /// every decision; only creating or deleting a bucket writes it).
-    fn with_bucket<T>(
-        &self,
-        name: &str,
-        f: impl FnOnce(&KeyedBucket<String, C>) -> T,
-    ) -> Result<T> {
+    fn with_bucket<T>(&self, name: &str, f: impl FnOnce(&StoreBucket<C>) -> T) -> Result<T> {
         match read(&self.buckets).get(name) {
             Some(b) => Ok(f(b)),
             None => Err(Error::UnknownBucket(name.to_owned())),
@@ -217,12 +217,11 @@ impl<C: Clock> MemoryStore<C> {
             match buckets.get(name) {
                 Some(b) => Some(b.clone()),
                 None => {
-                    let b = KeyedBucket::with_budget(
+                    let b = StoreBucket::with_budget(
                         policy.clone(),
                         self.clock.clone(),
                         self.budget.clone(),
-                    )
-                    .with_counters();
+                    );
                     buckets.insert(name.to_owned(), Arc::new(b));
                     None
                 }

@@ -13,18 +13,18 @@ use crossbeam_utils::CachePadded;
 use hashbrown::HashTable;
 use parking_lot::{RwLock, RwLockReadGuard, RwLockWriteGuard};
 
-use super::cell::Cell;
+use super::cell::{Cell, Counting};
 use super::config::Config;
 
 /// One shard: its keys and the bucket's policy (the same in every shard,
 /// changed only with every shard locked).
-pub(super) struct Shard<K> {
+pub(super) struct Shard<K, N> {
     pub(super) config: Arc<Config>,
-    pub(super) keys: HashTable<(K, Cell)>,
+    pub(super) keys: HashTable<(K, Cell<N>)>,
 }
 
-impl<K: Borrow<Q>, Q: Eq + ?Sized> FindIn<Q> for Shard<K> {
-    fn find(&self, hash: u64, key: &Q) -> Option<&Cell> {
+impl<K: Borrow<Q>, Q: Eq + ?Sized, N> FindIn<Q, N> for Shard<K, N> {
+    fn find(&self, hash: u64, key: &Q) -> Option<&Cell<N>> {
         self.keys
             .find(hash, |(k, _)| k.borrow() == key)
             .map(|(_, c)| c)
@@ -32,14 +32,17 @@ impl<K: Borrow<Q>, Q: Eq + ?Sized> FindIn<Q> for Shard<K> {
 }
 
 /// Looking a key up in a shard by a borrowed form.
-pub(super) trait FindIn<Q: ?Sized> {
+pub(super) trait FindIn<Q: ?Sized, N> {
     /// The key's cell, if held.
-    fn find(&self, hash: u64, key: &Q) -> Option<&Cell>;
+    fn find(&self, hash: u64, key: &Q) -> Option<&Cell<N>>;
 }
 
+/// One shard behind its lock, on cache lines of its own.
+type Padded<K, N> = CachePadded<RwLock<Shard<K, N>>>;
+
 /// The shards and the hasher that spreads keys over them.
-pub(super) struct Shards<K> {
-    shards: Box<[CachePadded<RwLock<Shard<K>>>]>,
+pub(super) struct Shards<K, N> {
+    shards: Box<[Padded<K, N>]>,
     /// SipHash with random keys, as std's maps: keys often come from
     /// clients.
     hasher: RandomState,
@@ -47,9 +50,9 @@ pub(super) struct Shards<K> {
     shift: u32,
 }
 
-impl<K: Hash + Eq> Shards<K> {
+impl<K: Hash + Eq, N: Counting> Shards<K, N> {
     /// Shards for `config`: four per available core, a power of two.
-    pub(super) fn new(config: Config) -> Shards<K> {
+    pub(super) fn new(config: Config) -> Shards<K, N> {
         let cores = std::thread::available_parallelism().map_or(1, |n| n.get());
         let n = (cores * 4).next_power_of_two().max(2);
         let config = Arc::new(config);
@@ -75,7 +78,7 @@ impl<K: Hash + Eq> Shards<K> {
 
     /// The shard of `hash`, shared.
     #[inline(always)]
-    pub(super) fn read(&self, hash: u64) -> RwLockReadGuard<'_, Shard<K>> {
+    pub(super) fn read(&self, hash: u64) -> RwLockReadGuard<'_, Shard<K, N>> {
         self.shards[(hash >> self.shift) as usize].read()
     }
 
@@ -86,23 +89,23 @@ impl<K: Hash + Eq> Shards<K> {
     }
 
     /// The shard at `index`, alone.
-    pub(super) fn write_at(&self, index: usize) -> RwLockWriteGuard<'_, Shard<K>> {
+    pub(super) fn write_at(&self, index: usize) -> RwLockWriteGuard<'_, Shard<K, N>> {
         self.shards[index].write()
     }
 
     /// The shard of `hash`, alone.
-    pub(super) fn write(&self, hash: u64) -> RwLockWriteGuard<'_, Shard<K>> {
+    pub(super) fn write(&self, hash: u64) -> RwLockWriteGuard<'_, Shard<K, N>> {
         self.shards[(hash >> self.shift) as usize].write()
     }
 
     /// Inserts a key not held yet into its (locked) shard.
     pub(super) fn insert<'a>(
         &self,
-        shard: &'a mut Shard<K>,
+        shard: &'a mut Shard<K, N>,
         hash: u64,
         key: K,
-        cell: Cell,
-    ) -> &'a mut Cell {
+        cell: Cell<N>,
+    ) -> &'a mut Cell<N> {
         let entry = shard
             .keys
             .insert_unique(hash, (key, cell), |(k, _)| self.hasher.hash_one(k));
@@ -111,12 +114,12 @@ impl<K: Hash + Eq> Shards<K> {
 
     /// Every shard, alone, locked in order (decisions lock one shard at a
     /// time, so this order cannot deadlock with them).
-    pub(super) fn write_all(&self) -> Vec<RwLockWriteGuard<'_, Shard<K>>> {
+    pub(super) fn write_all(&self) -> Vec<RwLockWriteGuard<'_, Shard<K, N>>> {
         self.shards.iter().map(|s| s.write()).collect()
     }
 
     /// Runs `f` on each shard in turn, alone.
-    pub(super) fn each_alone(&self, mut f: impl FnMut(&mut Shard<K>, &BuildHasherOf<'_>)) {
+    pub(super) fn each_alone(&self, mut f: impl FnMut(&mut Shard<K, N>, &BuildHasherOf<'_>)) {
         let hasher = BuildHasherOf(&self.hasher);
         for s in self.shards.iter() {
             f(&mut s.write(), &hasher);
@@ -125,7 +128,7 @@ impl<K: Hash + Eq> Shards<K> {
 
     /// Runs `f` on each shard in turn, shared (decisions on held keys go
     /// on meanwhile; only a new key of the shard waits).
-    pub(super) fn each_shared(&self, mut f: impl FnMut(&Shard<K>)) {
+    pub(super) fn each_shared(&self, mut f: impl FnMut(&Shard<K, N>)) {
         for s in self.shards.iter() {
             f(&s.read());
         }
@@ -139,6 +142,35 @@ impl<K: Hash + Eq> Shards<K> {
     /// Keys held now.
     pub(super) fn len(&self) -> usize {
         self.shards.iter().map(|s| s.read().keys.len()).sum()
+    }
+
+    /// Every key moved over to counting with `M` (from zero), each in the
+    /// same shard (same hasher); needs the shards alone (owned).
+    pub(super) fn recount<M: Counting>(self) -> Shards<K, M> {
+        let shards = self
+            .shards
+            .into_vec()
+            .into_iter()
+            .map(|s| {
+                let shard = CachePadded::into_inner(s).into_inner();
+                let mut keys = HashTable::with_capacity(shard.keys.len());
+                for (k, cell) in shard.keys {
+                    let hash = self.hasher.hash_one(&k);
+                    keys.insert_unique(hash, (k, cell.recount::<M>()), |(k, _)| {
+                        self.hasher.hash_one(k)
+                    });
+                }
+                CachePadded::new(RwLock::new(Shard {
+                    config: shard.config,
+                    keys,
+                }))
+            })
+            .collect();
+        Shards {
+            shards,
+            hasher: self.hasher,
+            shift: self.shift,
+        }
     }
 }
 
