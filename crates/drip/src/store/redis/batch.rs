@@ -2,6 +2,7 @@
 //! wait and go together in its next script calls.
 
 use std::sync::Arc;
+use std::sync::atomic::AtomicU64;
 
 use parking_lot::Mutex;
 use redis::Value;
@@ -24,6 +25,9 @@ pub(super) struct QueuedRequest {
 #[derive(Default)]
 pub(super) struct Bucket {
     pub(super) state: Mutex<BucketState>,
+    /// Local ns until which a deny-cache bound of this bucket may be live
+    /// (the sync checks the bucket's version until then).
+    pub(super) deny_until: AtomicU64,
 }
 
 #[derive(Default)]
@@ -67,8 +71,14 @@ impl Inner {
         req: Request,
     ) -> Result<Reply> {
         let bucket = self.bucket(name).await?;
+        let now = self.deny.as_ref().map(|_| self.local_now());
         let waiting = {
             let mut queue = bucket.state.lock();
+            if let (Some(deny), Some(now), Some(cached)) = (&self.deny, now, &queue.cached) {
+                if let Some(reply) = deny.check(name, key, req, now, cached) {
+                    return Ok(reply);
+                }
+            }
             if queue.in_flight < self.in_flight && queue.waiting.is_empty() {
                 queue.in_flight += 1;
                 queue.sending += 1;
@@ -94,6 +104,7 @@ impl Inner {
                     key,
                     req,
                     peek: false,
+                    count: false,
                 };
                 let items = [item];
                 let call = self.run(name, &bucket, &items);
@@ -153,6 +164,7 @@ impl Inner {
                     key: &j.key,
                     req: j.req,
                     peek: false,
+                    count: false,
                 })
                 .collect();
             let n = items.len();
