@@ -123,7 +123,10 @@ fn cache_on_and_off_admit_the_same_and_never_retry_later() {
     });
     // The sequences did reach the cache.
     let local = local_refusals.load(Ordering::Relaxed);
-    assert!(local > 100, "only {local} local refusals: the test no longer exercises the cache");
+    assert!(
+        local > 100,
+        "only {local} local refusals: the test no longer exercises the cache"
+    );
 }
 
 /// A bucket that refuses for an hour after `capacity` requests.
@@ -141,7 +144,10 @@ async fn refuse_locally(store: &RedisStore, bucket: &str, key: &str) {
         if d.outcome == Outcome::Limited && store.deny_cache_stats().hits > hits {
             return;
         }
-        assert!(start.elapsed() < Duration::from_secs(5), "never refused locally");
+        assert!(
+            start.elapsed() < Duration::from_secs(5),
+            "never refused locally"
+        );
     }
 }
 
@@ -152,7 +158,10 @@ async fn until_changed(store: &RedisStore, bucket: &str, key: &str, since: Insta
             Ok(d) if d.outcome == Outcome::Limited => {}
             _ => return since.elapsed(),
         }
-        assert!(since.elapsed() < Duration::from_secs(5), "the change never reached the cache");
+        assert!(
+            since.elapsed() < Duration::from_secs(5),
+            "the change never reached the cache"
+        );
         tokio::time::sleep(Duration::from_millis(1)).await;
     }
 }
@@ -213,7 +222,11 @@ async fn local_refusals_reach_the_shared_counters() {
     for _ in 0..500 {
         b.decide("api", "k", Request::check(1)).await.unwrap();
     }
-    assert!(b.deny_cache_stats().hits > 400, "{:?}", b.deny_cache_stats());
+    assert!(
+        b.deny_cache_stats().hits > 400,
+        "{:?}",
+        b.deny_cache_stats()
+    );
     // A sees B's refusals once B's sync has run (polled, not slept).
     let start = Instant::now();
     loop {
@@ -249,6 +262,9 @@ async fn the_cache_holds_at_most_its_size() {
     assert!(stats.entries <= 100, "{stats:?}");
     // The latest keys are still refused locally.
     let hits = stats.hits;
-    store.decide("api", "k999", Request::check(1)).await.unwrap();
+    store
+        .decide("api", "k999", Request::check(1))
+        .await
+        .unwrap();
     assert_eq!(store.deny_cache_stats().hits, hits + 1);
 }

@@ -196,9 +196,7 @@ impl DenyCache {
         if reply.outcome != Outcome::Limited || reply.retry_after == 0 {
             return None;
         }
-        let go = reply
-            .retry_after
-            .saturating_add(req.max_wait.unwrap_or(0));
+        let go = reply.retry_after.saturating_add(req.max_wait.unwrap_or(0));
         let until = bound(sent, go)?;
         let reset_until = bound(sent, reply.reset_after).unwrap_or(0);
         let tally = match self.map.peek(&Pair(bucket, key)) {
@@ -302,7 +300,10 @@ mod tests {
     #[test]
     fn a_bound_starts_at_the_send_less_the_margins() {
         // 1 ms: 1001 ns and 1000000/1024 = 976 ns of margin.
-        assert_eq!(bound(5_000, 1_000_000), Some(5_000 + 1_000_000 - 1001 - 976));
+        assert_eq!(
+            bound(5_000, 1_000_000),
+            Some(5_000 + 1_000_000 - 1001 - 976)
+        );
         // Below a microsecond nothing is known.
         assert_eq!(bound(5_000, 1_000), None);
         assert_eq!(bound(u64::MAX - 10, 1 << 40).unwrap(), u64::MAX);

@@ -83,10 +83,8 @@ impl Inner {
                 continue;
             };
             for chunk in tallies.chunks(self.max_batch) {
-                let items: Vec<Item<'_>> = chunk
-                    .iter()
-                    .map(|(t, n)| Item::count(&t.key, *n))
-                    .collect();
+                let items: Vec<Item<'_>> =
+                    chunk.iter().map(|(t, n)| Item::count(&t.key, *n)).collect();
                 match self.run(&name, &bucket, &items).await {
                     Ok(_) | Err(crate::Error::UnknownBucket(_)) => {}
                     Err(_) => {
