@@ -118,7 +118,10 @@ impl Default for RedisOptions {
 
 type TestClock = Arc<dyn Fn() -> Nanos + Send + Sync>;
 
-/// Buckets kept in Redis or Redis Cluster.
+/// Buckets kept in Redis or Redis Cluster. A clone is the same store
+/// (e.g. to read its [`deny_cache_stats`](Self::deny_cache_stats) beside a
+/// `Limiter` that owns it).
+#[derive(Clone)]
 pub struct RedisStore {
     inner: Arc<Inner>,
 }
