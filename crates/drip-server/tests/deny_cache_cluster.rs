@@ -60,7 +60,10 @@ async fn a_flood_over_three_nodes_admits_the_capacity_and_a_reset_reaches_every_
     // Every refusal is counted, the local ones within a sync period.
     eventually(Duration::from_secs(5), "counters", || async {
         let (_, s) = c.get(1, "/v1/buckets/hot?key=one").await;
-        let counts = (s["allowed_requests"].as_u64(), s["rejected_requests"].as_u64());
+        let counts = (
+            s["allowed_requests"].as_u64(),
+            s["rejected_requests"].as_u64(),
+        );
         if counts == (Some(100), Some(1700)) {
             Ok(())
         } else {
@@ -82,8 +85,14 @@ async fn a_flood_over_three_nodes_admits_the_capacity_and_a_reset_reaches_every_
         if code == 200 {
             break;
         }
-        assert!(t.elapsed() < Duration::from_secs(5), "B never saw the reset");
+        assert!(
+            t.elapsed() < Duration::from_secs(5),
+            "B never saw the reset"
+        );
     }
     let took = t.elapsed();
-    assert!(took < Duration::from_millis(100), "B saw the reset after {took:?}");
+    assert!(
+        took < Duration::from_millis(100),
+        "B saw the reset after {took:?}"
+    );
 }
