@@ -268,3 +268,27 @@ async fn the_cache_holds_at_most_its_size() {
         .unwrap();
     assert_eq!(store.deny_cache_stats().hits, hits + 1);
 }
+
+/// On a Redis Cluster: B's bounds, a reset on A, B admits again.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_reset_reaches_the_cache_on_a_redis_cluster() {
+    if !redis_support::available() {
+        return;
+    }
+    let cluster = redis_support::RedisCluster::start();
+    let a = RedisStore::connect_cluster(&cluster.urls(), RedisOptions::default())
+        .await
+        .unwrap();
+    let b = RedisStore::connect_cluster(&cluster.urls(), RedisOptions::default())
+        .await
+        .unwrap();
+    a.configure("api", slow(3), false).await.unwrap();
+    refuse_locally(&b, "api", "k").await;
+    let t = Instant::now();
+    a.configure("api", slow(3), true).await.unwrap();
+    let took = until_changed(&b, "api", "k", t).await;
+    assert!(took < Duration::from_millis(100), "reset took {took:?}");
+    // B's local refusals are counted in the cluster too.
+    let s = b.status("api", "k").await.unwrap();
+    assert_eq!(s.counters.allowed, 1);
+}
