@@ -282,7 +282,7 @@ def cell(name, c):
         return "-"
     each = "/".join(f"{r / 1000:.1f}k" for r, _ in rs)
     p99 = median(p for _, p in rs)
-    return f"{median(r for r, _ in rs):,.0f} [{each}] p99 {p99:.0f}"
+    return f"{median(r for r, _ in rs):,.0f} [{each}] p99 {p99:.1f}"
 
 def mean(name, c):
     rs = runs.get((name, c))

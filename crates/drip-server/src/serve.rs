@@ -116,7 +116,11 @@ impl Args {
                 .on_store_error
                 .or(file.on_store_error)
                 .unwrap_or(d.on_store_error),
-            deny_cache: self.deny_cache.map_or(d.deny_cache, |n| n as usize),
+            deny_cache: match self.deny_cache.or(file.deny_cache) {
+                None => d.deny_cache,
+                Some(n @ 0..=16_777_216) => n as usize,
+                Some(_) => bail!("[cluster] deny_cache must be an integer in 0..=16777216"),
+            },
         };
         options.check().map_err(anyhow::Error::msg)?;
         Ok(options)

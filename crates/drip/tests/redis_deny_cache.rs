@@ -292,3 +292,31 @@ async fn a_reset_reaches_the_cache_on_a_redis_cluster() {
     let s = b.status("api", "k").await.unwrap();
     assert_eq!(s.counters.allowed, 1);
 }
+
+/// A task that loops over local refusals without any other await (they do
+/// no I/O) still lets the runtime's other tasks run: on a current-thread
+/// runtime the cache's own sync sees another node's reset.
+#[tokio::test(flavor = "current_thread")]
+async fn a_loop_of_local_refusals_does_not_starve_the_sync() {
+    if !redis_support::available() {
+        return;
+    }
+    let server = RedisServer::start();
+    let a = RedisStore::connect(&server.url(), RedisOptions::default())
+        .await
+        .unwrap();
+    let b = RedisStore::connect(&server.url(), RedisOptions::default())
+        .await
+        .unwrap();
+    a.configure("api", slow(3), false).await.unwrap();
+    refuse_locally(&b, "api", "k").await;
+    a.configure("api", slow(3), true).await.unwrap();
+    let t = Instant::now();
+    loop {
+        let d = b.decide("api", "k", Request::check(1)).await.unwrap();
+        if d.outcome == Outcome::Allowed {
+            break;
+        }
+        assert!(t.elapsed() < Duration::from_secs(2), "the sync never ran");
+    }
+}

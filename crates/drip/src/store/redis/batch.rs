@@ -72,14 +72,15 @@ impl Inner {
     ) -> Result<Reply> {
         let bucket = self.bucket(name).await?;
         let now = self.deny.as_ref().map(|_| self.local_now());
+        let mut local = None;
         let waiting = {
             let mut queue = bucket.state.lock();
             if let (Some(deny), Some(now), Some(cached)) = (&self.deny, now, &queue.cached) {
-                if let Some(reply) = deny.check(name, key, req, now, cached) {
-                    return Ok(reply);
-                }
+                local = deny.check(name, key, req, now, cached);
             }
-            if queue.in_flight < self.in_flight && queue.waiting.is_empty() {
+            if local.is_some() {
+                None
+            } else if queue.in_flight < self.in_flight && queue.waiting.is_empty() {
                 queue.in_flight += 1;
                 queue.sending += 1;
                 None
@@ -93,6 +94,14 @@ impl Inner {
                 Some(rx)
             }
         };
+        if let Some(reply) = local {
+            // Refused by the deny cache, without I/O: spend the task's
+            // budget as any tokio I/O would, so that a task looping over
+            // local refusals still lets the runtime's other tasks (the
+            // cache's sync among them) run.
+            tokio::task::consume_budget().await;
+            return Ok(reply);
+        }
         match waiting {
             None => {
                 let _slot = CallSlot {
