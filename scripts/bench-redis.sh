@@ -20,7 +20,14 @@
 # Both are also run with redis-cell's README limit (CL.THROTTLE key 15 30 60 1:
 # 30 per 60 s, a burst of 16; drip: --rate 30/60 --capacity 16), under which
 # nearly every call is rejected (redis-cell then writes nothing; drip counts
-# the rejection in the key).
+# the rejection in the key). drip runs with its exact local deny cache on
+# (the default) and off (--deny-cache 0, every call a script call): with 1000
+# keys the cache answers a key's refusals until its bound passes.
+#
+# Hot key (issue 19): ONE key under the README limit, so nearly every call
+# is refused: drip with the deny cache (refusals answered on the node)
+# beside the same node without it (its per-call Redis rate), and
+# CL.THROTTLE on one key.
 #
 # Usage: scripts/bench-redis.sh
 #   DURATION=3 (seconds per measurement), ROUNDS=3, CONCURRENCY="1 16 64",
@@ -186,11 +193,12 @@ rb() {
     tail -1 "$RESULTS"
 }
 
-# record NAME C LINE: appends a redis_load result line to $RESULTS.
+# record NAME C LINE: appends a redis_load result line to $RESULTS (with
+# the share of calls refused).
 record() {
-    echo "$3" | sed -E 's/.*decisions_per_s=([0-9.]+).*p50_us=([0-9.]+) p99_us=([0-9.]+).*/\1 \2 \3/' |
+    echo "$3" | sed -E 's/.*decisions_per_s=([0-9.]+).*admitted=([0-9]+) limited=([0-9]+).*p50_us=([0-9.]+) p99_us=([0-9.]+).*/\1 \4 \5 \2 \3/' |
         awk -v r="$round" -v name="$1" -v c="$2" \
-            '{printf "%s %s %s %s %.0f %.0f\n", r, name, c, $1, $2, $3}' >>"$RESULTS"
+            '{printf "%s %s %s %s %.1f %.0f %.4f\n", r, name, c, $1, $2, $3, $5 / ($4 + $5 + 1e-9)}' >>"$RESULTS"
 }
 
 echo
@@ -218,6 +226,20 @@ for round in $(seq "$ROUNDS"); do
         echo "$out (README limit)"
         record drip_readme "$c" "$out"
         [ -z "$MODULE" ] || rb cell_readme "$c" 1 "${CELL_README[@]}"
+        out=$("$LOAD" "$URL" --bucket bench-readme --rate 30/60 --capacity 16 \
+            --concurrency "$c" --seconds "$DURATION" --keys "$KEYS" --deny-cache 0 | grep '^drip ')
+        echo "$out (README limit, deny cache off)"
+        record drip_readme_nocache "$c" "$out"
+        # One hot key: the deny cache on, then off, then CL.THROTTLE.
+        out=$("$LOAD" "$URL" --bucket bench-hot --rate 30/60 --capacity 16 \
+            --concurrency "$c" --seconds "$DURATION" --keys 1 | grep '^drip ')
+        echo "$out (hot key, deny cache on)"
+        record drip_hot "$c" "$out"
+        out=$("$LOAD" "$URL" --bucket bench-hot --rate 30/60 --capacity 16 \
+            --concurrency "$c" --seconds "$DURATION" --keys 1 --deny-cache 0 | grep '^drip ')
+        echo "$out (hot key, deny cache off)"
+        record drip_hot_nocache "$c" "$out"
+        [ -z "$MODULE" ] || rb cell_hot "$c" 1 CL.THROTTLE cellhot:one 15 30 60 1
     done
     if [ "$PIPELINE" -gt 0 ]; then
         echo "-- round $round, one connection, -P $PIPELINE"
@@ -243,9 +265,14 @@ import sys
 from collections import defaultdict
 
 runs = defaultdict(list)
+p50s = defaultdict(list)
+refused = defaultdict(list)
 for line in open(sys.argv[1]):
-    _, name, c, rps, p50, p99 = line.split()
-    runs[(name, int(c))].append((float(rps), int(p99)))
+    _, name, c, rps, p50, p99, *rest = line.split()
+    runs[(name, int(c))].append((float(rps), float(p99)))
+    p50s[(name, int(c))].append(float(p50))
+    if rest:
+        refused[(name, int(c))].append(float(rest[0]))
 
 from statistics import median
 
@@ -255,7 +282,7 @@ def cell(name, c):
         return "-"
     each = "/".join(f"{r / 1000:.1f}k" for r, _ in rs)
     p99 = median(p for _, p in rs)
-    return f"{median(r for r, _ in rs):,.0f} [{each}] p99 {p99:.0f}"
+    return f"{median(r for r, _ in rs):,.0f} [{each}] p99 {p99:.1f}"
 
 def mean(name, c):
     rs = runs.get((name, c))
@@ -281,11 +308,41 @@ if ("drip_spin", 1) in runs:
 if ("evalsha_p", 1) in runs:
     print(f"| 1 conn, -P {p} | - | - | {cell('evalsha_p', 1)} | {cell('cell_p', 1)} | - |")
 print()
-print("Nearly all rejected (redis-cell's README limit: 30 per 60 s, burst 16):")
-print("| concurrency | drip RedisStore (1 conn) | redis-benchmark CL.THROTTLE 15 30 60 1"
-      " | drip / CL.THROTTLE |")
+def p50(name, c):
+    v = p50s.get((name, c))
+    return median(v) if v else None
+
+print()
+print("Lone caller latency, p50 in µs (median of rounds):")
+print("| | drip (deny cache on) | CL.THROTTLE | drip / CL.THROTTLE |")
 print("|---|---|---|---|")
+for a, b, what in [("drip", "cell", "admitting"), ("drip_readme", "cell_readme", "rejecting, 1000 keys"),
+                   ("drip_readme_nocache", "cell_readme", "rejecting, deny cache off")]:
+    x, y = p50(a, 1), p50(b, 1)
+    if x and y:
+        print(f"| {what} | {x:.1f} | {y:.1f} | {x / y:.2f} |")
+print()
+print("Nearly all rejected (redis-cell's README limit: 30 per 60 s, burst 16), 1000 keys:")
+print("| concurrency | drip RedisStore (deny cache on) | drip, deny cache off"
+      " | redis-benchmark CL.THROTTLE 15 30 60 1"
+      " | drip / CL.THROTTLE | drip (cache off) / CL.THROTTLE |")
+print("|---|---|---|---|---|---|")
 for c in cs:
-    print(f"| {c} | {cell('drip_readme', c)} | {cell('cell_readme', c)}"
-          f" | {ratio('drip_readme', 'cell_readme', c)} |")
+    print(f"| {c} | {cell('drip_readme', c)} | {cell('drip_readme_nocache', c)}"
+          f" | {cell('cell_readme', c)}"
+          f" | {ratio('drip_readme', 'cell_readme', c)}"
+          f" | {ratio('drip_readme_nocache', 'cell_readme', c)} |")
+print()
+print("Hot key: ONE key under the README limit (share refused in brackets):")
+print("| concurrency | drip, deny cache on | drip, deny cache off (per-call Redis rate)"
+      " | CL.THROTTLE on one key | cache on / off | cache on / CL.THROTTLE |")
+print("|---|---|---|---|---|---|")
+def share(name, c):
+    v = refused.get((name, c))
+    return f" ({median(v) * 100:.1f}% refused)" if v else ""
+for c in cs:
+    print(f"| {c} | {cell('drip_hot', c)}{share('drip_hot', c)}"
+          f" | {cell('drip_hot_nocache', c)}{share('drip_hot_nocache', c)}"
+          f" | {cell('cell_hot', c)} | {ratio('drip_hot', 'drip_hot_nocache', c)}"
+          f" | {ratio('drip_hot', 'cell_hot', c)} |")
 EOF

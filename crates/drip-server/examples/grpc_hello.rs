@@ -88,6 +88,13 @@ impl RateLimiterService for Hello {
     ) -> Answer<pb::GetClusterStatusResponse> {
         no()
     }
+
+    async fn get_queued_requests(
+        &self,
+        _: Request<pb::GetQueuedRequestsRequest>,
+    ) -> Answer<pb::GetQueuedRequestsResponse> {
+        no()
+    }
 }
 
 #[tokio::main]

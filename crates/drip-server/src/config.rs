@@ -51,6 +51,7 @@ struct File {
 /// lease = "5s"
 /// store_timeout = "1s"
 /// on_store_error = "deny"   # or "allow", "local"
+/// deny_cache = 65536        # entries of the Redis deny cache; 0: off
 /// ```
 #[derive(Debug, Default, Clone, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -65,6 +66,8 @@ pub struct ClusterSection {
     pub store_timeout: Option<String>,
     /// `deny`, `allow` or `local`.
     pub on_store_error: Option<crate::cluster::OnStoreError>,
+    /// Entries of the Redis store's deny cache (0: off).
+    pub deny_cache: Option<u64>,
 }
 
 #[derive(Debug, Deserialize)]

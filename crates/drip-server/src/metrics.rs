@@ -45,6 +45,11 @@ pub const CLUSTER_CONFIGS_RESTORED: &str = "drip_cluster_configs_restored_total"
 /// Configurations (`state="live"`) and deletions (`state="deleted"`) this
 /// node remembers, to write back if Redis loses them.
 pub const CLUSTER_REMEMBERED: &str = "drip_cluster_remembered";
+/// Requests the Redis store's deny cache refused on this node without a
+/// store call (exactly as the store would have; DESIGN.md §5).
+pub const DENY_CACHE_HITS: &str = "drip_deny_cache_hits_total";
+/// Refusals the deny cache holds now.
+pub const DENY_CACHE_ENTRIES: &str = "drip_deny_cache_entries";
 
 /// Decision latencies are tens of microseconds in memory and up to
 /// milliseconds over a network store.
@@ -168,6 +173,8 @@ impl Metrics {
             gauge!(CLUSTER_MEMBERS_ALIVE).set(c.members_alive as f64);
             counter!(CLUSTER_CHORES_REFUSED).absolute(c.chores_refused);
             counter!(CLUSTER_CONFIGS_RESTORED).absolute(c.configs_restored);
+            counter!(DENY_CACHE_HITS).absolute(c.deny_cache.hits);
+            gauge!(DENY_CACHE_ENTRIES).set(c.deny_cache.entries as f64);
             gauge!(CLUSTER_REMEMBERED, "state" => "live").set(c.remembered_live as f64);
             gauge!(CLUSTER_REMEMBERED, "state" => "deleted").set(c.remembered_deleted as f64);
             gauge!(STORE_DOWN).set(if health.is_down() { 1.0 } else { 0.0 });

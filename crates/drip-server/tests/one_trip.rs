@@ -318,9 +318,14 @@ async fn redis_one_command_per_decision() {
         return;
     }
     let redis = RedisServer::start();
-    let store = RedisStore::connect(&redis.url(), RedisOptions::default())
-        .await
-        .unwrap();
+    // Every decision through the script: the deny cache answers a repeated
+    // refusal with no command at all, and its sync sends commands of its
+    // own (both tested in crates/drip/tests/redis_deny_cache.rs).
+    let options = RedisOptions {
+        deny_cache: 0,
+        ..RedisOptions::default()
+    };
+    let store = RedisStore::connect(&redis.url(), options).await.unwrap();
     let mut monitor = Monitor::start(redis.port);
     one_call_each(store, |a| {
         let sent = monitor.sent_since_mark();

@@ -21,6 +21,11 @@
 //! `--in-flight` and `--max-batch` set [`RedisOptions`]' batching: script
 //! calls under way per bucket, and requests decided per call.
 //!
+//! `--deny-cache N` sizes [`RedisOptions::deny_cache`] (the exact local
+//! deny cache; 0 turns it off): with `--keys 1` and a low rate (one hot
+//! key, nearly every call refused) it shows the node's rate with the cache
+//! beside its per-call Redis rate (`--deny-cache 0`).
+//!
 //! `--threads 1` (the default) runs the tasks on tokio's current-thread
 //! runtime, like `redis-benchmark`'s single thread; `--threads 2` on a
 //! multi-thread runtime with two workers.
@@ -53,6 +58,8 @@ struct Args {
     max_batch: usize,
     /// RedisOptions::spin, in microseconds.
     spin_us: u64,
+    /// RedisOptions::deny_cache.
+    deny_cache: usize,
     configure_only: bool,
 }
 
@@ -60,7 +67,8 @@ fn usage() -> ! {
     eprintln!(
         "usage: redis_load URL [--bucket NAME] [--concurrency 1,16,64] [--seconds 5] \
          [--warmup 0.5] [--keys 1000] [--rate AMOUNT/SECONDS] [--capacity N] \
-         [--threads 1] [--in-flight 2] [--max-batch 64] [--spin-us 0] [--configure-only]"
+         [--threads 1] [--in-flight 2] [--max-batch 64] [--spin-us 0] [--deny-cache 65536] \
+         [--configure-only]"
     );
     std::process::exit(2)
 }
@@ -79,6 +87,7 @@ fn parse_args() -> Args {
         in_flight: RedisOptions::default().in_flight,
         max_batch: RedisOptions::default().max_batch,
         spin_us: 0,
+        deny_cache: RedisOptions::default().deny_cache,
         configure_only: false,
     };
     let mut it = std::env::args().skip(1);
@@ -108,6 +117,7 @@ fn parse_args() -> Args {
             "--in-flight" => args.in_flight = value().parse().unwrap_or_else(|_| usage()),
             "--max-batch" => args.max_batch = value().parse().unwrap_or_else(|_| usage()),
             "--spin-us" => args.spin_us = value().parse().unwrap_or_else(|_| usage()),
+            "--deny-cache" => args.deny_cache = value().parse().unwrap_or_else(|_| usage()),
             "--configure-only" => args.configure_only = true,
             "-h" | "--help" => usage(),
             _ if a.starts_with("--") || !args.url.is_empty() => usage(),
@@ -228,6 +238,7 @@ async fn load(args: Args) {
         in_flight: args.in_flight,
         max_batch: args.max_batch,
         spin: Duration::from_micros(args.spin_us),
+        deny_cache: args.deny_cache,
         ..RedisOptions::default()
     };
     let store = RedisStore::connect(&args.url, options)
@@ -292,7 +303,7 @@ async fn load(args: Args) {
         println!(
             "drip concurrency={c} threads={} seconds={:.2} decisions={decided} \
              decisions_per_s={:.0} admitted={} limited={} errors={} p50_us={:.1} p99_us={:.1} \
-             max_us={:.1}",
+             max_us={:.1} deny_cache_hits={}",
             args.threads,
             elapsed.as_secs_f64(),
             decided as f64 / elapsed.as_secs_f64(),
@@ -302,6 +313,7 @@ async fn load(args: Args) {
             quantile_us(&tally.latencies, 0.50),
             quantile_us(&tally.latencies, 0.99),
             quantile_us(&tally.latencies, 1.0),
+            store.deny_cache_stats().hits,
         );
     }
 }

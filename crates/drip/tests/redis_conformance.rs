@@ -16,10 +16,18 @@ use redis_support::RedisServer;
 async fn redis() -> Harness<RedisStore> {
     let server = RedisServer::start();
     let clock = ManualClock::new(1_000_000_000);
-    let store = RedisStore::connect(&server.url(), RedisOptions::default())
-        .await
-        .unwrap()
-        .with_test_clock(clock.clone());
+    let store = RedisStore::connect(
+        &server.url(),
+        // Exact answers from the script; the deny cache is tested in
+        // redis_deny_cache.rs.
+        RedisOptions {
+            deny_cache: 0,
+            ..RedisOptions::default()
+        },
+    )
+    .await
+    .unwrap()
+    .with_test_clock(clock.clone());
     Harness {
         limiter: Limiter::new(store),
         advance: Box::new(move |d| {

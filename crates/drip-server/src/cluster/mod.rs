@@ -79,6 +79,8 @@ pub struct ClusterMetrics {
     pub remembered_live: u64,
     /// Deletions (tombstones) this node remembers.
     pub remembered_deleted: u64,
+    /// The Redis store's deny cache on this node.
+    pub deny_cache: drip::store::redis::DenyCacheStats,
 }
 
 /// A node's cluster as the server holds it.

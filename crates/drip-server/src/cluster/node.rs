@@ -61,6 +61,8 @@ pub struct Cluster {
     pub(super) chores_refused: AtomicU64,
     pub(super) restored: AtomicU64,
     pub(super) last_view: Mutex<Option<ClusterStatus>>,
+    /// Reads the store's deny cache counters (set once, after start).
+    pub(super) deny_stats: std::sync::OnceLock<drip::store::redis::RedisStore>,
 }
 
 impl Cluster {
@@ -94,7 +96,13 @@ impl Cluster {
             chores_refused: AtomicU64::new(0),
             restored: AtomicU64::new(0),
             last_view: Mutex::new(None),
+            deny_stats: std::sync::OnceLock::new(),
         })
+    }
+
+    /// Exports `store`'s deny cache counters with the cluster's metrics.
+    pub fn export_deny_cache(&self, store: drip::store::redis::RedisStore) {
+        let _ = self.deny_stats.set(store);
     }
 
     /// Heartbeats every `options.heartbeat` until `stop`, then leaves:
@@ -195,6 +203,11 @@ impl ClusterInfo for Cluster {
             members_alive: self.health.live_nodes() as u64,
             chores_refused: self.chores_refused.load(Ordering::Relaxed),
             configs_restored: self.restored.load(Ordering::Relaxed),
+            deny_cache: self
+                .deny_stats
+                .get()
+                .map(|s| s.deny_cache_stats())
+                .unwrap_or_default(),
         }
     }
 }

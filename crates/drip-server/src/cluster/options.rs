@@ -66,6 +66,8 @@ pub struct ClusterOptions {
     pub store_timeout: Duration,
     /// What to answer when the store does not answer.
     pub on_store_error: OnStoreError,
+    /// Refusals the Redis store's exact local deny cache remembers (0: off).
+    pub deny_cache: usize,
 }
 
 impl Default for ClusterOptions {
@@ -76,6 +78,7 @@ impl Default for ClusterOptions {
             lease: Duration::from_secs(5),
             store_timeout: Duration::from_secs(1),
             on_store_error: OnStoreError::Deny,
+            deny_cache: drip::store::RedisOptions::default().deny_cache,
         }
     }
 }

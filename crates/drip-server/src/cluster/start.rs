@@ -25,6 +25,7 @@ pub async fn serve_redis(
     let redis_options = RedisOptions {
         connection_timeout: cluster.store_timeout,
         response_timeout: cluster.store_timeout,
+        deny_cache: cluster.deny_cache,
         ..RedisOptions::default()
     };
     let prefix = redis_options.prefix.clone();
@@ -36,6 +37,7 @@ pub async fn serve_redis(
     let conn = Conn::connect(urls, cluster.store_timeout)
         .await
         .with_context(|| format!("connecting to the Redis store {shown}"))?;
+    let stats = store.clone();
     let health = Arc::new(Health::new(cluster.on_store_error));
     let remembered = Arc::new(Remembered::new());
     let store = Resilient::new(
@@ -47,6 +49,7 @@ pub async fn serve_redis(
     let start: StartCluster = Box::new(move |listeners, options, stop| {
         let node = server::node(options, listeners)?;
         let c = Cluster::new(conn, &prefix, &node, cluster, health, remembered);
+        c.export_deny_cache(stats);
         let task = tokio::spawn(c.clone().run(stop));
         Ok((ClusterHandle(c), task))
     });

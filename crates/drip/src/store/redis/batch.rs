@@ -2,6 +2,7 @@
 //! wait and go together in its next script calls.
 
 use std::sync::Arc;
+use std::sync::atomic::AtomicU64;
 
 use parking_lot::Mutex;
 use redis::Value;
@@ -26,6 +27,9 @@ pub(super) struct QueuedRequest {
 #[derive(Default)]
 pub(super) struct Bucket {
     pub(super) state: Mutex<BucketState>,
+    /// Local ns until which a deny-cache bound of this bucket may be live
+    /// (the sync checks the bucket's version until then).
+    pub(super) deny_until: AtomicU64,
 }
 
 #[derive(Default)]
@@ -70,9 +74,16 @@ impl Inner {
         id: &str,
     ) -> Result<Reply> {
         let bucket = self.bucket(name).await?;
+        let now = self.deny.as_ref().map(|_| self.local_now());
+        let mut local = None;
         let waiting = {
             let mut queue = bucket.state.lock();
-            if queue.in_flight < self.in_flight && queue.waiting.is_empty() {
+            if let (Some(deny), Some(now), Some(cached)) = (&self.deny, now, &queue.cached) {
+                local = deny.check(name, key, req, now, cached);
+            }
+            if local.is_some() {
+                None
+            } else if queue.in_flight < self.in_flight && queue.waiting.is_empty() {
                 queue.in_flight += 1;
                 queue.sending += 1;
                 None
@@ -87,6 +98,14 @@ impl Inner {
                 Some(rx)
             }
         };
+        if let Some(reply) = local {
+            // Refused by the deny cache, without I/O: spend the task's
+            // budget as any tokio I/O would, so that a task looping over
+            // local refusals still lets the runtime's other tasks (the
+            // cache's sync among them) run.
+            tokio::task::consume_budget().await;
+            return Ok(reply);
+        }
         match waiting {
             None => {
                 let _slot = CallSlot {
@@ -99,6 +118,7 @@ impl Inner {
                     req,
                     peek: false,
                     id,
+                    count: false,
                 };
                 let items = [item];
                 let call = self.run(name, &bucket, &items);
@@ -159,6 +179,7 @@ impl Inner {
                     req: j.req,
                     peek: false,
                     id: &j.id,
+                    count: false,
                 })
                 .collect();
             let n = items.len();

@@ -52,6 +52,7 @@ impl Inner {
                     key,
                     req: Request::check(0),
                     peek: true,
+                    count: false,
                     id: "",
                 })
                 .collect();

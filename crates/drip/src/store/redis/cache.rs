@@ -11,6 +11,8 @@ use crate::{Error, Result};
 /// sends precomputed (shared, not rebuilt, by every call).
 pub(super) struct Cached {
     pub(super) policy: Policy,
+    /// The policy's version in Redis.
+    pub(super) version: u64,
     /// `PREFIX:{b:BUCKET}:policy`.
     pub(super) policy_key: String,
     /// `PREFIX:{b:BUCKET}:gGEN:s:`, followed by the key.
@@ -27,6 +29,7 @@ impl Cached {
         Arc::new(Cached {
             args: script_args(&policy, version),
             policy,
+            version,
             policy_key: format!("{tag}:policy"),
             state_prefix: format!("{tag}:g{generation}:s:"),
             queue_prefix: format!("{tag}:g{generation}:q:"),
@@ -38,6 +41,7 @@ impl Inner {
     /// `now_us` for a script: empty means "use Redis TIME".
     pub(super) fn now_arg(&self) -> String {
         self.test_clock
+            .get()
             .as_ref()
             .map_or_else(String::new, |c| (c() / 1000).to_string())
     }

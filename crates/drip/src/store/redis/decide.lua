@@ -33,7 +33,9 @@
 --   window count, counter retention (ms), then per window limit, period_ns, granularity_ns,
 --   track (1: the queue is listed); then
 --   per request cost, max_wait_ns (-1: check, -2: peek, which reports and
---   writes nothing). When tracking, ARGV[2..n+1] the requests' ids.
+--   writes nothing, -3: count, which decides nothing and adds `cost`
+--   refusals to the key's rejected counter: those the node's deny cache
+--   refused without a call). When tracking, ARGV[2..n+1] the requests' ids.
 -- Or, only for benchmarking tools that cannot send binary arguments
 --   (redis-benchmark; fenced below as BENCHMARK TOOLS ONLY), ARGV[1] '' and
 --   the same numbers as text from ARGV[2] (now_us '': Redis TIME; mode
@@ -205,6 +207,7 @@ for k = 2, nkeys + 1 do
     cost, max_wait, rpos = unpack('<dd', reqs, rpos)
   end
   local peek = max_wait == -2
+  local count = max_wait == -3
 
   -- Read the key, bring it to now, carrying it over if the policy changed
   -- (core::carry_over, once per later change).
@@ -310,7 +313,9 @@ for k = 2, nkeys + 1 do
 
   -- The decision (core::decide::decide; see `decide` above).
   local outcome, wait, qpos, retry = 1, 0, 0, 0
-  if not peek then
+  if count then
+    outcome = 2 -- written back as a refusal: the state unchanged
+  elseif not peek then
     outcome, wait, qpos, retry, excess = decide(excess, logs, cost, max_wait)
   end
 
@@ -330,7 +335,13 @@ for k = 2, nkeys + 1 do
   end
 
   if not peek then
-    if outcome == 1 then allowed = allowed + 1 else rejected = rejected + 1 end
+    if outcome == 1 then
+      allowed = allowed + 1
+    elseif count then
+      rejected = rejected + cost
+    else
+      rejected = rejected + 1
+    end
     -- The key expires when it would be idle anyway (bucket empty, windows
     -- clear) and its counters' retention has passed; not on a test clock
     -- (Redis expires keys on its own time). Its expiry only moves later:

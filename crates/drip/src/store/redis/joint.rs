@@ -27,7 +27,7 @@ impl Inner {
     /// The decide script's argument for one request (as `decide_cmd` packs it).
     fn one_arg(&self, cached: &Cached, part: &JointPart<'_>) -> Vec<u8> {
         let mut arg = Vec::with_capacity(24 + cached.args.len());
-        let now = match &self.test_clock {
+        let now = match self.test_clock.get() {
             None => -1.0,
             Some(c) => (c() / 1000) as f64,
         };
@@ -90,6 +90,7 @@ impl RedisStore {
                             key: p.key,
                             req: p.req,
                             peek: false,
+                            count: false,
                             id: "",
                         };
                         let one = Value::BulkString(chunk.to_vec());

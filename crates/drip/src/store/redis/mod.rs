@@ -49,6 +49,8 @@ mod batch;
 mod busiest;
 mod cache;
 mod conn;
+mod deny_cache;
+mod deny_sync;
 mod joint;
 mod script;
 
@@ -56,10 +58,12 @@ mod script;
 use batch::*;
 use cache::*;
 use conn::*;
+use deny_cache::*;
 use joint::*;
 use script::*;
 
 pub use conn::Conn as Connection;
+pub use deny_cache::DenyCacheStats;
 
 /// How the Redis store connects.
 #[derive(Clone, Debug)]
@@ -88,6 +92,17 @@ pub struct RedisOptions {
     /// ~30 µs (BENCHMARKS.md). Other tasks of the runtime still run while a
     /// call spins; the response timeout applies as without it.
     pub spin: Duration,
+    /// Refusals the exact local deny cache remembers (0: off). Default
+    /// 65536 (a few MB at most). A key refused with "retry after R" is
+    /// refused on this node, without a script call, until the bound passes,
+    /// exactly as Redis would refuse it; see DESIGN.md §5 and
+    /// `deny_cache.rs`.
+    pub deny_cache: usize,
+    /// How often the deny cache checks the versions of the buckets it holds
+    /// bounds for (a change made on another node reaches this node within
+    /// about this period plus a round trip) and adds its local refusals to
+    /// the counters in Redis. Default 25 ms.
+    pub deny_cache_sync: Duration,
 }
 
 impl Default for RedisOptions {
@@ -99,13 +114,18 @@ impl Default for RedisOptions {
             in_flight: 2,
             max_batch: 64,
             spin: Duration::ZERO,
+            deny_cache: 65_536,
+            deny_cache_sync: Duration::from_millis(25),
         }
     }
 }
 
 type TestClock = Arc<dyn Fn() -> Nanos + Send + Sync>;
 
-/// Buckets kept in Redis or Redis Cluster.
+/// Buckets kept in Redis or Redis Cluster. A clone is the same store
+/// (e.g. to read its [`deny_cache_stats`](Self::deny_cache_stats) beside a
+/// `Limiter` that owns it).
+#[derive(Clone)]
 pub struct RedisStore {
     inner: Arc<Inner>,
 }
@@ -120,13 +140,20 @@ struct Inner {
     pub(super) prefix: String,
     /// Buckets this node has seen to exist (entries are kept).
     pub(super) buckets: DashMap<String, Arc<Bucket>>,
-    pub(super) test_clock: Option<TestClock>,
+    pub(super) test_clock: std::sync::OnceLock<TestClock>,
     pub(super) in_flight: usize,
     pub(super) max_batch: usize,
     pub(super) spin: Duration,
     /// Where batches whose callers wait are sent from (the runtime that
     /// opened the store, which also drives its connection).
     pub(super) runtime: tokio::runtime::Handle,
+    /// The exact local deny cache (`None`: off).
+    pub(super) deny: Option<DenyCache>,
+    pub(super) deny_sync: Duration,
+    /// The deny cache's clock (when no test clock is set).
+    pub(super) clock: crate::clock::MonotonicClock,
+    /// This store, for the deny cache's background sync.
+    pub(super) me: std::sync::Weak<Inner>,
 }
 
 impl RedisStore {
@@ -158,7 +185,7 @@ impl RedisStore {
 
     fn with_conn(conn: Conn, options: RedisOptions) -> Self {
         RedisStore {
-            inner: Arc::new(Inner {
+            inner: Arc::new_cyclic(|me| Inner {
                 conn,
                 decide: Script::new(DECIDE),
                 queue: Script::new(QUEUE),
@@ -166,22 +193,34 @@ impl RedisStore {
                 joint: Script::new(&joint_script()),
                 prefix: options.prefix,
                 buckets: DashMap::new(),
-                test_clock: None,
+                test_clock: std::sync::OnceLock::new(),
                 in_flight: options.in_flight.max(1),
                 max_batch: options.max_batch.clamp(1, 256),
                 spin: options.spin,
                 runtime: tokio::runtime::Handle::current(),
+                deny: (options.deny_cache > 0).then(|| DenyCache::new(options.deny_cache)),
+                deny_sync: options.deny_cache_sync.max(Duration::from_millis(1)),
+                clock: crate::clock::MonotonicClock::new(),
+                me: me.clone(),
             }),
         }
     }
 
     /// For tests: decide on `clock` (read to the microsecond) instead of
     /// Redis `TIME`, so conformance tables with exact times run on Redis too.
-    pub fn with_test_clock(mut self, clock: impl Clock) -> Self {
-        Arc::get_mut(&mut self.inner)
-            .expect("with_test_clock is called before the store is used")
-            .test_clock = Some(Arc::new(move || clock.now()));
+    pub fn with_test_clock(self, clock: impl Clock) -> Self {
+        // Set once, before the store is used.
+        let _ = self.inner.test_clock.set(Arc::new(move || clock.now()));
         self
+    }
+
+    /// The deny cache's counters (all zero when it is off).
+    pub fn deny_cache_stats(&self) -> DenyCacheStats {
+        self.inner
+            .deny
+            .as_ref()
+            .map(DenyCache::stats)
+            .unwrap_or_default()
     }
 }
 
@@ -265,10 +304,27 @@ impl Store for RedisStore {
             req: Request::check(0),
             peek: true,
             id: "",
+            count: false,
         };
         let entry = self.inner.bucket(bucket).await?;
-        let (replies, cached) = self.inner.run(bucket, &entry, &[item]).await?;
-        let r = replies.first().ok_or_else(|| bad_reply(&Value::Nil))?;
+        // This node's refusals of the key not yet counted in Redis go first,
+        // in the same call, so the counters read are exact.
+        let tally = self
+            .inner
+            .deny
+            .as_ref()
+            .and_then(|d| d.take_key(bucket, key));
+        let mut items = Vec::with_capacity(2);
+        if let Some((_, n)) = &tally {
+            items.push(Item::count(key, *n));
+        }
+        items.push(item);
+        let result = self.inner.run(bucket, &entry, &items).await;
+        if let (Err(_), Some((t, n)), Some(deny)) = (&result, &tally, &self.inner.deny) {
+            deny.untake(t, *n);
+        }
+        let (replies, cached) = result?;
+        let r = replies.last().ok_or_else(|| bad_reply(&Value::Nil))?;
         let p = cached.policy.limit().rate().period_ns();
         Ok(KeyStatus {
             level: Level {

@@ -25,6 +25,9 @@ pub(super) struct Item<'a> {
     pub(super) peek: bool,
     /// The request's id, listed when the bucket tracks its queue.
     pub(super) id: &'a str,
+    /// Add `req.cost` refusals to the key's counter (refused on the node
+    /// by the deny cache); decide nothing.
+    pub(super) count: bool,
 }
 
 impl Inner {
@@ -59,17 +62,18 @@ impl Inner {
         {
             // One argument: now, the version and policy, the requests.
             let mut reqs = cmd.writer_for_next_arg();
-            let now = match &self.test_clock {
+            let now = match self.test_clock.get() {
                 None => -1.0,
                 Some(c) => (c() / 1000) as f64,
             };
             let _ = reqs.write_all(&now.to_le_bytes());
             let _ = reqs.write_all(&cached.args);
             for item in items {
-                let max_wait = match (item.peek, item.req.max_wait) {
-                    (true, _) => -2.0,
-                    (false, None) => -1.0,
-                    (false, Some(w)) => w.min(MAX_EXACT) as f64,
+                let max_wait = match (item.peek, item.count, item.req.max_wait) {
+                    (true, _, _) => -2.0,
+                    (_, true, _) => -3.0,
+                    (false, false, None) => -1.0,
+                    (false, false, Some(w)) => w.min(MAX_EXACT) as f64,
                 };
                 let _ = reqs.write_all(&(item.req.cost.min(MAX_EXACT) as f64).to_le_bytes());
                 let _ = reqs.write_all(&max_wait.to_le_bytes());
@@ -92,9 +96,11 @@ impl Inner {
         for _ in 0..3 {
             let cached = self.cached(name, bucket).await?;
             let cmd = self.decide_cmd(&cached, items);
+            let sent = self.local_now();
             let reply = self.eval_decide(&cmd).await?;
             let parsed = parse_reply(&reply, items, cached.policy.quota())?;
             if let Parsed::Replies(r) = parsed {
+                self.remember_refusals(name, bucket, items, &r, sent, &cached);
                 return Ok((r, cached));
             }
             {
