@@ -21,7 +21,7 @@
 # 30 per 60 s, a burst of 16; drip: --rate 30/60 --capacity 16), under which
 # nearly every call is rejected (redis-cell then writes nothing; drip counts
 # the rejection in the key). drip runs with its exact local deny cache on
-# (the default) and off (--deny-cache 0, every call a script call): with 1000
+# (redis_load's default, 65536 entries) and off (--deny-cache 0, every call a script call): with 1000
 # keys the cache answers a key's refusals until its bound passes.
 #
 # Hot key (issue 19): ONE key under the README limit, so nearly every call

@@ -18,12 +18,19 @@ use serde_json::json;
 
 const HITS: &str = "drip_deny_cache_hits_total";
 
+/// The fast cluster settings with the deny cache on (it is off by default).
+fn with_cache() -> Vec<&'static str> {
+    let mut args = FAST.to_vec();
+    args.extend(["--deny-cache", "65536"]);
+    args
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_flood_over_three_nodes_admits_the_capacity_and_a_reset_reaches_every_cache() {
     if !available() {
         return;
     }
-    let c = Arc::new(TestCluster::single(3, FAST));
+    let c = Arc::new(TestCluster::single(3, &with_cache()));
     // 100 at once, then one per 1000 s: nothing leaks during the test.
     let bucket = json!({"capacity": 100, "leak_rate": 0.001});
     assert_eq!(c.configure(0, "hot", bucket.clone()).await, 200);

@@ -87,7 +87,7 @@ fn parse_args() -> Args {
         in_flight: RedisOptions::default().in_flight,
         max_batch: RedisOptions::default().max_batch,
         spin_us: 0,
-        deny_cache: RedisOptions::default().deny_cache,
+        deny_cache: 65_536,
         configure_only: false,
     };
     let mut it = std::env::args().skip(1);

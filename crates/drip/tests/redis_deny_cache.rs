@@ -26,6 +26,11 @@ fn options(prefix: &str, deny_cache: usize) -> RedisOptions {
     }
 }
 
+/// The cache on (it is off by default), 65536 entries.
+fn cached() -> RedisOptions {
+    options("drip", 65_536)
+}
+
 #[derive(Debug, Clone)]
 struct Op {
     /// Advance `k/8` emission intervals (whole µs), then decide.
@@ -172,12 +177,8 @@ async fn a_change_on_another_node_reaches_the_cache_within_100_ms() {
         return;
     }
     let server = RedisServer::start();
-    let a = RedisStore::connect(&server.url(), RedisOptions::default())
-        .await
-        .unwrap();
-    let b = RedisStore::connect(&server.url(), RedisOptions::default())
-        .await
-        .unwrap();
+    let a = RedisStore::connect(&server.url(), cached()).await.unwrap();
+    let b = RedisStore::connect(&server.url(), cached()).await.unwrap();
     a.configure("api", slow(3), false).await.unwrap();
 
     // Reset on A: B admits again.
@@ -212,12 +213,8 @@ async fn local_refusals_reach_the_shared_counters() {
         return;
     }
     let server = RedisServer::start();
-    let a = RedisStore::connect(&server.url(), RedisOptions::default())
-        .await
-        .unwrap();
-    let b = RedisStore::connect(&server.url(), RedisOptions::default())
-        .await
-        .unwrap();
+    let a = RedisStore::connect(&server.url(), cached()).await.unwrap();
+    let b = RedisStore::connect(&server.url(), cached()).await.unwrap();
     a.configure("api", slow(3), false).await.unwrap();
     for _ in 0..500 {
         b.decide("api", "k", Request::check(1)).await.unwrap();
@@ -276,10 +273,10 @@ async fn a_reset_reaches_the_cache_on_a_redis_cluster() {
         return;
     }
     let cluster = redis_support::RedisCluster::start();
-    let a = RedisStore::connect_cluster(&cluster.urls(), RedisOptions::default())
+    let a = RedisStore::connect_cluster(&cluster.urls(), cached())
         .await
         .unwrap();
-    let b = RedisStore::connect_cluster(&cluster.urls(), RedisOptions::default())
+    let b = RedisStore::connect_cluster(&cluster.urls(), cached())
         .await
         .unwrap();
     a.configure("api", slow(3), false).await.unwrap();
@@ -302,12 +299,8 @@ async fn a_loop_of_local_refusals_does_not_starve_the_sync() {
         return;
     }
     let server = RedisServer::start();
-    let a = RedisStore::connect(&server.url(), RedisOptions::default())
-        .await
-        .unwrap();
-    let b = RedisStore::connect(&server.url(), RedisOptions::default())
-        .await
-        .unwrap();
+    let a = RedisStore::connect(&server.url(), cached()).await.unwrap();
+    let b = RedisStore::connect(&server.url(), cached()).await.unwrap();
     a.configure("api", slow(3), false).await.unwrap();
     refuse_locally(&b, "api", "k").await;
     a.configure("api", slow(3), true).await.unwrap();
