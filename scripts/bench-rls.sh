@@ -10,9 +10,9 @@
 #
 # Both admit everything (the measure is the decision path, not refusals):
 # AllowRequest on a bucket of capacity 4e9 leaking 1e15/s; ShouldRateLimit
-# on one descriptor (key, k) of a rule of 4e9 per second (above 1024 per
-# unit drip keeps such a rule as one bucket: see docs/rls.md). One key for
-# both. Prints each round, then the median round's calls/s and p99 and the
+# on one descriptor (key, k) of a rule of 4e9 per second (a rolling window,
+# approximate above 1024 per unit, beside its bucket: see docs/rls.md). One
+# key for both. Prints each round, then the median round's calls/s and p99 and the
 # ratio rls/allow.
 #
 # Needs redis-server and python3; builds drip in release mode.

@@ -51,8 +51,8 @@ pub struct Args {
     /// Envoy to pass on.
     #[arg(long, env = "DRIP_RLS_HEADERS")]
     pub rls_headers: bool,
-    /// RLS: how often the configuration files are checked for changes,
-    /// e.g. 1s or 250ms.
+    /// RLS: how often the configuration files are checked for changes
+    /// (more than 0), e.g. 1s or 250ms.
     #[arg(long, env = "DRIP_RLS_RELOAD_EVERY", value_parser = parse_duration, default_value = "1s")]
     pub rls_reload_every: Duration,
     /// This node's id in /v1/cluster (default: hostname:http-port).
@@ -227,6 +227,9 @@ pub async fn run(args: Args) -> Result<()> {
     let rls = if args.rls_config.is_empty() {
         None
     } else {
+        if args.rls_reload_every.is_zero() {
+            bail!("--rls-reload-every must be more than 0 (e.g. 1s or 250ms)");
+        }
         Some(crate::rls::RlsHandle::load(crate::rls::RlsOptions {
             paths: args.rls_config.clone(),
             shadow_mode: args.rls_shadow_mode,

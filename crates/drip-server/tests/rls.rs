@@ -17,7 +17,9 @@ mod serve_proc;
 use std::time::{Duration, Instant};
 
 use envoy_types::pb::envoy::extensions::common::ratelimit::v3::RateLimitDescriptor;
-use envoy_types::pb::envoy::extensions::common::ratelimit::v3::rate_limit_descriptor::Entry;
+use envoy_types::pb::envoy::extensions::common::ratelimit::v3::rate_limit_descriptor::{
+    Entry, RateLimitOverride,
+};
 use envoy_types::pb::envoy::service::ratelimit::v3::rate_limit_service_client::RateLimitServiceClient;
 use envoy_types::pb::envoy::service::ratelimit::v3::{RateLimitRequest, RateLimitResponse};
 use envoy_types::pb::google::protobuf::UInt64Value;
@@ -460,9 +462,10 @@ async fn several_descriptors_consume_atomically_under_concurrency() {
 async fn the_configuration_reloads_while_serving() {
     let dir = tempfile_dir();
     let file = dir.join("limits.yaml");
+    // The unit as envoyproxy/ratelimit also accepts it: uppercase.
     let rule = |n: u32| {
         format!(
-            "domain: live\ndescriptors:\n  - key: k\n    rate_limit:\n      unit: day\n      requests_per_unit: {n}\n"
+            "domain: live\ndescriptors:\n  - key: k\n    rate_limit:\n      unit: DAY\n      requests_per_unit: {n}\n"
         )
     };
     std::fs::write(&file, rule(1)).unwrap();
@@ -476,6 +479,16 @@ async fn the_configuration_reloads_while_serving() {
     let ask = || vec![desc(&[("k", "v")], None)];
     assert_eq!(c.ask("live", ask(), 1).await.overall_code, OK);
     assert_eq!(c.ask("live", ask(), 1).await.overall_code, OVER);
+    // A descriptor's own limit (2 a day), used once before the reload.
+    let own = || {
+        let mut d = desc(&[("k", "o")], None);
+        d.limit = Some(RateLimitOverride {
+            requests_per_unit: 2,
+            unit: 4, // DAY
+        });
+        vec![d]
+    };
+    assert_eq!(remaining(&c.ask("live", own(), 1).await), vec![1]);
     // Raise the limit: the key keeps what it used (1 of 3).
     std::fs::write(&file, rule(3)).unwrap();
     let deadline = Instant::now() + Duration::from_secs(20);
@@ -489,6 +502,10 @@ async fn the_configuration_reloads_while_serving() {
     }
     let r = c.ask("live", ask(), 1).await;
     assert_eq!((codes(&r), remaining(&r)), ((OK, vec![OK]), vec![1]));
+    // The override's bucket survived the reload with what it used (another
+    // node sharing the store may be using it).
+    let r = c.ask("live", own(), 1).await;
+    assert_eq!((codes(&r), remaining(&r)), ((OK, vec![OK]), vec![0]));
     // A bad file is refused; the loaded rules stay; both are counted.
     std::fs::write(
         &file,

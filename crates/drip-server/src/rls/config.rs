@@ -31,23 +31,31 @@ pub const APPROX_SLOTS: u32 = 1024;
 /// Prefix of the drip buckets the RLS rules become.
 pub const BUCKET_PREFIX: &str = "rls:";
 
-/// A rate limit's unit, as envoyproxy/ratelimit counts it.
+/// A rate limit's unit, as envoyproxy/ratelimit counts it (lowercase,
+/// uppercase or capitalized, as envoyproxy/ratelimit accepts).
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Deserialize, Serialize)]
 #[serde(rename_all = "lowercase")]
 pub enum Unit {
     /// 1 s.
+    #[serde(alias = "SECOND", alias = "Second")]
     Second,
     /// 60 s.
+    #[serde(alias = "MINUTE", alias = "Minute")]
     Minute,
     /// 3600 s.
+    #[serde(alias = "HOUR", alias = "Hour")]
     Hour,
     /// 86 400 s.
+    #[serde(alias = "DAY", alias = "Day")]
     Day,
     /// 7 days.
+    #[serde(alias = "WEEK", alias = "Week")]
     Week,
     /// 30 days (as envoyproxy/ratelimit counts a month).
+    #[serde(alias = "MONTH", alias = "Month")]
     Month,
     /// 365 days.
+    #[serde(alias = "YEAR", alias = "Year")]
     Year,
 }
 

@@ -230,7 +230,9 @@ impl<S: Store> RateLimitService for Rls<S> {
         let metrics = self.app.metrics();
         let mut statuses = Vec::with_capacity(asks.len());
         let mut over = false;
-        let mut tightest: Option<(&RateLimit, &Decision)> = None;
+        // The descriptor the headers describe: a refusing one before any
+        // other, then the fewest remaining.
+        let mut tightest: Option<(&RateLimit, &Decision, bool)> = None;
         for (d, ask) in req.descriptors.iter().zip(&asks) {
             let hits = hits_of(d);
             let status = match ask {
@@ -268,9 +270,13 @@ impl<S: Store> RateLimitService for Rls<S> {
                         count(metrics, r, hits, refused, near);
                     }
                     over |= refused && !shadow;
-                    let tighter = tightest.is_none_or(|(_, t)| dec.remaining < t.remaining);
-                    if (refused && !shadow) || tighter {
-                        tightest = Some((limit, dec));
+                    let binding = refused && !shadow;
+                    let tighter = tightest.is_none_or(|(_, t, t_binding)| {
+                        (binding && !t_binding)
+                            || (binding == t_binding && dec.remaining < t.remaining)
+                    });
+                    if tighter {
+                        tightest = Some((limit, dec, binding));
                     }
                     DescriptorStatus {
                         code: if refused && !shadow {
@@ -293,7 +299,7 @@ impl<S: Store> RateLimitService for Rls<S> {
             code = Code::Ok;
         }
         let response_headers_to_add = match (self.state.options.headers, tightest) {
-            (true, Some((limit, dec))) => headers(limit, dec, code == Code::OverLimit),
+            (true, Some((limit, dec, _))) => headers(limit, dec, code == Code::OverLimit),
             _ => Vec::new(),
         };
         Ok(Response::new(RateLimitResponse {

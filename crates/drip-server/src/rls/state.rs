@@ -120,7 +120,8 @@ impl RlsState {
     }
 
     /// The bucket for a descriptor's own `limit` (an override), configured
-    /// on first use.
+    /// on first use (by this node: configuring it again carries its state
+    /// over, so nodes sharing a store do not reset each other's).
     pub async fn override_bucket<S: Store>(
         &self,
         limiter: &Limiter<S>,
@@ -128,7 +129,7 @@ impl RlsState {
         n: u32,
         unit: Unit,
     ) -> drip::Result<String> {
-        let name = format!("{BUCKET_PREFIX}{domain}.override.{n}_per_{}", unit.name());
+        let name = override_name(domain, n, unit);
         if !self.overrides.contains(&name) {
             let policy: Policy = rule_policy(n, unit)
                 .map_err(|e| drip::Error::Store(format!("override limit: {e}")))?;
@@ -169,7 +170,9 @@ async fn apply<S: Store>(limiter: &Limiter<S>, config: &RlsConfig) -> anyhow::Re
         keep.insert(bucket.to_owned());
     }
     for (bucket, _) in limiter.list().await.context("listing buckets")? {
-        if bucket.starts_with(BUCKET_PREFIX) && !keep.contains(&bucket) {
+        // Override buckets are named by their limit, the same on every
+        // node: never stale, and other nodes sharing the store use them.
+        if bucket.starts_with(BUCKET_PREFIX) && !keep.contains(&bucket) && !is_override(&bucket) {
             limiter
                 .delete(&bucket)
                 .await
@@ -177,6 +180,25 @@ async fn apply<S: Store>(limiter: &Limiter<S>, config: &RlsConfig) -> anyhow::Re
         }
     }
     Ok(())
+}
+
+/// The bucket of a descriptor's `limit` override of `n` per `unit`.
+fn override_name(domain: &str, n: u32, unit: Unit) -> String {
+    format!("{BUCKET_PREFIX}{domain}{OVERRIDE}{n}_per_{}", unit.name())
+}
+
+const OVERRIDE: &str = ".override.";
+
+/// True for a bucket [`override_name`] makes: `…​.override.N_per_UNIT`.
+fn is_override(bucket: &str) -> bool {
+    bucket.rsplit_once(OVERRIDE).is_some_and(|(_, tail)| {
+        tail.split_once("_per_").is_some_and(|(n, unit)| {
+            n.parse::<u32>().is_ok()
+                && (1..=7)
+                    .filter_map(Unit::from_envoy)
+                    .any(|u| u.name() == unit)
+        })
+    })
 }
 
 /// Every configuration file with its modification time (directories are
