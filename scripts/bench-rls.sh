@@ -77,7 +77,7 @@ stress() {
         python3 -c '
 import json, sys
 r = json.load(sys.stdin); l = r["latency"]
-print("%.1f %.3f %.3f %d %d" % (r["throughput_rps"], l["p50_ms"], l["p99_ms"], r["admitted"], sum(r["errors"].values())))'
+print("%.1f %.3f %.3f %d %d" % (r["throughput_rps"], l["p50_ms"], l["p99_ms"], r["admitted"], r["errors"]))'
 }
 
 median() { sort -g | awk '{v[NR] = $1} END {print v[int((NR + 1) / 2)]}'; }
