@@ -72,15 +72,6 @@ impl<S: Store> Limiter<S> {
     /// exactly one store call: all admitted and all consumed, or none
     /// consumed, with one decision per part ([`JointDecision`]).
     pub async fn decide_all(&self, parts: &[JointPart<'_>]) -> Result<JointDecision> {
-        // One part is one decision: the store's own path (on Redis, batched
-        // with the bucket's concurrent decisions into one script call).
-        if let [part] = parts {
-            let d = self.store.decide(part.bucket, part.key, part.req).await?;
-            return Ok(JointDecision {
-                admitted: d.allowed() || part.advisory,
-                decisions: vec![d],
-            });
-        }
         self.store.decide_all(parts).await
     }
 
