@@ -80,6 +80,15 @@ r = json.load(sys.stdin); l = r["latency"]
 print("%.1f %.3f %.3f %d %d" % (r["throughput_rps"], l["p50_ms"], l["p99_ms"], r["admitted"], r["errors"]))'
 }
 
+# On Redis ($REDIS_PORT set): Redis' own time per script call in the run
+# (`INFO commandstats`), reset before each run.
+resetstat() { [ -z "${REDIS_PORT:-}" ] || redis-cli -p "$REDIS_PORT" config resetstat >/dev/null; }
+scriptstat() {
+    [ -z "${REDIS_PORT:-}" ] && return
+    redis-cli -p "$REDIS_PORT" info commandstats | tr -d '\r' |
+        sed -n 's/^cmdstat_evalsha:calls=\([0-9]*\),usec=[0-9]*,usec_per_call=\([0-9.]*\).*/evalsha: \1 calls, \2 us each/p'
+}
+
 median() { sort -g | awk '{v[NR] = $1} END {print v[int((NR + 1) / 2)]}'; }
 
 bench() {
@@ -89,11 +98,13 @@ bench() {
     printf "%-6s %-16s %10s %9s %9s %10s %7s\n" round call calls/s p50_ms p99_ms admitted errors
     : >"$WORK/allow" && : >"$WORK/rls"
     for r in $(seq "$ROUNDS"); do
+        resetstat
         read -r rps p50 p99 adm err < <(stress)
-        printf "%-6s %-16s %10.0f %9s %9s %10s %7s\n" "$r" AllowRequest "$rps" "$p50" "$p99" "$adm" "$err"
+        printf "%-6s %-16s %10.0f %9s %9s %10s %7s %s\n" "$r" AllowRequest "$rps" "$p50" "$p99" "$adm" "$err" "$(scriptstat)"
         echo "$rps $p99" >>"$WORK/allow"
+        resetstat
         read -r rps p50 p99 adm err < <(stress --rls)
-        printf "%-6s %-16s %10.0f %9s %9s %10s %7s\n" "$r" ShouldRateLimit "$rps" "$p50" "$p99" "$adm" "$err"
+        printf "%-6s %-16s %10.0f %9s %9s %10s %7s %s\n" "$r" ShouldRateLimit "$rps" "$p50" "$p99" "$adm" "$err" "$(scriptstat)"
         echo "$rps $p99" >>"$WORK/rls"
     done
     local ar ap rr rp
@@ -116,4 +127,5 @@ for _ in $(seq 100); do
     sleep 0.05
 done
 serve "redis://127.0.0.1:$PORT"
+REDIS_PORT=$PORT
 bench "redis (redis-server $(redis-server --version | sed -n 's/.*v=\([0-9.]*\).*/\1/p'))"
