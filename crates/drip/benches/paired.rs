@@ -16,7 +16,9 @@
 //! `drip verdict` (only the answer and its time: what governor's
 //! `check_key` returns) and governor's keyed limiter; the loads and keys
 //! of `benches/check.rs` (see `support/mod.rs`), on each side's default
-//! clock (both read the TSC through quanta).
+//! clock (both read the TSC through quanta). The `limiter_*` cases time
+//! `Limiter::check` on the memory store (what the server, the blocking API
+//! and the tower layer call) beside governor.
 //!
 //! Run: `cargo bench -p drip --bench paired` (about a minute).
 //! `PAIRED_ROUNDS` and `PAIRED_BLOCK` change the rounds and block size;
@@ -24,11 +26,13 @@
 //! cases whose names contain one of them.
 
 use std::hint::black_box;
+use std::pin::pin;
 use std::sync::{Barrier, Mutex};
+use std::task::{Context, Poll, Waker};
 use std::time::{Duration, Instant};
 
 use drip::store::Counted;
-use drip::{KeyedBucket, MonotonicClock};
+use drip::{KeyedBucket, Limiter, MonotonicClock};
 use governor::RateLimiter;
 
 mod support;
@@ -228,6 +232,69 @@ where
     );
 }
 
+/// The answer of a future that is ready at once (the memory store's
+/// decisions never wait), without a runtime.
+fn ready<F: Future>(f: F) -> F::Output {
+    match pin!(f).poll(&mut Context::from_waker(Waker::noop())) {
+        Poll::Ready(v) => v,
+        Poll::Pending => panic!("the memory store answers at once"),
+    }
+}
+
+/// `Limiter::check` on the memory store (the path `drip serve`, the
+/// blocking API and the tower layer take: bucket look-up, counted key,
+/// whole `Decision`) beside governor, on one key and on 10k String keys.
+fn limiter_check(load: Load, strings: &[String]) {
+    let limiter = Limiter::memory();
+    ready(limiter.configure("b", load.policy())).unwrap();
+    let gov = RateLimiter::keyed(load.quota());
+    prime(load, &[42u64], |k| gov.check_key(k).is_ok());
+    prime(load, &["42".to_owned()], |k| {
+        ready(limiter.check("b", k, 1)).unwrap().allowed()
+    });
+    let key = &42u64;
+    paired(
+        &format!("limiter_single_key/{}", load.name()),
+        vec![
+            (
+                "Limiter::check",
+                Box::new(|n| {
+                    timed(n, || {
+                        drop(black_box(ready(limiter.check("b", black_box("42"), 1))))
+                    })
+                }),
+            ),
+            (
+                "governor",
+                Box::new(|n| timed(n, || drop(black_box(gov.check_key(black_box(key)))))),
+            ),
+        ],
+    );
+    let gov = RateLimiter::keyed(load.quota());
+    prime(load, strings, |k| gov.check_key(k).is_ok());
+    prime(load, strings, |k| {
+        ready(limiter.check("b", k, 1)).unwrap().allowed()
+    });
+    let (mut a, mut b) = (Cycle::new(strings), Cycle::new(strings));
+    paired(
+        &format!("limiter_keys_10k_string/{}", load.name()),
+        vec![
+            (
+                "Limiter::check",
+                Box::new(move |n| {
+                    timed(n, || {
+                        drop(black_box(ready(limiter.check("b", a.next_key(), 1))))
+                    })
+                }),
+            ),
+            (
+                "governor",
+                Box::new(move |n| timed(n, || drop(black_box(gov.check_key(b.next_key()))))),
+            ),
+        ],
+    );
+}
+
 /// Every check on a key never seen before, each block in a new limiter
 /// (made before its block is timed): the cost of inserting keys, table
 /// growth included, as in a process meeting its clients.
@@ -385,6 +452,7 @@ fn main() {
         many_keys("keys_10k_u64", load, &u64s, |k| k);
         many_keys("keys_10k_string", load, &strings, String::as_str);
         two_threads_one_key(load);
+        limiter_check(load, &strings);
     }
     two_threads_own_keys(&u64s);
     new_keys(Load::Admit);
