@@ -23,7 +23,7 @@ ROUNDS=${3:-3}
 command -v wrk >/dev/null || { echo "wrk is not installed (apt-get install wrk)" >&2; exit 1; }
 
 cargo build --release -q -p drip-server
-DRIP=target/release/drip
+DRIP=${CARGO_TARGET_DIR:-target}/release/drip
 WORK=$(mktemp -d)
 LOG="$WORK/serve.log"
 "$DRIP" serve --http 127.0.0.1:0 --grpc 127.0.0.1:0 2>"$LOG" &

@@ -38,6 +38,7 @@ pub mod metrics;
 pub mod metrics_listener;
 pub mod model;
 pub mod openapi;
+pub mod precise;
 pub mod proxy;
 pub mod request_id;
 pub mod rls;

@@ -22,8 +22,9 @@ use drip::tower::headers;
 use drip::{Decision, Limiter, Mode, Outcome, Policy, Request, Store};
 use http::{HeaderValue, StatusCode};
 
-use super::{precise, respond};
+use super::respond;
 use crate::metrics::Metrics;
+use crate::precise;
 
 /// The bucket, its policy and how to wait.
 pub struct Gate<S: Store> {

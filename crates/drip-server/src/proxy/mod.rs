@@ -7,7 +7,6 @@
 //! - [`gate`]: the one decision per request, through `Limiter`, and the
 //!   wait in shape mode (why a disconnected waiter keeps its place).
 //! - [`upstream`]: the pooled client, streaming, 502/504.
-//! - [`precise`]: sleeps that end on time (shape mode's departures).
 //! - [`respond`]: the proxy's own JSON answers; [`server`]: the listener.
 
 pub mod args;
@@ -15,7 +14,6 @@ pub mod client_ip;
 pub mod cost;
 pub mod gate;
 pub mod key;
-pub mod precise;
 pub mod respond;
 pub mod server;
 pub mod upstream;

@@ -156,7 +156,10 @@ async fn worker(plan: Arc<Plan>, mut client: Client) -> Tally {
     let mut out = std::io::stdout();
     while let Some((i, due)) = plan.take() {
         if let Some(due) = due {
-            tokio::time::sleep_until(due).await;
+            // On time, not up to tokio's millisecond late: the latency
+            // counts from `due`, and the tool's own lateness is not the
+            // server's.
+            crate::precise::sleep_until(due.into_std()).await;
         }
         let sent = Instant::now();
         let key = plan.key(i);

@@ -1,5 +1,5 @@
-//! Sleeps that end within tens of microseconds of their deadline, for
-//! departures in shape mode.
+//! Sleeps that end within tens of microseconds of their deadline: the
+//! proxy's departures in shape mode, `drip stress --rate`'s sends.
 //!
 //! tokio's timer has a 1 ms resolution, and its runtime parks in
 //! `epoll_wait` for whole milliseconds rounded up, so a tokio sleep ends up
