@@ -232,15 +232,22 @@ async fn readme_cases(nodes: &mut [Rls]) {
     if t.elapsed() < FAST_ENOUGH {
         assert_eq!(codes(&b), (OVER, vec![OVER]));
     }
-    // A shadow refusal does not refuse the descriptor beside it.
-    let mut mixed = svc("user-a");
-    mixed.extend(vec![desc(&[("to_number", "shadow")], None)]);
+    // Past its limit, a shadow rule still answers OK...
     let t = Instant::now();
     let _ = nodes[node()].ask("example6", svc("user-a"), 10).await;
     let r = nodes[node()].ask("example6", svc("user-a"), 1).await;
     if t.elapsed() < FAST_ENOUGH {
         assert_eq!(codes(&r), (OK, vec![OK]));
     }
+    // ...and does not refuse the descriptor beside it, which consumes
+    // (user-b's 21 above were refused whole: nothing used).
+    let mut mixed = svc("user-a");
+    mixed.extend(svc("user-b"));
+    let r = nodes[node()].ask("example6", mixed, 1).await;
+    if t.elapsed() < FAST_ENOUGH {
+        assert_eq!(codes(&r), (OK, vec![OK, OK]));
+    }
+    assert_eq!(r.statuses[1].limit_remaining, 19, "user-b consumed one");
 
     // Example 7: replaces: with both descriptors only the replacing 10/s
     // limit applies, and the replaced 5/s one is not consumed.
@@ -415,7 +422,7 @@ async fn readme_configurations_behave_as_documented_on_memory() {
     for line in [
         "ratelimit_service_rate_limit_total_hits{domain=\"messaging\",key=\"message_type_marketing.to_number\"} 9",
         "ratelimit_service_rate_limit_over_limit{domain=\"messaging\",key=\"message_type_marketing.to_number\"} 1",
-        "ratelimit_service_rate_limit_shadow_mode{domain=\"example6\",key=\"service.user_user-a\"} 12",
+        "ratelimit_service_rate_limit_shadow_mode{domain=\"example6\",key=\"service.user_user-a\"} 13",
     ] {
         assert!(m.contains(line), "no {line:?} in\n{m}");
     }
