@@ -14,7 +14,8 @@
 #   shared machine). From the environment: ROUNDS=3, THREADS=2,
 #   CONNECTIONS=64, DURATION=10s (wrk), GRPC_CONCURRENCY=64,
 #   GRPC_CONNECTIONS=4, DRIP=path/to/drip (another build to measure, e.g.
-#   an older commit's), NO_BUILD=1. Needs wrk (installed if missing and we
+#   an older commit's), NO_BUILD=1, SERVE_ARGS (more `drip serve` flags,
+#   e.g. "--store redis://127.0.0.1:6379" for the Redis store). Needs wrk (installed if missing and we
 #   are root).
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -78,7 +79,8 @@ wait_tcp() {
     exit 1
 }
 
-"$DRIP" serve --http "127.0.0.1:$HTTP_PORT" --grpc "127.0.0.1:$GRPC_PORT" 2>/dev/null &
+# shellcheck disable=SC2086 # SERVE_ARGS is a list of flags
+"$DRIP" serve --http "127.0.0.1:$HTTP_PORT" --grpc "127.0.0.1:$GRPC_PORT" ${SERVE_ARGS:-} 2>/dev/null &
 PIDS+=($!)
 "$TARGET_DIR/release/examples/hello" "127.0.0.1:$HELLO_PORT" 2>/dev/null &
 PIDS+=($!)

@@ -5,8 +5,10 @@ use std::future::Future;
 use std::time::Duration;
 
 use anyhow::Context;
+use axum::serve::ListenerExt;
 use drip::{Limiter, Store};
 use tokio::net::TcpListener;
+use tokio_stream::StreamExt;
 use tokio_stream::wrappers::TcpListenerStream;
 use tokio_util::sync::CancellationToken;
 
@@ -116,18 +118,26 @@ pub async fn run<S: Store>(
     tracing::info!("gRPC listening on {grpc_addr}");
 
     let router = http::router(app.clone()).merge(crate::rls::http::router(rls.clone()));
+    // TCP_NODELAY on every connection: an answer goes out at once, not
+    // held by Nagle's algorithm until the client's delayed ACK (40 ms on
+    // Linux; an HTTP/2 answer is several frames, so gRPC met it).
+    let http_listener = listeners.http.tap_io(|tcp| {
+        let _ = tcp.set_nodelay(true);
+    });
     let http =
-        axum::serve(listeners.http, router).with_graceful_shutdown(stop.clone().cancelled_owned());
+        axum::serve(http_listener, router).with_graceful_shutdown(stop.clone().cancelled_owned());
+    let grpc_incoming = TcpListenerStream::new(listeners.grpc).map(|conn| {
+        conn.inspect(|tcp| {
+            let _ = tcp.set_nodelay(true);
+        })
+    });
     let grpc = tonic::transport::Server::builder()
         .add_service(health_service)
         .add_service(reflection_v1)
         .add_service(reflection_v1alpha)
         .add_service(Grpc::server(app.clone()))
         .add_optional_service(rls.map(|state| crate::rls::Rls::server(app.clone(), state)))
-        .serve_with_incoming_shutdown(
-            TcpListenerStream::new(listeners.grpc),
-            stop.clone().cancelled_owned(),
-        );
+        .serve_with_incoming_shutdown(grpc_incoming, stop.clone().cancelled_owned());
     let result = tokio::try_join!(async { http.await.context("HTTP server") }, async {
         grpc.await.context("gRPC server")
     },);
