@@ -38,7 +38,8 @@ pub struct RlsState {
     /// The options it runs with.
     pub options: RlsOptions,
     config: RwLock<Arc<RlsConfig>>,
-    /// Override buckets (`descriptor.limit`) configured so far.
+    /// Override buckets (`descriptor.limit`) configured since the last
+    /// load (at start the set is empty).
     overrides: DashSet<String>,
     /// The files' modification times when last loaded.
     stamp: RwLock<Vec<Stamp>>,
@@ -80,10 +81,7 @@ impl RlsState {
     /// over for unchanged policies) and deletes the buckets of rules that
     /// are gone.
     pub async fn apply<S: Store>(&self, limiter: &Limiter<S>) -> anyhow::Result<()> {
-        let config = self.config();
-        apply(limiter, &config).await?;
-        self.overrides.clear();
-        Ok(())
+        apply(limiter, &self.config()).await
     }
 
     /// Reloads when a file changed (by modification time, or files added or
@@ -106,6 +104,8 @@ impl RlsState {
         match loaded {
             Ok(config) => {
                 *self.config.write() = Arc::new(config);
+                // Configured again on next use (state carries over): heals
+                // an override bucket deleted meanwhile.
                 self.overrides.clear();
                 tracing::info!("RLS configuration reloaded");
                 metrics.with_recorder(|| metrics::counter!(CONFIG_LOAD_SUCCESS).increment(1));
@@ -189,7 +189,7 @@ fn override_name(domain: &str, n: u32, unit: Unit) -> String {
 
 const OVERRIDE: &str = ".override.";
 
-/// True for a bucket [`override_name`] makes: `…​.override.N_per_UNIT`.
+/// True for a bucket [`override_name`] makes: `rls:DOMAIN.override.N_per_UNIT`.
 fn is_override(bucket: &str) -> bool {
     bucket.rsplit_once(OVERRIDE).is_some_and(|(_, tail)| {
         tail.split_once("_per_").is_some_and(|(n, unit)| {

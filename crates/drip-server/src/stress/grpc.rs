@@ -11,14 +11,18 @@ use crate::grpc::pb::rate_limiter_service_client::RateLimiterServiceClient;
 /// A gRPC client of one connection.
 pub type Client = RateLimiterServiceClient<Channel>;
 
-/// Connects to `url` (`http://HOST:PORT`), one HTTP/2 connection.
-pub async fn connect(url: &str) -> anyhow::Result<Client> {
-    let channel = Channel::from_shared(url.to_string())
+/// One HTTP/2 connection to `url` (`http://HOST:PORT`), for any service.
+pub async fn channel(url: &str) -> anyhow::Result<Channel> {
+    Channel::from_shared(url.to_string())
         .map_err(|e| anyhow::anyhow!("--url: {url} is not a valid URL: {e}"))?
         .connect()
         .await
-        .map_err(|e| anyhow::anyhow!("cannot connect to {url}: {e}"))?;
-    Ok(RateLimiterServiceClient::new(channel))
+        .map_err(|e| anyhow::anyhow!("cannot connect to {url}: {e}"))
+}
+
+/// Connects to `url` (`http://HOST:PORT`), one HTTP/2 connection.
+pub async fn connect(url: &str) -> anyhow::Result<Client> {
+    Ok(RateLimiterServiceClient::new(channel(url).await?))
 }
 
 /// One `AllowRequest` of cost 1 for `bucket`/`key`.
@@ -53,9 +57,6 @@ pub async fn allow(client: &mut Client, bucket: &str, key: &str) -> Outcome {
                 }
             }
         }
-        Err(status) => Outcome::Error {
-            kind: format!("grpc {:?}", status.code()),
-            detail: status.message().to_string(),
-        },
+        Err(status) => Outcome::grpc_error(&status),
     }
 }

@@ -29,6 +29,14 @@ pub enum Outcome {
 }
 
 impl Outcome {
+    /// A gRPC call that failed: counted by its status code.
+    pub fn grpc_error(status: &tonic::Status) -> Outcome {
+        Outcome::Error {
+            kind: format!("grpc {:?}", status.code()),
+            detail: status.message().to_string(),
+        }
+    }
+
     /// The `--verbose` line of request number `n`:
     /// `13: 429 - {"allowed":false,...}`.
     pub fn line(&self, n: u64) -> String {

@@ -15,12 +15,9 @@ pub type Client = RateLimitServiceClient<Channel>;
 
 /// Connects to `url` (`http://HOST:PORT`), one HTTP/2 connection.
 pub async fn connect(url: &str) -> anyhow::Result<Client> {
-    let channel = Channel::from_shared(url.to_string())
-        .map_err(|e| anyhow::anyhow!("--url: {url} is not a valid URL: {e}"))?
-        .connect()
-        .await
-        .map_err(|e| anyhow::anyhow!("cannot connect to {url}: {e}"))?;
-    Ok(RateLimitServiceClient::new(channel))
+    Ok(RateLimitServiceClient::new(
+        super::grpc::channel(url).await?,
+    ))
 }
 
 /// One `ShouldRateLimit` of one hit for `(entry_key, key)` in `domain`.
@@ -57,9 +54,6 @@ pub async fn should(client: &mut Client, domain: &str, entry_key: &str, key: &st
                 }
             }
         }
-        Err(status) => Outcome::Error {
-            kind: format!("grpc {:?}", status.code()),
-            detail: status.message().to_string(),
-        },
+        Err(status) => Outcome::grpc_error(&status),
     }
 }

@@ -38,6 +38,12 @@ impl Cached {
 }
 
 impl Inner {
+    /// `now_us` for the decide script's packed argument: -1 means "use
+    /// Redis TIME".
+    pub(super) fn now_us(&self) -> f64 {
+        self.test_clock.get().map_or(-1.0, |c| (c() / 1000) as f64)
+    }
+
     /// `now_us` for a script: empty means "use Redis TIME".
     pub(super) fn now_arg(&self) -> String {
         self.test_clock

@@ -27,10 +27,7 @@ impl Inner {
     /// The decide script's argument for one request (as `decide_cmd` packs it).
     fn one_arg(&self, cached: &Cached, part: &JointPart<'_>) -> Vec<u8> {
         let mut arg = Vec::with_capacity(24 + cached.args.len());
-        let now = match self.test_clock.get() {
-            None => -1.0,
-            Some(c) => (c() / 1000) as f64,
-        };
+        let now = self.now_us();
         let max_wait = part.req.max_wait.map_or(-1.0, |w| w.min(MAX_EXACT) as f64);
         // Writing to a Vec cannot fail.
         let _ = arg.write_all(&now.to_le_bytes());

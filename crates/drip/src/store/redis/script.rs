@@ -62,11 +62,7 @@ impl Inner {
         {
             // One argument: now, the version and policy, the requests.
             let mut reqs = cmd.writer_for_next_arg();
-            let now = match self.test_clock.get() {
-                None => -1.0,
-                Some(c) => (c() / 1000) as f64,
-            };
-            let _ = reqs.write_all(&now.to_le_bytes());
+            let _ = reqs.write_all(&self.now_us().to_le_bytes());
             let _ = reqs.write_all(&cached.args);
             for item in items {
                 let max_wait = match (item.peek, item.count, item.req.max_wait) {
