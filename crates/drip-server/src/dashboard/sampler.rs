@@ -307,28 +307,33 @@ pub fn decision_counts(text: &str) -> BTreeMap<String, [u64; 2]> {
 mod tests {
     use super::*;
     use crate::app::Node;
-    use drip::{Limit, Limiter, Policy, Rate};
+    use drip::{Limit, Limiter, MemoryStore, Policy, Rate};
     use tokio_util::sync::CancellationToken;
 
     /// Nobody watching, no task; the first subscriber starts one, and it
     /// ends once the last one has gone.
-    #[tokio::test]
-    async fn samples_only_while_watched() {
-        let limiter = Limiter::memory();
-        let policy = Policy::police(Limit::new(Rate::per_second(1).unwrap(), 5).unwrap());
-        limiter.configure("a", policy).await.unwrap();
+    /// A sampler over `limiter` on a node of no cluster.
+    fn sampler_of(limiter: Limiter<MemoryStore>) -> Arc<Sampler<MemoryStore>> {
         let node = Node {
             id: "n".into(),
             http: "h".into(),
             grpc: "g".into(),
         };
-        let sampler = Sampler::new(App::new(
+        Sampler::new(App::new(
             limiter,
             None,
             node,
             CancellationToken::new(),
             None,
-        ));
+        ))
+    }
+
+    #[tokio::test]
+    async fn samples_only_while_watched() {
+        let limiter = Limiter::memory();
+        let policy = Policy::police(Limit::new(Rate::per_second(1).unwrap(), 5).unwrap());
+        limiter.configure("a", policy).await.unwrap();
+        let sampler = sampler_of(limiter);
         assert!(!sampler.is_sampling());
         let (mut rx, first) = sampler.subscribe();
         assert!(first.is_none() && sampler.is_sampling());
@@ -365,18 +370,7 @@ mod tests {
             limiter.check("a", &format!("k{i}"), 10 + i).await.unwrap();
         }
         limiter.check("b", "x", 50).await.unwrap();
-        let node = Node {
-            id: "n".into(),
-            http: "h".into(),
-            grpc: "g".into(),
-        };
-        let sampler = Sampler::new(App::new(
-            limiter,
-            None,
-            node,
-            CancellationToken::new(),
-            None,
-        ));
+        let sampler = sampler_of(limiter);
         let (mut history, mut previous) = (HashMap::new(), None);
         let snap = sampler.snapshot(&mut history, &mut previous).await;
         assert!(snap.buckets.iter().all(|b| b.busiest_keys.is_empty()));
