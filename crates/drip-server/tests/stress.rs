@@ -69,7 +69,9 @@ fn admits_exactly_capacity(grpc: bool) {
     let counts = ["Requests:", "Admitted:", "Rejected:", "Errors:"].map(|l| table_count(&table, l));
     assert_eq!(counts, [300, 100, 200, 0], "{table}");
     assert!(
-        table.contains("p99.9") && table.contains("Latency histogram"),
+        table.contains("p99.9")
+            && table.contains("Latency histogram")
+            && table.contains("Corrected as wrk corrects"),
         "{table}"
     );
 
@@ -91,6 +93,12 @@ fn admits_exactly_capacity(grpc: bool) {
         .map(|k| l[k].as_f64().unwrap())
         .collect();
     assert!(ms.windows(2).all(|w| w[0] <= w[1]) && ms[0] > 0.0, "{l}");
+    // A closed-loop run also reports its latencies corrected as wrk's are:
+    // the synthetic samples only add, each below a measured one.
+    let c = &r["latency_wrk_corrected"];
+    assert!(c["samples"].as_u64().unwrap() >= 300, "{c}");
+    assert!(c["interval_ms"].as_f64().unwrap() > 0.0, "{c}");
+    assert_eq!(c["latency"]["max_ms"], l["max_ms"], "{c}");
     let bars: u64 = r["histogram"]
         .as_array()
         .unwrap()

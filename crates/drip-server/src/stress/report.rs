@@ -80,6 +80,79 @@ pub struct Latency {
     pub max_ms: f64,
 }
 
+impl Latency {
+    /// The figures of `h` (µs), all 0 when it is empty.
+    fn of(h: &Histogram<u64>) -> Latency {
+        if h.is_empty() {
+            return Latency {
+                min_ms: 0.0,
+                mean_ms: 0.0,
+                p50_ms: 0.0,
+                p90_ms: 0.0,
+                p99_ms: 0.0,
+                p999_ms: 0.0,
+                max_ms: 0.0,
+            };
+        }
+        let ms = |us: u64| us as f64 / 1000.0;
+        let q = |p: f64| ms(h.value_at_quantile(p));
+        Latency {
+            min_ms: ms(h.min()),
+            mean_ms: h.mean() / 1000.0,
+            p50_ms: q(0.5),
+            p90_ms: q(0.9),
+            p99_ms: q(0.99),
+            p999_ms: q(0.999),
+            max_ms: ms(h.max()),
+        }
+    }
+}
+
+/// A closed-loop run's latencies corrected for coordinated omission the way
+/// wrk 4 corrects its own: an answer slower than the mean interval between
+/// one connection's requests stands for the requests that connection did not
+/// send meanwhile. Only for comparing with wrk; the measured figures are
+/// `latency`.
+#[derive(Debug, Serialize, serde::Deserialize, PartialEq)]
+pub struct Corrected {
+    /// The interval: duration × concurrency / requests, ms.
+    pub interval_ms: f64,
+    /// Requests counted, the synthetic ones included.
+    pub samples: u64,
+    /// The percentiles over them.
+    pub latency: Latency,
+}
+
+/// About a second of work at most for the correction.
+const MAX_CORRECTION_STEPS: u64 = 50_000_000;
+
+impl Corrected {
+    /// wrk's `stats_correct(latency, runtime_us / (complete / connections))`,
+    /// as HdrHistogram's post-run correction of `h` (µs).
+    fn of(h: &Histogram<u64>, elapsed: Duration, concurrency: u64) -> Option<Corrected> {
+        if h.is_empty() {
+            return None;
+        }
+        let interval_us =
+            ((elapsed.as_micros() as u64).saturating_mul(concurrency) / h.len()).max(1);
+        // The correction records one value per interval below each recorded
+        // one: skip it where that would take longer than the run itself.
+        let work: u64 = h
+            .iter_recorded()
+            .map(|v| v.value_iterated_to() / interval_us)
+            .fold(0, u64::saturating_add);
+        if work > MAX_CORRECTION_STEPS {
+            return None;
+        }
+        let corrected = h.clone_correct(interval_us);
+        Some(Corrected {
+            interval_ms: interval_us as f64 / 1000.0,
+            samples: corrected.len(),
+            latency: Latency::of(&corrected),
+        })
+    }
+}
+
 /// One bar of the latency histogram: requests at most `le_ms` (and above the
 /// previous bar).
 #[derive(Debug, Serialize, serde::Deserialize, PartialEq)]
@@ -114,8 +187,11 @@ pub struct Report {
     pub target_rate_rps: Option<f64>,
     /// Workers (connections).
     pub concurrency: u64,
-    /// Latency percentiles.
+    /// Latency percentiles, as measured.
     pub latency: Latency,
+    /// Without `--rate`: the same corrected as wrk corrects its figures, to
+    /// compare with wrk's.
+    pub latency_wrk_corrected: Option<Corrected>,
     /// A small latency histogram (ten bars).
     pub histogram: Vec<Bucket>,
 }
@@ -132,15 +208,6 @@ impl Report {
         let h = &tally.latency;
         let errors: u64 = tally.errors.values().sum();
         let requests = tally.admitted + tally.rejected + errors;
-        let ms = |us: u64| us as f64 / 1000.0;
-        let empty = h.is_empty();
-        let q = |p: f64| {
-            if empty {
-                0.0
-            } else {
-                ms(h.value_at_quantile(p))
-            }
-        };
         let secs = elapsed.as_secs_f64().max(1e-9);
         Report {
             protocol: protocol.to_string(),
@@ -153,14 +220,10 @@ impl Report {
             throughput_rps: requests as f64 / secs,
             target_rate_rps,
             concurrency,
-            latency: Latency {
-                min_ms: if empty { 0.0 } else { ms(h.min()) },
-                mean_ms: if empty { 0.0 } else { h.mean() / 1000.0 },
-                p50_ms: q(0.5),
-                p90_ms: q(0.9),
-                p99_ms: q(0.99),
-                p999_ms: q(0.999),
-                max_ms: if empty { 0.0 } else { ms(h.max()) },
+            latency: Latency::of(h),
+            latency_wrk_corrected: match target_rate_rps {
+                Some(_) => None,
+                None => Corrected::of(h, elapsed, concurrency),
             },
             histogram: bars(h, 10),
         }
@@ -198,6 +261,20 @@ impl Report {
             ("max", l.max_ms),
         ] {
             writeln!(out, "  {name:<6} {v:>10.3}")?;
+        }
+        if let Some(c) = &self.latency_wrk_corrected {
+            let l = &c.latency;
+            writeln!(out)?;
+            writeln!(
+                out,
+                "Corrected as wrk corrects (interval {:.3} ms, {} samples), ms:",
+                c.interval_ms, c.samples
+            )?;
+            writeln!(
+                out,
+                "  p50 {:.3}  p90 {:.3}  p99 {:.3}  p99.9 {:.3}",
+                l.p50_ms, l.p90_ms, l.p99_ms, l.p999_ms
+            )?;
         }
         writeln!(out)?;
         writeln!(out, "Latency histogram (ms):")?;
@@ -240,4 +317,66 @@ fn bars(h: &Histogram<u64>, n: u64) -> Vec<Bucket> {
         below = upto;
     }
     out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use bytes::Bytes;
+
+    fn tally(latencies_us: &[u64]) -> Tally {
+        let mut t = Tally::default();
+        for &us in latencies_us {
+            t.record(
+                &Outcome::Admitted {
+                    status: "200",
+                    detail: Bytes::new(),
+                },
+                Duration::from_micros(us),
+            );
+        }
+        t
+    }
+
+    #[test]
+    fn answers_within_the_interval_need_no_correction() {
+        // 4 requests on 1 connection in 4 ms: interval 1 ms, all faster.
+        let r = Report::new(
+            "http",
+            &tally(&[900, 900, 900, 900]),
+            Duration::from_millis(4),
+            None,
+            1,
+        );
+        let c = r.latency_wrk_corrected.expect("closed loop");
+        assert_eq!(c.interval_ms, 1.0);
+        assert_eq!(c.samples, 4);
+        assert_eq!(c.latency, r.latency);
+    }
+
+    #[test]
+    fn a_slow_answer_stands_for_the_requests_not_sent() {
+        // 10 requests on 1 connection in 20 ms: interval 2 ms; the 11 ms
+        // answer adds 9, 7, 5, 3 ms, as wrk's stats_correct would.
+        let mut us = vec![1000; 9];
+        us.push(11_000);
+        let r = Report::new("http", &tally(&us), Duration::from_millis(20), None, 1);
+        let c = r.latency_wrk_corrected.expect("closed loop");
+        assert_eq!(c.interval_ms, 2.0);
+        assert_eq!(c.samples, 14);
+        assert!(c.latency.p90_ms > r.latency.p90_ms, "{c:?}");
+        assert_eq!(r.latency.p50_ms, 1.0);
+    }
+
+    #[test]
+    fn a_fixed_rate_run_is_already_corrected() {
+        let r = Report::new(
+            "http",
+            &tally(&[5000]),
+            Duration::from_secs(1),
+            Some(1.0),
+            1,
+        );
+        assert!(r.latency_wrk_corrected.is_none());
+    }
 }
