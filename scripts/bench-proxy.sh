@@ -2,7 +2,9 @@
 # `drip proxy` beside nginx's limit_req, in alternating rounds of one run,
 # both in front of the same upstream (the axum hello-world example):
 #
-#   1. police, everything admitted: req/s and p99 (wrk), drip/nginx ratios;
+#   1. police, everything admitted: req/s and p99 (wrk), drip/nginx ratios,
+#      and the upstream answering wrk directly (the Rust HTTP stack's own
+#      ceiling on this machine, no proxy);
 #   2. police, ~90% refused (rate = a tenth of the slower proxy's round-1
 #      throughput): req/s, p99 and the refused share;
 #   3. shape vs limit_req with burst (delay): N requests at once, the gaps
@@ -156,12 +158,16 @@ police_round() {
     start_nginx "$rate" "zone=z burst=$burst nodelay" "$UP"
     read -r n_rps n_p99 n_non n_total < <(run_wrk "http://127.0.0.1:$NGINX_PORT/")
     stop_proxies
+    # The Rust HTTP stack's own ceiling here: the upstream (axum
+    # hello-world) answering wrk directly, no proxy, no limit.
+    read -r h_rps h_p99 _ _ < <(run_wrk "http://$UP/")
     local d_us n_us
     d_us=$(to_us "$d_p99"); n_us=$(to_us "$n_p99")
-    printf '%-14s round %s  drip %9.0f req/s p99 %8s (%5.1f%% refused) | nginx %9.0f req/s p99 %8s (%5.1f%% refused) | req/s ratio %.3f, p99 ratio %.3f\n' \
+    printf '%-14s round %s  drip %9.0f req/s p99 %8s (%5.1f%% refused) | nginx %9.0f req/s p99 %8s (%5.1f%% refused) | req/s ratio %.3f, p99 ratio %.3f | hello direct %9.0f req/s p99 %8s, hello/nginx %.3f\n' \
         "$label" "$round" "$d_rps" "$d_p99" "$(awk -v a="$d_non" -v b="$d_total" 'BEGIN{print 100*a/b}')" \
         "$n_rps" "$n_p99" "$(awk -v a="$n_non" -v b="$n_total" 'BEGIN{print 100*a/b}')" \
-        "$(awk -v a="$d_rps" -v b="$n_rps" 'BEGIN{print a/b}')" "$(awk -v a="$d_us" -v b="$n_us" 'BEGIN{print a/b}')"
+        "$(awk -v a="$d_rps" -v b="$n_rps" 'BEGIN{print a/b}')" "$(awk -v a="$d_us" -v b="$n_us" 'BEGIN{print a/b}')" \
+        "$h_rps" "$h_p99" "$(awk -v a="$h_rps" -v b="$n_rps" 'BEGIN{print a/b}')"
     LAST_MIN_RPS=$(awk -v a="$d_rps" -v b="$n_rps" 'BEGIN{print int(a < b ? a : b)}')
 }
 

@@ -46,8 +46,14 @@ pub fn fields(label: &str, d: &Decision) -> Fields {
     Fields {
         retry_after: (d.outcome == Outcome::Limited).then(|| retry_after_secs(d)),
         ratelimit_policy: (!d.allowed()).then(|| policy_value(label, &d.quota)),
-        ratelimit: format!("{label};r={};t={}", d.remaining, ceil_secs(d.reset_after)),
+        ratelimit: ratelimit_value(label, d),
     }
+}
+
+/// The `RateLimit` value of `d`: `"<bucket>";r=<remaining>;t=<seconds>`
+/// (`label` as in [`fields`]).
+pub fn ratelimit_value(label: &str, d: &Decision) -> String {
+    format!("{label};r={};t={}", d.remaining, ceil_secs(d.reset_after))
 }
 
 /// `Retry-After` in whole seconds: `retry_after` rounded up, at least 1.

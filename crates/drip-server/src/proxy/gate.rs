@@ -34,6 +34,8 @@ pub struct Gate<S: Store> {
     queue_timeout: Duration,
     /// `RateLimit-Policy`, built once from the policy read at start.
     policy_header: Option<HeaderValue>,
+    /// The bucket's name as the header fields quote it, built once.
+    label: Arc<str>,
     metrics: Arc<Metrics>,
 }
 
@@ -45,6 +47,7 @@ impl<S: Store> Clone for Gate<S> {
             mode: self.mode,
             queue_timeout: self.queue_timeout,
             policy_header: self.policy_header.clone(),
+            label: self.label.clone(),
             metrics: self.metrics.clone(),
         }
     }
@@ -65,6 +68,7 @@ impl<S: Store> Gate<S> {
             mode: policy.mode(),
             queue_timeout,
             policy_header: headers::ratelimit_policy(bucket, policy),
+            label: headers::sf_string(bucket).into(),
             metrics,
         }
     }
@@ -133,7 +137,7 @@ impl<S: Store> Gate<S> {
 
     /// The `RateLimit` field of a decision.
     pub fn ratelimit(&self, d: &Decision) -> Option<HeaderValue> {
-        headers::ratelimit(&self.bucket, d)
+        HeaderValue::from_str(&headers::ratelimit_value(&self.label, d)).ok()
     }
 }
 

@@ -18,7 +18,7 @@ use drip::Decision;
 use drip::tower::headers::{RATELIMIT, RATELIMIT_POLICY, retry_after};
 use http::StatusCode;
 use http::header::{CONTENT_TYPE, HeaderValue, RETRY_AFTER};
-use serde_json::json;
+use serde::Serialize;
 
 /// A request the proxy answers itself, before any decision: a small error
 /// to carry, turned into its JSON answer by [`IntoResponse`].
@@ -51,18 +51,35 @@ impl IntoResponse for Refusal {
 
 /// A JSON error answer.
 pub fn error(status: StatusCode, code: &str, message: &str) -> Response {
-    error_with(status, code, message, serde_json::Map::new())
+    error_with(status, code, message, None)
+}
+
+/// The body of every answer the proxy gives itself.
+#[derive(Serialize)]
+struct ErrorBody<'a> {
+    error: ErrorDetail<'a>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    retry_after_ms: Option<u64>,
+}
+
+#[derive(Serialize)]
+struct ErrorDetail<'a> {
+    code: &'a str,
+    message: &'a str,
 }
 
 fn error_with(
     status: StatusCode,
     code: &str,
     message: &str,
-    extra: serde_json::Map<String, serde_json::Value>,
+    retry_after_ms: Option<u64>,
 ) -> Response {
-    let mut body = json!({"error": {"code": code, "message": message}});
-    body.as_object_mut().expect("an object").extend(extra);
-    let mut r = Response::new(Body::from(body.to_string()));
+    let body = ErrorBody {
+        error: ErrorDetail { code, message },
+        retry_after_ms,
+    };
+    let json = serde_json::to_vec(&body).expect("strings and numbers serialize");
+    let mut r = Response::new(Body::from(json));
     *r.status_mut() = status;
     r.headers_mut()
         .insert(CONTENT_TYPE, HeaderValue::from_static("application/json"));
@@ -77,14 +94,12 @@ pub fn limited(
     ratelimit: Option<HeaderValue>,
 ) -> Response {
     let retry_ms = d.retry_after.div_ceil(1_000_000);
-    let mut extra = serde_json::Map::new();
-    extra.insert("retry_after_ms".into(), retry_ms.into());
     let message = format!("too many requests: retry in {retry_ms} ms");
     let mut r = error_with(
         StatusCode::TOO_MANY_REQUESTS,
         "rate_limited",
         &message,
-        extra,
+        Some(retry_ms),
     );
     let h = r.headers_mut();
     h.insert(RETRY_AFTER, retry_after(d));

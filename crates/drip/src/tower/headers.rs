@@ -6,7 +6,7 @@ use http::header::HeaderValue;
 
 pub use crate::headers::{
     Fields, RATELIMIT, RATELIMIT_NAME, RATELIMIT_POLICY, RATELIMIT_POLICY_NAME, RETRY_AFTER_NAME,
-    ceil_secs, fields, policy_value, retry_after_secs, sf_string,
+    ceil_secs, fields, policy_value, ratelimit_value, retry_after_secs, sf_string,
 };
 use crate::{Decision, Policy};
 
@@ -17,7 +17,7 @@ pub fn retry_after(d: &Decision) -> HeaderValue {
 
 /// `RateLimit: "bucket";r=<remaining>;t=<seconds until full again>` (see [`fields`]).
 pub fn ratelimit(bucket: &str, d: &Decision) -> Option<HeaderValue> {
-    HeaderValue::from_str(&fields(&sf_string(bucket), d).ratelimit).ok()
+    HeaderValue::from_str(&ratelimit_value(&sf_string(bucket), d)).ok()
 }
 
 /// `RateLimit-Policy: "bucket";q=<capacity>;w=<seconds to drain when full>`.
