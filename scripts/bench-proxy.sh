@@ -3,8 +3,9 @@
 # both in front of the same upstream (the axum hello-world example):
 #
 #   1. police, everything admitted: req/s and p99 (wrk), drip/nginx ratios,
-#      and the upstream answering wrk directly (the Rust HTTP stack's own
-#      ceiling on this machine, no proxy);
+#      beside the Rust stack's own ceilings on this machine: the upstream
+#      answering wrk directly, and the smallest hyper proxy
+#      (examples/bare_proxy.rs: no limit, no header rewriting) before it;
 #   2. police, ~90% refused (rate = a tenth of the slower proxy's round-1
 #      throughput): req/s, p99 and the refused share;
 #   3. shape vs limit_req with burst (delay): N requests at once, the gaps
@@ -29,6 +30,7 @@ DRIP_PORT=${DRIP_PORT:-18181}
 NGINX_PORT=${NGINX_PORT:-18182}
 HELLO_PORT=${HELLO_PORT:-18183}
 SPACING_PORT=${SPACING_PORT:-18184}
+BARE_PORT=${BARE_PORT:-18185}
 TARGET_DIR=${CARGO_TARGET_DIR:-target}
 PARTS=${PARTS:-"police shape"}
 DRIP_ARGS=${DRIP_ARGS:-}
@@ -56,7 +58,7 @@ echo "commit: $(git rev-parse --short HEAD 2>/dev/null || echo none)"
 
 echo
 echo "== build"
-cargo build --release -p drip-server --bin drip --example hello --example spacing
+cargo build --release -p drip-server --bin drip --example hello --example spacing --example bare_proxy
 
 WORK=$(mktemp -d)
 PIDS=()
@@ -158,16 +160,23 @@ police_round() {
     start_nginx "$rate" "zone=z burst=$burst nodelay" "$UP"
     read -r n_rps n_p99 n_non n_total < <(run_wrk "http://127.0.0.1:$NGINX_PORT/")
     stop_proxies
-    # The Rust HTTP stack's own ceiling here: the upstream (axum
-    # hello-world) answering wrk directly, no proxy, no limit.
+    # The Rust HTTP stack's own ceilings here: the upstream (axum
+    # hello-world) answering wrk directly, no proxy, no limit; and the
+    # smallest hyper proxy in front of it (examples/bare_proxy.rs).
     read -r h_rps h_p99 _ _ < <(run_wrk "http://$UP/")
+    "$TARGET_DIR/release/examples/bare_proxy" "127.0.0.1:$BARE_PORT" "$UP" 2>/dev/null &
+    PROXY_PIDS+=($!)
+    wait_port "$BARE_PORT"
+    read -r b_rps b_p99 _ _ < <(run_wrk "http://127.0.0.1:$BARE_PORT/")
+    stop_proxies
     local d_us n_us
     d_us=$(to_us "$d_p99"); n_us=$(to_us "$n_p99")
-    printf '%-14s round %s  drip %9.0f req/s p99 %8s (%5.1f%% refused) | nginx %9.0f req/s p99 %8s (%5.1f%% refused) | req/s ratio %.3f, p99 ratio %.3f | hello direct %9.0f req/s p99 %8s, hello/nginx %.3f\n' \
+    printf '%-14s round %s  drip %9.0f req/s p99 %8s (%5.1f%% refused) | nginx %9.0f req/s p99 %8s (%5.1f%% refused) | req/s ratio %.3f, p99 ratio %.3f | hello direct %9.0f req/s p99 %8s, hello/nginx %.3f | bare hyper proxy %9.0f req/s p99 %8s, bare/nginx %.3f\n' \
         "$label" "$round" "$d_rps" "$d_p99" "$(awk -v a="$d_non" -v b="$d_total" 'BEGIN{print 100*a/b}')" \
         "$n_rps" "$n_p99" "$(awk -v a="$n_non" -v b="$n_total" 'BEGIN{print 100*a/b}')" \
         "$(awk -v a="$d_rps" -v b="$n_rps" 'BEGIN{print a/b}')" "$(awk -v a="$d_us" -v b="$n_us" 'BEGIN{print a/b}')" \
-        "$h_rps" "$h_p99" "$(awk -v a="$h_rps" -v b="$n_rps" 'BEGIN{print a/b}')"
+        "$h_rps" "$h_p99" "$(awk -v a="$h_rps" -v b="$n_rps" 'BEGIN{print a/b}')" \
+        "$b_rps" "$b_p99" "$(awk -v a="$b_rps" -v b="$n_rps" 'BEGIN{print a/b}')"
     LAST_MIN_RPS=$(awk -v a="$d_rps" -v b="$n_rps" 'BEGIN{print int(a < b ? a : b)}')
 }
 
