@@ -466,6 +466,37 @@ async fn several_descriptors_consume_atomically_under_concurrency() {
 }
 
 #[tokio::test]
+async fn share_threshold_values_share_one_counter() {
+    let file = format!(
+        "{}/tests/fixtures/rls/share/share.yaml",
+        env!("CARGO_MANIFEST_DIR")
+    );
+    let serve = Serve::start_with(&["--rls-config", &file]);
+    let mut c = Rls::connect(&serve.grpc).await;
+    // Three different paths under files/ use up the one shared limit of 3.
+    for (i, path) in ["files/a.pdf", "files/b.csv", "files/c"].iter().enumerate() {
+        let r = c.ask("files", vec![desc(&[("path", path)], None)], 1).await;
+        assert_eq!(codes(&r), (OK, vec![OK]), "{path}");
+        assert_eq!(remaining(&r), vec![2 - i as u32], "{path}");
+    }
+    let r = c
+        .ask("files", vec![desc(&[("path", "files/d")], None)], 1)
+        .await;
+    assert_eq!(
+        codes(&r),
+        (OVER, vec![OVER]),
+        "a fourth path shares the limit"
+    );
+    // Without share_threshold each value matched by the wildcard counts apart.
+    for user in ["u1", "u1", "u1", "u2"] {
+        let r = c.ask("files", vec![desc(&[("user", user)], None)], 1).await;
+        assert_eq!(codes(&r), (OK, vec![OK]), "{user}");
+    }
+    let r = c.ask("files", vec![desc(&[("user", "u1")], None)], 1).await;
+    assert_eq!(codes(&r), (OVER, vec![OVER]));
+}
+
+#[tokio::test]
 async fn the_configuration_reloads_while_serving() {
     let dir = tempfile_dir();
     let file = dir.join("limits.yaml");

@@ -4,9 +4,12 @@
 //! replaces, unlimited}`, `shadow_mode`), matched as its service matches
 //! them (`config_impl.go`): at each level `key_value` first, then wildcard
 //! values, then the bare `key`; a limit applies only when the descriptor's
-//! last entry reaches it. `detailed_metric`, `value_to_metric`,
-//! `share_threshold`, `quota_mode` and `metadata` are accepted and
-//! ignored (metrics are per rule; each value keeps its own counter).
+//! last entry reaches it. Each value keeps its own counter, except values
+//! matched through a wildcard descriptor with `share_threshold: true`,
+//! which share the wildcard's one counter (the service's counter key then
+//! has the pattern in place of the value, as envoyproxy/ratelimit's cache
+//! key does). `detailed_metric`, `value_to_metric`, `quota_mode` and
+//! `metadata` are accepted and ignored (metrics are per rule).
 //!
 //! Each rule becomes a drip policy ([`rule_policy`]): an exact rolling
 //! window of `requests_per_unit` per unit, so no window of one unit ever
@@ -165,7 +168,6 @@ struct YamlDescriptor {
     #[allow(dead_code)]
     value_to_metric: bool,
     #[serde(default)]
-    #[allow(dead_code)]
     share_threshold: bool,
     #[serde(default)]
     #[allow(dead_code)]
@@ -312,6 +314,21 @@ pub struct Node {
     wildcards: Vec<(String, Vec<String>)>,
     /// The rule at this node (index into [`RlsConfig::rules`]).
     rule: Option<usize>,
+    /// `share_threshold` on a wildcard descriptor: every value it matches
+    /// counts under its pattern.
+    share: bool,
+}
+
+/// What a descriptor matched: the rule, and for each of its entries that
+/// came through a `share_threshold` wildcard, that wildcard's `key_value`
+/// pattern, which stands for the entry's own `key_value` in the counter
+/// key (every matching value then shares one counter).
+#[derive(Debug)]
+pub struct Matched<'a> {
+    /// The rule.
+    pub rule: &'a Rule,
+    /// Per entry, the shared pattern, if any.
+    pub shared: Vec<Option<&'a str>>,
 }
 
 /// Every loaded domain and rule.
@@ -368,7 +385,16 @@ impl RlsConfig {
         for d in list {
             let key = d.final_key();
             let full_key = format!("{parent}.{key}");
-            let mut child = Node::default();
+            if d.share_threshold && !key.contains('*') {
+                bail!(
+                    "{}: {full_key}: share_threshold can only be used with a wildcard value (one with `*`)",
+                    file.display()
+                );
+            }
+            let mut child = Node {
+                share: d.share_threshold,
+                ..Node::default()
+            };
             if let Some(rl) = d.rate_limit {
                 let bucket = match rl.limit {
                     Quota::Limited { n, unit } if n > 0 => {
@@ -403,20 +429,35 @@ impl RlsConfig {
     /// The rule a descriptor (its entries in order) matches in `domain`,
     /// as envoyproxy/ratelimit's `GetLimit` finds it.
     pub fn rule_for(&self, domain: &str, entries: &[(&str, &str)]) -> Option<&Rule> {
+        self.matching(domain, entries).map(|m| m.rule)
+    }
+
+    /// [`rule_for`](Self::rule_for), with the entries that share a
+    /// wildcard's counter.
+    pub fn matching(&self, domain: &str, entries: &[(&str, &str)]) -> Option<Matched<'_>> {
         let mut node = self.domains.get(domain)?;
+        let mut shared = vec![None; entries.len()];
         let mut found = None;
         for (i, (key, value)) in entries.iter().enumerate() {
             let with_value = format!("{key}_{value}");
-            let next = node
-                .children
-                .get(&with_value)
-                .or_else(|| {
-                    node.wildcards
-                        .iter()
-                        .find(|(_, parts)| wildcard_match(parts, &with_value))
-                        .and_then(|(k, _)| node.children.get(k))
-                })
-                .or_else(|| node.children.get(*key));
+            let wildcard = || {
+                node.wildcards
+                    .iter()
+                    .find(|(_, parts)| wildcard_match(parts, &with_value))
+                    .and_then(|(k, _)| node.children.get_key_value(k))
+            };
+            let next = match node.children.get(&with_value) {
+                Some(exact) => Some(exact),
+                None => match wildcard() {
+                    Some((pattern, child)) => {
+                        if child.share {
+                            shared[i] = Some(pattern.as_str());
+                        }
+                        Some(child)
+                    }
+                    None => node.children.get(*key),
+                },
+            };
             let Some(next) = next else { break };
             if i == entries.len() - 1 {
                 found = next.rule;
@@ -426,7 +467,10 @@ impl RlsConfig {
             }
             node = next;
         }
-        found.map(|i| &self.rules[i])
+        found.map(|i| Matched {
+            rule: &self.rules[i],
+            shared,
+        })
     }
 
     /// The buckets every limited rule decides in, with their policies.
@@ -580,6 +624,35 @@ mod tests {
         assert_eq!(
             c.rule_for("other", &[("m", "x")]).map(|r| r.domain.clone()),
             None
+        );
+    }
+
+    #[test]
+    fn share_threshold_marks_the_wildcard_entries() {
+        let c = load(
+            "domain: d\ndescriptors:\n\
+             - key: files\n  value: files/*\n  share_threshold: true\n  rate_limit: {unit: minute, requests_per_unit: 2}\n\
+             - key: user\n  value: u*\n  rate_limit: {unit: minute, requests_per_unit: 2}\n\
+             - key: team\n  value: t*\n  share_threshold: true\n  descriptors:\n  - key: user\n    rate_limit: {unit: minute, requests_per_unit: 2}\n",
+        )
+        .unwrap();
+        let shared = |e: &[(&str, &str)]| c.matching("d", e).map(|m| m.shared);
+        assert_eq!(
+            shared(&[("files", "files/a.pdf")]),
+            Some(vec![Some("files_files/*")])
+        );
+        assert_eq!(shared(&[("user", "u1")]), Some(vec![None]), "not shared");
+        assert_eq!(
+            shared(&[("team", "t9"), ("user", "x")]),
+            Some(vec![Some("team_t*"), None]),
+            "a shared level above the rule"
+        );
+        let e = load("domain: d\ndescriptors:\n- key: a\n  value: b\n  share_threshold: true\n")
+            .unwrap_err()
+            .to_string();
+        assert!(
+            e.contains("d.a_b") && e.contains("share_threshold can only be used with a wildcard"),
+            "{e}"
         );
     }
 

@@ -17,7 +17,7 @@ use envoy_types::pb::envoy::service::ratelimit::v3::rate_limit_service_server::{
 use envoy_types::pb::envoy::service::ratelimit::v3::{RateLimitRequest, RateLimitResponse};
 use tonic::{Response, Status};
 
-use super::config::{Quota, Rule, Unit};
+use super::config::{Matched, Quota, Rule, Unit};
 use super::state::RlsState;
 use crate::app::App;
 
@@ -114,7 +114,7 @@ impl<S: Store> RateLimitService for Rls<S> {
             };
 
         // Match each descriptor to its rule (or its own override).
-        let mut matched: Vec<(Option<&Rule>, Option<(u32, Unit)>)> = Vec::new();
+        let mut matched: Vec<(Option<Matched<'_>>, Option<(u32, Unit)>)> = Vec::new();
         for (i, d) in req.descriptors.iter().enumerate() {
             if d.entries.is_empty() {
                 return Err(Status::invalid_argument(format!(
@@ -135,24 +135,31 @@ impl<S: Store> RateLimitService for Rls<S> {
                 .iter()
                 .map(|e| (e.key.as_str(), e.value.as_str()))
                 .collect();
-            matched.push((config.rule_for(&req.domain, &entries), None));
+            matched.push((config.matching(&req.domain, &entries), None));
         }
         // `replaces`: a matched rule named by another matched rule's
         // `replaces` is dropped (envoyproxy/ratelimit's constructLimitsToCheck).
         let replaced: std::collections::HashSet<&str> = matched
             .iter()
-            .filter_map(|m| m.0)
-            .flat_map(|r| r.replaces.iter().map(String::as_str))
+            .filter_map(|m| m.0.as_ref())
+            .flat_map(|m| m.rule.replaces.iter().map(String::as_str))
             .collect();
 
         let mut asks = Vec::with_capacity(matched.len());
         let mut parts: Vec<(String, String, u64, bool)> = Vec::new();
         let mut denied = false;
-        for (d, (rule, over)) in req.descriptors.iter().zip(&matched) {
+        for (d, (m, over)) in req.descriptors.iter().zip(&matched) {
+            let rule = m.as_ref().map(|m| m.rule);
+            // An entry matched through a `share_threshold` wildcard counts
+            // under the pattern, shared by every value it matches.
             let key = d
                 .entries
                 .iter()
-                .map(|e| format!("{}_{}", e.key, e.value))
+                .enumerate()
+                .map(|(i, e)| match m.as_ref().and_then(|m| m.shared[i]) {
+                    Some(pattern) => pattern.to_owned(),
+                    None => format!("{}_{}", e.key, e.value),
+                })
                 .collect::<Vec<_>>()
                 .join(".");
             let shadow = rule.is_some_and(|r| r.shadow);
