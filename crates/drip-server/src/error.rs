@@ -155,7 +155,7 @@ impl From<drip::Error> for ApiError {
             },
             E::UnknownBucket(b) => ApiError::UnknownBucket(b),
             E::KeyLimit { limit } => ApiError::KeyLimit { limit },
-            E::Store(_) => ApiError::Unavailable(e.to_string()),
+            E::Store(_) | E::Unsupported(_) => ApiError::Unavailable(e.to_string()),
             other => ApiError::Internal(other.to_string()),
         }
     }

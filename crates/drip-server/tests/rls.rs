@@ -624,3 +624,106 @@ async fn readme_configurations_with_two_nodes_on_redis() {
     readme_cases(&mut nodes).await;
     a_rolling_unit_has_no_boundary_burst(&mut nodes[1]).await;
 }
+
+/// The two README example 2 limits of one number, in one request.
+#[cfg(feature = "redis")]
+fn marketing_and_number(to: &str) -> Vec<RateLimitDescriptor> {
+    vec![
+        desc(&[("message_type", "marketing"), ("to_number", to)], None),
+        desc(&[("to_number", to)], None),
+    ]
+}
+
+/// Redis stopped under a node with `--on-store-error local`: its joint
+/// decisions go on in its local buckets (one node: the whole limit), and
+/// when Redis is back what they admitted is charged to it.
+#[cfg(feature = "redis")]
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_redis_outage_is_answered_by_on_store_error_local() {
+    if !cluster_support::available() {
+        assert!(
+            std::env::var("CI").is_err(),
+            "redis-server is required in CI"
+        );
+        return;
+    }
+    // Durable: a restart brings back what was decided before the outage.
+    let mut redis = redis_support::RedisServer::start_with(
+        redis_support::free_port(),
+        &["--appendonly", "yes", "--appendfsync", "always"],
+    );
+    let dir = readme_dir();
+    let mut args = cluster_support::FAST.to_vec();
+    args.extend(["--rls-config", &dir, "--on-store-error", "local"]);
+    let c = cluster_support::TestCluster::on(cluster_support::Backend::Url(redis.url()), 1, &args);
+    let mut node = Rls::connect(&c.nodes[0].grpc).await;
+    let r = node.ask("messaging", marketing_and_number("9"), 1).await;
+    assert_eq!(codes(&r), (OK, vec![OK, OK]), "through Redis");
+
+    redis.stop();
+    // The local buckets start empty with the whole limit (one node), not
+    // knowing what Redis holds: 5 a day for marketing, then refused.
+    for i in 0..5 {
+        let r = node.ask("messaging", marketing_and_number("9"), 1).await;
+        assert_eq!(codes(&r), (OK, vec![OK, OK]), "local decision {i}");
+    }
+    let r = node.ask("messaging", marketing_and_number("9"), 1).await;
+    assert_eq!(codes(&r).0, OVER, "the local share is used up");
+    assert!(c.metric(0, "drip_store_down").await == Some(1.0));
+
+    redis.restart();
+    cluster_support::eventually(Duration::from_secs(5), "back on Redis", || async {
+        match c.metric(0, "drip_store_down").await {
+            Some(0.0) => Ok(()),
+            v => Err(format!("{v:?}")),
+        }
+    })
+    .await;
+    // Redis holds the 1 it decided and the 5 charged back: refused there.
+    let r = node.ask("messaging", marketing_and_number("9"), 1).await;
+    assert_eq!(codes(&r).0, OVER);
+    let r = node
+        .ask("messaging", vec![desc(&[("to_number", "9")], Some(0))], 1)
+        .await;
+    assert_eq!(remaining(&r), vec![94], "6 of 100 spent, in Redis");
+}
+
+/// On Redis Cluster a request whose descriptors fall in two buckets
+/// cannot be decided in one script; it is refused as unsupported, and the
+/// store stays up: the next request is decided in Redis, not by
+/// `--on-store-error deny`.
+#[cfg(feature = "redis")]
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_unsupported_joint_decision_leaves_the_store_up() {
+    if !cluster_support::available() {
+        assert!(
+            std::env::var("CI").is_err(),
+            "redis-server is required in CI"
+        );
+        return;
+    }
+    let dir = readme_dir();
+    let mut args = cluster_support::FAST.to_vec();
+    args.extend(["--rls-config", &dir, "--on-store-error", "deny"]);
+    let c = cluster_support::TestCluster::redis_cluster(1, &args);
+    let mut node = Rls::connect(&c.nodes[0].grpc).await;
+    let err = node
+        .0
+        .should_rate_limit(RateLimitRequest {
+            domain: "messaging".to_owned(),
+            descriptors: marketing_and_number("3"),
+            hits_addend: 1,
+        })
+        .await
+        .expect_err("two buckets on Redis Cluster");
+    assert!(
+        err.message().contains("within one bucket"),
+        "{}",
+        err.message()
+    );
+    let r = node
+        .ask("messaging", vec![desc(&[("to_number", "3")], None)], 1)
+        .await;
+    assert_eq!(codes(&r), (OK, vec![OK]));
+    assert_eq!(c.metric(0, "drip_store_down").await, Some(0.0));
+}

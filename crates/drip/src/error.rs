@@ -61,6 +61,11 @@ pub enum Error {
     /// The store could not be reached or answered badly.
     #[error("store error: {0}")]
     Store(String),
+    /// The store cannot do this at all, however often asked (not a
+    /// failure of the store: it stays up), e.g. a joint decision across
+    /// buckets on Redis Cluster.
+    #[error("not supported by this store: {0}")]
+    Unsupported(String),
     /// The request was not admitted within the time allowed (throttles and
     /// `acquire_or_err`; a plain check answers with a [`Decision`](crate::Decision)).
     #[error("rate limited: retry after {retry_after:?}")]

@@ -415,7 +415,7 @@ async fn conformance_on_a_redis_cluster() {
         .decide_all(&[part("j1", "c"), part("j2", "c")])
         .await;
     match across {
-        Err(Error::Store(m)) => assert!(m.contains("within one bucket"), "{m}"),
+        Err(Error::Unsupported(m)) => assert!(m.contains("within one bucket"), "{m}"),
         other => panic!("{other:?}"),
     }
     // The buckets spread over the masters: more than one holds drip's keys.

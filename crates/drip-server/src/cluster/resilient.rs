@@ -14,7 +14,10 @@ use std::time::Duration;
 
 use drip::core::{MAX_EXACT, Request};
 use drip::store::{KeyLevel, KeyStatus};
-use drip::{Decision, Error, Limit, MemoryStore, Outcome, Policy, Rate, Result, Store, Window};
+use drip::{
+    Decision, Error, JointDecision, JointPart, Limit, MemoryStore, Outcome, Policy, Rate, Result,
+    Store, Window,
+};
 use parking_lot::Mutex;
 
 use super::health::{Health, Mode, mark_degraded};
@@ -132,29 +135,10 @@ impl<S: Store> Resilient<S> {
             OnStoreError::Allow => {
                 health.count(Mode::Allow);
                 mark_degraded();
-                Ok(Decision {
-                    outcome: Outcome::Allowed,
-                    wait: 0,
-                    queue_position: 0,
-                    remaining: 0,
-                    retry_after: 0,
-                    reset_after: 0,
-                    // RateLimit-Policy from the policy this node remembers.
-                    quota: self
-                        .shared
-                        .remembered
-                        .policy(bucket)
-                        .map(|p| p.quota())
-                        .unwrap_or_default(),
-                })
+                Ok(self.allowed(bucket))
             }
             OnStoreError::Local => {
-                let policy = self
-                    .shared
-                    .remembered
-                    .policy(bucket)
-                    .or_else(|| self.shared.configured.lock().get(bucket).cloned());
-                let Some(policy) = policy else {
+                let Some(policy) = self.policy(bucket) else {
                     // A bucket this node never saw: nothing to divide.
                     health.count(Mode::Deny);
                     return Err(self.down_error());
@@ -169,9 +153,112 @@ impl<S: Store> Resilient<S> {
             }
         }
     }
+
+    /// What `allow` answers for `bucket`: admitted, with `RateLimit-Policy`
+    /// from the policy this node remembers.
+    fn allowed(&self, bucket: &str) -> Decision {
+        Decision {
+            outcome: Outcome::Allowed,
+            wait: 0,
+            queue_position: 0,
+            remaining: 0,
+            retry_after: 0,
+            reset_after: 0,
+            quota: self.policy(bucket).map(|p| p.quota()).unwrap_or_default(),
+        }
+    }
+
+    /// The policy of `bucket` as this node knows it without the store.
+    fn policy(&self, bucket: &str) -> Option<Policy> {
+        self.shared
+            .remembered
+            .policy(bucket)
+            .or_else(|| self.shared.configured.lock().get(bucket).cloned())
+    }
+
+    /// Answers a joint decision without the store, by the policy: `local`
+    /// decides it jointly in the local buckets (each part's bucket with its
+    /// share), all-or-nothing as the store would.
+    async fn fallback_all(&self, parts: &[JointPart<'_>]) -> Result<JointDecision> {
+        let health = &self.shared.health;
+        match health.policy() {
+            OnStoreError::Deny => {
+                health.count(Mode::Deny);
+                Err(self.down_error())
+            }
+            OnStoreError::Allow => {
+                health.count(Mode::Allow);
+                mark_degraded();
+                Ok(JointDecision {
+                    admitted: true,
+                    decisions: parts.iter().map(|p| self.allowed(p.bucket)).collect(),
+                })
+            }
+            OnStoreError::Local => {
+                let mut policies = Vec::with_capacity(parts.len());
+                for p in parts {
+                    let Some(policy) = self.policy(p.bucket) else {
+                        health.count(Mode::Deny);
+                        return Err(self.down_error());
+                    };
+                    policies.push(policy);
+                }
+                let local = self.shared.local.lock().clone();
+                let d = local
+                    .decide_all(parts, &policies, health.live_nodes())
+                    .await?;
+                health.count(Mode::Local);
+                mark_degraded();
+                Ok(d)
+            }
+        }
+    }
 }
 
 impl LocalBuckets {
+    /// Configures `bucket` here with its share of `policy`, when that
+    /// share changed (first use, or the live node count moved).
+    async fn configure_share(&self, bucket: &str, policy: &Policy, nodes: usize) -> Result<()> {
+        let share = share(policy, nodes as u64)?;
+        let changed = self.policies.lock().get(bucket) != Some(&share);
+        if changed {
+            self.store.configure(bucket, share.clone(), false).await?;
+            self.policies.lock().insert(bucket.to_owned(), share);
+        }
+        Ok(())
+    }
+
+    /// Counts `units` admitted here for `key` of `bucket`, to charge later.
+    fn admitted(&self, bucket: &str, key: &str, units: u64) {
+        *self
+            .admitted
+            .lock()
+            .entry((bucket.to_owned(), key.to_owned()))
+            .or_default() += units;
+    }
+
+    /// A joint decision in the local buckets; `policies` are the parts'.
+    async fn decide_all(
+        &self,
+        parts: &[JointPart<'_>],
+        policies: &[Policy],
+        nodes: usize,
+    ) -> Result<JointDecision> {
+        for (p, policy) in parts.iter().zip(policies) {
+            self.configure_share(p.bucket, policy, nodes).await?;
+        }
+        let d = self.store.decide_all(parts).await?;
+        if d.admitted {
+            // Each part consumed exactly when its own decision admitted.
+            for (p, dec) in parts.iter().zip(&d.decisions) {
+                if dec.allowed() {
+                    self.admitted(p.bucket, p.key, p.req.cost);
+                }
+            }
+        }
+        Ok(d)
+    }
+
     async fn decide(
         &self,
         bucket: &str,
@@ -180,19 +267,10 @@ impl LocalBuckets {
         policy: &Policy,
         nodes: usize,
     ) -> Result<Decision> {
-        let share = share(policy, nodes as u64)?;
-        let changed = self.policies.lock().get(bucket) != Some(&share);
-        if changed {
-            self.store.configure(bucket, share.clone(), false).await?;
-            self.policies.lock().insert(bucket.to_owned(), share);
-        }
+        self.configure_share(bucket, policy, nodes).await?;
         let d = self.store.decide(bucket, key, req).await?;
         if d.allowed() {
-            *self
-                .admitted
-                .lock()
-                .entry((bucket.to_owned(), key.to_owned()))
-                .or_default() += req.cost;
+            self.admitted(bucket, key, req.cost);
         }
         Ok(d)
     }
@@ -293,10 +371,18 @@ impl<S: Store> Store for Resilient<S> {
         self.call(self.inner.status(bucket, key)).await
     }
 
-    /// Joint decisions go to the shared store only: when it cannot be
-    /// reached they fail (no local fallback splits a joint decision).
-    async fn decide_all(&self, parts: &[drip::JointPart<'_>]) -> Result<drip::JointDecision> {
-        self.call(self.inner.decide_all(parts)).await
+    async fn decide_all(&self, parts: &[JointPart<'_>]) -> Result<JointDecision> {
+        if !self.shared.health.is_down() {
+            match self.call(self.inner.decide_all(parts)).await {
+                Ok(d) => {
+                    self.shared.health.count(Mode::Shared);
+                    return Ok(d);
+                }
+                Err(Error::Store(_)) => {}
+                Err(e) => return Err(e),
+            }
+        }
+        self.fallback_all(parts).await
     }
 
     async fn delete(&self, bucket: &str) -> Result<bool> {

@@ -216,7 +216,7 @@ pub trait Store: Send + Sync + 'static {
         parts: &[JointPart<'_>],
     ) -> impl Future<Output = Result<JointDecision>> + Send {
         let _ = parts;
-        std::future::ready(Err(Error::Store(
+        std::future::ready(Err(Error::Unsupported(
             "this store cannot decide several keys jointly".to_owned(),
         )))
     }

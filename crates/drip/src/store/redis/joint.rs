@@ -5,7 +5,7 @@
 //! On Redis Cluster one script's keys must share a hash slot, and each
 //! bucket's keys carry their own hash tag (`{b:BUCKET}`): a joint decision
 //! there must stay within one bucket, and one spanning buckets is refused
-//! with [`Error::Store`] saying so (a single Redis has no such limit).
+//! with [`Error::Unsupported`] saying so (a single Redis has no such limit).
 
 use std::io::Write;
 
@@ -46,7 +46,7 @@ impl RedisStore {
         if let (Conn::Cluster(_), Some(first)) = (&inner.conn, parts.first())
             && let Some(other) = parts.iter().find(|p| p.bucket != first.bucket)
         {
-            return Err(Error::Store(format!(
+            return Err(Error::Unsupported(format!(
                 "on Redis Cluster a joint decision must stay within one bucket (one hash slot), \
                  but it spans buckets {:?} and {:?}; use a single Redis for it",
                 first.bucket, other.bucket
