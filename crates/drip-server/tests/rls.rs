@@ -4,8 +4,10 @@
 //! (`tests/fixtures/rls/readme`) behave as its README says, except where
 //! drip is stricter (no boundary burst: `a_rolling_unit_has_no_boundary_burst`);
 //! several descriptors consume atomically; the configuration reloads while
-//! serving; bad YAML is refused naming file, line and field; the same
-//! cases with two nodes on one Redis.
+//! serving; bad YAML is refused naming file, line and field;
+//! `share_threshold` wildcards share one counter; the same cases with two
+//! nodes on one Redis; a Redis outage answered by `--on-store-error`, and a
+//! joint decision Redis Cluster cannot make leaving the store up.
 
 #[cfg(feature = "redis")]
 mod cluster_support;
