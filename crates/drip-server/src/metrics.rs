@@ -127,9 +127,10 @@ impl Metrics {
             Outcome::Limited => 1,
             Outcome::Exceeds => 2,
         };
-        let counters = match self.decisions.get(bucket) {
-            Some(c) => c.clone(),
-            None => self
+        if let Some(c) = self.decisions.get(bucket) {
+            c[i].increment(1);
+        } else {
+            let counters = self
                 .decisions
                 .entry(bucket.to_owned())
                 .or_insert_with(|| {
@@ -139,9 +140,9 @@ impl Metrics {
                         })
                     }))
                 })
-                .clone(),
-        };
-        counters[i].increment(1);
+                .clone();
+            counters[i].increment(1);
+        }
         self.latency.record(elapsed.as_secs_f64());
     }
 

@@ -5,6 +5,7 @@
 //! agree; the start-time milliseconds keep a restarted node from repeating
 //! the ids of its previous run (unless it restarts within the same ms).
 
+use std::sync::LazyLock;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{SystemTime, UNIX_EPOCH};
 
@@ -39,13 +40,23 @@ pub fn rule() -> String {
     format!("request_id must be 1..={MAX_REQUEST_ID_BYTES} bytes of printable ASCII (space to ~)")
 }
 
-/// A new id, unique among those this node makes: `req_<epoch ms>_<n>`.
+/// A new id, unique among those this node makes: `req_<epoch ms>_<n>`,
+/// the milliseconds those of the first id this process made.
 pub fn generate() -> String {
+    static STARTED_MS: LazyLock<u128> = LazyLock::new(|| {
+        SystemTime::now()
+            .duration_since(UNIX_EPOCH)
+            .map_or(0, |d| d.as_millis())
+    });
     let n = MADE.fetch_add(1, Ordering::Relaxed);
-    let ms = SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .map_or(0, |d| d.as_millis());
-    format!("req_{ms}_{n}")
+    let (mut ms, mut count) = (itoa::Buffer::new(), itoa::Buffer::new());
+    let (ms, n) = (ms.format(*STARTED_MS), count.format(n));
+    let mut id = String::with_capacity(5 + ms.len() + n.len());
+    id.push_str("req_");
+    id.push_str(ms);
+    id.push('_');
+    id.push_str(n);
+    id
 }
 
 #[cfg(test)]

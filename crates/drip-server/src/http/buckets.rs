@@ -162,7 +162,15 @@ fn decision_response(mut v: Answer) -> Response {
     } else {
         StatusCode::TOO_MANY_REQUESTS
     };
-    let mut res = (status, Json(v.take_body())).into_response();
+    // Sized for the whole body at once (axum's `Json` starts at 128 bytes
+    // and grows).
+    let mut json = Vec::with_capacity(256);
+    serde_json::to_writer(&mut json, &v.take_body()).expect("a decision body serializes");
+    let content_type = [(
+        header::CONTENT_TYPE,
+        header::HeaderValue::from_static("application/json"),
+    )];
+    let mut res = (status, content_type, json).into_response();
     let d = &v.decision;
     if v.degraded {
         // Decided without the shared store: the body says so too.
