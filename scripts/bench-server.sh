@@ -81,8 +81,10 @@ wait_tcp() {
 
 # shellcheck disable=SC2086 # SERVE_ARGS is a list of flags
 "$DRIP" serve --http "127.0.0.1:$HTTP_PORT" --grpc "127.0.0.1:$GRPC_PORT" ${SERVE_ARGS:-} 2>/dev/null &
+DRIP_PID=$!
 PIDS+=($!)
 "$TARGET_DIR/release/examples/hello" "127.0.0.1:$HELLO_PORT" 2>/dev/null &
+HELLO_PID=$!
 PIDS+=($!)
 "$TARGET_DIR/release/examples/grpc_hello" "127.0.0.1:$GRPC_HELLO_PORT" 2>/dev/null &
 PIDS+=($!)
@@ -94,13 +96,19 @@ curl -fs -o /dev/null -X PUT "http://127.0.0.1:$HTTP_PORT/v1/buckets/x" \
     -d '{"capacity": 4294967295, "leak_rate": 1000000000}'
 
 WRK=(wrk -t"$THREADS" -c"$CONNECTIONS" -d"$DURATION" --latency -s scripts/bench-allow.lua)
-# -> "req/s p99"
+# The CPU time (user + system, clock ticks) the process has used.
+cpu_ticks() { awk '{print $14 + $15}' "/proc/$1/stat"; }
+# http_run PORT PID -> "req/s p99 µs-of-server-CPU-per-request": the last is
+# what the server spends per answer whatever the load generator took.
 http_run() {
-    local out rps p99
+    local out rps p99 before after n
+    before=$(cpu_ticks "$2")
     out=$("${WRK[@]}" "http://127.0.0.1:$1/v1/buckets/x/allow")
+    after=$(cpu_ticks "$2")
     rps=$(awk '/^Requests\/sec:/ {print $2}' <<<"$out")
     p99=$(awk '$1 == "99%" {print $2}' <<<"$out")
-    echo "$rps $p99"
+    n=$(awk '/requests in/ {print $1}' <<<"$out")
+    echo "$rps $p99 $(awk -v t=$((after - before)) -v hz="$(getconf CLK_TCK)" -v n="$n" 'BEGIN { printf "%.2f", t / hz * 1e6 / n }')"
 }
 grpc_run() {
     local line
@@ -114,24 +122,26 @@ echo "== rounds: wrk ${WRK[*]:1}; grpc_load --connections $GRPC_CONNECTIONS --co
 printf '| %5s | %-34s | %10s | %9s |\n' round target req/s p99
 printf '| %5s | %-34s | %10s | %9s |\n' ---: ---- ---: ---:
 HTTP_RATIOS=()
+CPU_RATIOS=()
 GRPC_RATIOS=()
 for r in $(seq 1 "$ROUNDS"); do
     if [ $((r % 2)) = 1 ]; then
-        read -r D_RPS D_P99 <<<"$(http_run "$HTTP_PORT")"
-        read -r H_RPS H_P99 <<<"$(http_run "$HELLO_PORT")"
+        read -r D_RPS D_P99 D_CPU <<<"$(http_run "$HTTP_PORT" "$DRIP_PID")"
+        read -r H_RPS H_P99 H_CPU <<<"$(http_run "$HELLO_PORT" "$HELLO_PID")"
         read -r G_RPS G_P99 <<<"$(grpc_run "$GRPC_PORT")"
         read -r T_RPS T_P99 <<<"$(grpc_run "$GRPC_HELLO_PORT")"
     else
-        read -r H_RPS H_P99 <<<"$(http_run "$HELLO_PORT")"
-        read -r D_RPS D_P99 <<<"$(http_run "$HTTP_PORT")"
+        read -r H_RPS H_P99 H_CPU <<<"$(http_run "$HELLO_PORT" "$HELLO_PID")"
+        read -r D_RPS D_P99 D_CPU <<<"$(http_run "$HTTP_PORT" "$DRIP_PID")"
         read -r T_RPS T_P99 <<<"$(grpc_run "$GRPC_HELLO_PORT")"
         read -r G_RPS G_P99 <<<"$(grpc_run "$GRPC_PORT")"
     fi
-    printf '| %5s | %-34s | %10s | %9s |\n' "$r" "drip HTTP POST /v1/buckets/x/allow" "$D_RPS" "$D_P99"
-    printf '| %5s | %-34s | %10s | %9s |\n' "$r" "axum hello-world" "$H_RPS" "$H_P99"
+    printf '| %5s | %-34s | %10s | %9s |\n' "$r" "drip HTTP POST /v1/buckets/x/allow" "$D_RPS" "$D_P99 (server CPU $D_CPU us/req)"
+    printf '| %5s | %-34s | %10s | %9s |\n' "$r" "axum hello-world" "$H_RPS" "$H_P99 (server CPU $H_CPU us/req)"
     printf '| %5s | %-34s | %10s | %9s |\n' "$r" "drip gRPC AllowRequest" "$G_RPS" "$G_P99"
     printf '| %5s | %-34s | %10s | %9s |\n' "$r" "tonic AllowRequest hello" "$T_RPS" "$T_P99"
     HTTP_RATIOS+=("$(awk -v a="$D_RPS" -v b="$H_RPS" 'BEGIN { printf "%.2f", a / b }')")
+    CPU_RATIOS+=("$(awk -v a="$D_CPU" -v b="$H_CPU" 'BEGIN { printf "%.2f", b / a }')")
     GRPC_RATIOS+=("$(awk -v a="$G_RPS" -v b="$T_RPS" 'BEGIN { printf "%.2f", a / b }')")
 done
 
@@ -140,4 +150,5 @@ echo
 echo "== summary"
 echo "uptime at end: $(uptime)"
 echo "HTTP drip/axum hello-world req/s by round: ${HTTP_RATIOS[*]}; median $(median "${HTTP_RATIOS[@]}")"
+echo "HTTP server CPU per request, hello-world's/drip's (the req/s ratio a server with cores of its own would see) by round: ${CPU_RATIOS[*]}; median $(median "${CPU_RATIOS[@]}")"
 echo "gRPC drip/tonic hello req/s by round: ${GRPC_RATIOS[*]}; median $(median "${GRPC_RATIOS[@]}")"
