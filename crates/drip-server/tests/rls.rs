@@ -610,11 +610,7 @@ fn tempfile_dir() -> std::path::PathBuf {
 #[cfg(feature = "redis")]
 #[tokio::test]
 async fn readme_configurations_with_two_nodes_on_redis() {
-    if !cluster_support::available() {
-        assert!(
-            std::env::var("CI").is_err(),
-            "redis-server is required in CI"
-        );
+    if !redis_here() {
         return;
     }
     let dir = readme_dir();
@@ -625,6 +621,17 @@ async fn readme_configurations_with_two_nodes_on_redis() {
     }
     readme_cases(&mut nodes).await;
     a_rolling_unit_has_no_boundary_burst(&mut nodes[1]).await;
+}
+
+/// Whether redis-server is here to test with (in CI it must be).
+#[cfg(feature = "redis")]
+fn redis_here() -> bool {
+    let here = cluster_support::available();
+    assert!(
+        here || std::env::var("CI").is_err(),
+        "redis-server is required in CI"
+    );
+    here
 }
 
 /// The two README example 2 limits of one number, in one request.
@@ -642,11 +649,7 @@ fn marketing_and_number(to: &str) -> Vec<RateLimitDescriptor> {
 #[cfg(feature = "redis")]
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_redis_outage_is_answered_by_on_store_error_local() {
-    if !cluster_support::available() {
-        assert!(
-            std::env::var("CI").is_err(),
-            "redis-server is required in CI"
-        );
+    if !redis_here() {
         return;
     }
     // Durable: a restart brings back what was decided before the outage.
@@ -697,11 +700,7 @@ async fn a_redis_outage_is_answered_by_on_store_error_local() {
 #[cfg(feature = "redis")]
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn an_unsupported_joint_decision_leaves_the_store_up() {
-    if !cluster_support::available() {
-        assert!(
-            std::env::var("CI").is_err(),
-            "redis-server is required in CI"
-        );
+    if !redis_here() {
         return;
     }
     let dir = readme_dir();

@@ -124,34 +124,73 @@ impl<S: Store> Resilient<S> {
         }
     }
 
-    /// Answers a decision without the store, by the policy.
-    async fn fallback(&self, bucket: &str, key: &str, req: Request) -> Result<Decision> {
+    /// Answers without the store, by the policy: `deny` refuses, `allow`
+    /// answers what `allowed` builds, `local` what the local buckets decide.
+    async fn by_policy<T>(
+        &self,
+        allowed: impl FnOnce() -> T,
+        local: impl Future<Output = Result<T>>,
+    ) -> Result<T> {
         let health = &self.shared.health;
-        match health.policy() {
+        let answer = match health.policy() {
             OnStoreError::Deny => {
                 health.count(Mode::Deny);
-                Err(self.down_error())
+                return Err(self.down_error());
             }
             OnStoreError::Allow => {
                 health.count(Mode::Allow);
-                mark_degraded();
-                Ok(self.allowed(bucket))
+                allowed()
             }
             OnStoreError::Local => {
-                let Some(policy) = self.policy(bucket) else {
-                    // A bucket this node never saw: nothing to divide.
-                    health.count(Mode::Deny);
-                    return Err(self.down_error());
-                };
-                let local = self.shared.local.lock().clone();
-                let d = local
-                    .decide(bucket, key, req, &policy, health.live_nodes())
-                    .await?;
+                let answer = local.await?;
                 health.count(Mode::Local);
-                mark_degraded();
-                Ok(d)
+                answer
             }
-        }
+        };
+        mark_degraded();
+        Ok(answer)
+    }
+
+    /// Answers a decision without the store, by the policy.
+    async fn fallback(&self, bucket: &str, key: &str, req: Request) -> Result<Decision> {
+        let local = async {
+            let policy = self.local_policy(bucket)?;
+            let local = self.shared.local.lock().clone();
+            local
+                .decide(bucket, key, req, &policy, self.shared.health.live_nodes())
+                .await
+        };
+        self.by_policy(|| self.allowed(bucket), local).await
+    }
+
+    /// Answers a joint decision without the store, by the policy: `local`
+    /// decides it jointly in the local buckets (each part's bucket with its
+    /// share), all-or-nothing as the store would.
+    async fn fallback_all(&self, parts: &[JointPart<'_>]) -> Result<JointDecision> {
+        let allowed = || JointDecision {
+            admitted: true,
+            decisions: parts.iter().map(|p| self.allowed(p.bucket)).collect(),
+        };
+        let local = async {
+            let policies = parts
+                .iter()
+                .map(|p| self.local_policy(p.bucket))
+                .collect::<Result<Vec<_>>>()?;
+            let local = self.shared.local.lock().clone();
+            local
+                .decide_all(parts, &policies, self.shared.health.live_nodes())
+                .await
+        };
+        self.by_policy(allowed, local).await
+    }
+
+    /// The policy a local bucket divides; a bucket this node never saw
+    /// has nothing to divide, and is refused as `deny` would.
+    fn local_policy(&self, bucket: &str) -> Result<Policy> {
+        self.policy(bucket).ok_or_else(|| {
+            self.shared.health.count(Mode::Deny);
+            self.down_error()
+        })
     }
 
     /// What `allow` answers for `bucket`: admitted, with `RateLimit-Policy`
@@ -174,44 +213,6 @@ impl<S: Store> Resilient<S> {
             .remembered
             .policy(bucket)
             .or_else(|| self.shared.configured.lock().get(bucket).cloned())
-    }
-
-    /// Answers a joint decision without the store, by the policy: `local`
-    /// decides it jointly in the local buckets (each part's bucket with its
-    /// share), all-or-nothing as the store would.
-    async fn fallback_all(&self, parts: &[JointPart<'_>]) -> Result<JointDecision> {
-        let health = &self.shared.health;
-        match health.policy() {
-            OnStoreError::Deny => {
-                health.count(Mode::Deny);
-                Err(self.down_error())
-            }
-            OnStoreError::Allow => {
-                health.count(Mode::Allow);
-                mark_degraded();
-                Ok(JointDecision {
-                    admitted: true,
-                    decisions: parts.iter().map(|p| self.allowed(p.bucket)).collect(),
-                })
-            }
-            OnStoreError::Local => {
-                let mut policies = Vec::with_capacity(parts.len());
-                for p in parts {
-                    let Some(policy) = self.policy(p.bucket) else {
-                        health.count(Mode::Deny);
-                        return Err(self.down_error());
-                    };
-                    policies.push(policy);
-                }
-                let local = self.shared.local.lock().clone();
-                let d = local
-                    .decide_all(parts, &policies, health.live_nodes())
-                    .await?;
-                health.count(Mode::Local);
-                mark_degraded();
-                Ok(d)
-            }
-        }
     }
 }
 
