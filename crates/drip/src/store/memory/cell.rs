@@ -39,6 +39,11 @@ pub trait Counting: sealed::Sealed + Send + Sync + Sized + 'static {
     fn zero() -> Self;
     #[doc(hidden)]
     fn record(&self, allowed: bool, now: Nanos, retention_ns: Nanos);
+    /// [`record`](Self::record) with exclusive access to the key.
+    #[doc(hidden)]
+    fn record_alone(&mut self, allowed: bool, now: Nanos, retention_ns: Nanos) {
+        self.record(allowed, now, retention_ns);
+    }
     #[doc(hidden)]
     fn counters(&self) -> Counters;
     #[doc(hidden)]
@@ -94,6 +99,17 @@ impl Counting for Counted {
             if now >= last.load(Ordering::Relaxed).saturating_add(STAMP_NS) {
                 last.fetch_max(now, Ordering::Relaxed);
             }
+        }
+    }
+
+    #[inline(always)]
+    fn record_alone(&mut self, allowed: bool, now: Nanos, retention_ns: Nanos) {
+        // No other access: plain reads and writes, no read-modify-write.
+        let counts = &self.0;
+        let i = usize::from(!allowed);
+        counts[i].store(counts[i].load(Ordering::Relaxed) + 1, Ordering::Relaxed);
+        if retention_ns > 0 && now > counts[2].load(Ordering::Relaxed) {
+            counts[2].store(now, Ordering::Relaxed);
         }
     }
 
@@ -184,6 +200,34 @@ impl<N: Counting> Cell<N> {
             }
         };
         self.count(config, now, answer.allowed());
+        Some(answer)
+    }
+
+    /// [`decide`](Self::decide) with exclusive access to the key (its
+    /// shard's write lock): nothing can race it, so the word is read and
+    /// written plainly, without a compare-and-swap.
+    #[inline(always)]
+    pub(super) fn decide_alone<A: Answer>(
+        &mut self,
+        config: &Config,
+        now: Nanos,
+        req: Request,
+    ) -> Option<A> {
+        let answer = match &mut self.full {
+            None => {
+                let word = config.word.as_ref()?;
+                let since = config.since_base(now)?;
+                self.tat
+                    .decide_alone(|tat| word.answer::<A>(tat, since, req))?
+            }
+            Some(_) if config.track => return None,
+            Some(full) => {
+                let d = core::decide(&config.policy, full.state.get_mut(), now, req);
+                A::from_decision(d)
+            }
+        };
+        self.counts
+            .record_alone(answer.allowed(), now, config.retention_ns);
         Some(answer)
     }
 

@@ -194,37 +194,32 @@ impl<K: Hash + Eq + Clone, C: Clock, N: Counting> KeyedBucket<K, C, N> {
         K: Borrow<Q>,
         Q: Hash + Eq + ToOwned<Owned = K> + ?Sized,
     {
-        if self.shards.config().needs_rebase(now) {
-            self.rebase(now);
-        }
         let mut guard = self.shards.write(hash);
+        if guard.config.needs_rebase(now) {
+            // Every shard holds the same config: rebase them all, alone.
+            drop(guard);
+            self.rebase(now);
+            guard = self.shards.write(hash);
+        }
         let shard = &mut *guard;
         let config = shard.config.clone();
-        let found = shard
-            .keys
-            .find_mut(hash, |(k, _)| k.borrow() == key)
-            .is_some();
-        if !found {
+        // One probe finds the key or the place for it.
+        let cell = self.shards.find_or_insert(shard, hash, key, || {
             self.budget.take()?;
-            self.shards
-                .insert(shard, hash, key.to_owned(), Cell::new(&config));
-        }
-        let (_, cell) = shard
-            .keys
-            .find_mut(hash, |(k, _)| k.borrow() == key)
-            .expect("the key was just found or inserted");
+            Ok::<_, crate::Error>(Cell::new(&config))
+        })?;
         if config.track {
             let d = cell.decide_tracked(&config, now, req, id.unwrap_or(""));
             return Ok(A::from_decision(d));
         }
-        if let Some(answer) = cell.decide(&config, now, req) {
+        if let Some(answer) = cell.decide_alone(&config, now, req) {
             return Ok(answer);
         }
         // The word cannot hold what this decision needs: the whole state
         // can, and it decides exactly as the core does.
         cell.spill(&config);
         Ok(cell
-            .decide(&config, now, req)
+            .decide_alone(&config, now, req)
             .expect("a key holding its whole state always decides"))
     }
 

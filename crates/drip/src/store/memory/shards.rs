@@ -11,6 +11,7 @@ use std::sync::Arc;
 
 use crossbeam_utils::CachePadded;
 use hashbrown::HashTable;
+use hashbrown::hash_table::Entry;
 use parking_lot::{RwLock, RwLockReadGuard, RwLockWriteGuard};
 
 use super::cell::{Cell, Counting};
@@ -110,6 +111,31 @@ impl<K: Hash + Eq, N: Counting> Shards<K, N> {
             .keys
             .insert_unique(hash, (key, cell), |(k, _)| self.hasher.hash_one(k));
         &mut entry.into_mut().1
+    }
+
+    /// The cell of `key` in its (locked) shard, made by `make` when the
+    /// shard does not hold the key yet (`make` may refuse), in one probe of
+    /// the table.
+    pub(super) fn find_or_insert<'a, Q, E>(
+        &self,
+        shard: &'a mut Shard<K, N>,
+        hash: u64,
+        key: &Q,
+        make: impl FnOnce() -> Result<Cell<N>, E>,
+    ) -> Result<&'a mut Cell<N>, E>
+    where
+        K: Borrow<Q>,
+        Q: Eq + ToOwned<Owned = K> + ?Sized,
+    {
+        let entry = shard.keys.entry(
+            hash,
+            |(k, _)| k.borrow() == key,
+            |(k, _)| self.hasher.hash_one(k),
+        );
+        Ok(match entry {
+            Entry::Occupied(e) => &mut e.into_mut().1,
+            Entry::Vacant(v) => &mut v.insert((key.to_owned(), make()?)).into_mut().1,
+        })
     }
 
     /// Every shard, alone, locked in order (decisions lock one shard at a

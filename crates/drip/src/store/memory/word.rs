@@ -25,6 +25,21 @@ impl WordTat {
         *self = WordTat::new(tat);
     }
 
+    /// [`decide`](Self::decide) with exclusive access to the key: no
+    /// decision can come in between, so a plain read and write stand for
+    /// the compare-and-swap.
+    #[inline(always)]
+    pub(super) fn decide_alone<A>(
+        &mut self,
+        decide: impl FnOnce(u64) -> Option<(A, Option<u64>)>,
+    ) -> Option<A> {
+        let (answer, next) = decide(self.0.load(Ordering::Relaxed))?;
+        if let Some(next) = next {
+            self.0.store(next, Ordering::Relaxed);
+        }
+        Some(answer)
+    }
+
     /// Decides by `decide(tat) -> (answer, new tat if it changes)`, then
     /// writes the new `tat` only if no other decision wrote in between
     /// (compare-and-swap; otherwise decides again on the newer `tat`).
