@@ -216,8 +216,11 @@ impl<S: Store> App<S> {
     /// Answers when `cost` units for `key` may go (after waiting for them),
     /// or at once when that cannot be within `timeout_ms`. If the server
     /// shuts down meanwhile the waiter gets [`ApiError::ShuttingDown`]; if
-    /// the caller drops the future, the wait ends and is counted as
-    /// cancelled (the place it reserved stays used, as in the library).
+    /// the caller drops the future, the wait ends, is counted as cancelled,
+    /// and the place is given back where the store can
+    /// ([`Limiter::cancel`]: a bucket that tracks its queue, a listed place
+    /// (within the capacity) that is the key's last, no windows); otherwise
+    /// it stays used.
     pub async fn acquire(
         &self,
         bucket: &str,
@@ -241,6 +244,7 @@ impl<S: Store> App<S> {
         let guard = CancelGuard {
             metrics: &self.metrics,
             armed: true,
+            place: (&self.limiter, bucket, key, &request_id),
         };
         let turned = wait_turn(&decision, self.shutdown.cancelled()).await;
         guard.disarm();
@@ -453,23 +457,43 @@ impl<S: Store> App<S> {
     }
 }
 
-/// Counts an acquire as cancelled if it is dropped while waiting.
-struct CancelGuard<'a> {
+/// Counts an acquire as cancelled if it is dropped while waiting, and asks
+/// the store to give its place back.
+struct CancelGuard<'a, S: Store> {
     metrics: &'a Metrics,
     armed: bool,
+    /// The limiter, bucket, key and request id of the place.
+    place: (&'a Limiter<S>, &'a str, &'a str, &'a str),
 }
 
-impl CancelGuard<'_> {
+impl<S: Store> CancelGuard<'_, S> {
     fn disarm(mut self) {
         self.armed = false;
     }
 }
 
-impl Drop for CancelGuard<'_> {
+impl<S: Store> Drop for CancelGuard<'_, S> {
     fn drop(&mut self) {
-        if self.armed {
-            self.metrics.acquire_cancelled();
+        if !self.armed {
+            return;
         }
+        self.metrics.acquire_cancelled();
+        // Dropped with the request's task: the store call runs on its own.
+        let Ok(runtime) = tokio::runtime::Handle::try_current() else {
+            return;
+        };
+        let (limiter, bucket, key, id) = self.place;
+        let (limiter, bucket, key, id) = (
+            limiter.clone(),
+            bucket.to_owned(),
+            key.to_owned(),
+            id.to_owned(),
+        );
+        runtime.spawn(async move {
+            if let Err(e) = limiter.cancel(&bucket, &key, &id).await {
+                tracing::debug!(bucket, key, id, "giving a cancelled place back: {e}");
+            }
+        });
     }
 }
 

@@ -449,17 +449,17 @@ async fn cost_bytes_charges_the_declared_body_length() {
     );
 }
 
-/// A client that gives up while queued keeps its place (the store has no
-/// "give back"): the next request waits behind the abandoned slot, and the
-/// abandoned wait is counted.
+/// A client that gives up while queued gives its place back (the proxy's
+/// shape-mode policy lists its waiters, and the leaver's place is the last):
+/// the next request takes that turn, and the abandoned wait is counted.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_client_leaving_the_queue_keeps_its_place() {
+async fn a_client_leaving_the_queue_gives_its_place_back() {
     let up = upstream().await;
     let proxy = Proc::proxy(&[
         "--upstream",
         &up.url(),
         "--capacity",
-        "1",
+        "2",
         "--leak-rate",
         "2",
         "--mode",
@@ -472,21 +472,15 @@ async fn a_client_leaving_the_queue_keeps_its_place() {
     let c = reqwest::Client::new();
     let t = Instant::now();
     assert_eq!(get(&c, &proxy.url("/hello")).await.status(), 200);
-    // Its turn is 500 ms away; it leaves after 100 ms.
+    // Its turn is 500 ms away (second of a queue of 2); it leaves after
+    // 100 ms.
     let gone = c
         .get(proxy.url("/hello"))
         .timeout(Duration::from_millis(100))
         .send()
         .await;
     assert!(gone.is_err());
-    // The next turn is 1 s after the first, not 500 ms.
-    assert_eq!(get(&c, &proxy.url("/hello")).await.status(), 200);
-    let waited = t.elapsed();
-    assert!(
-        waited >= Duration::from_millis(950),
-        "went after {waited:?}"
-    );
-
+    // Counted once the store has been asked to give the place back.
     let url = format!("http://{}/metrics", proxy.metrics.as_ref().unwrap());
     let deadline = Instant::now() + Duration::from_secs(5);
     loop {
@@ -500,4 +494,12 @@ async fn a_client_leaving_the_queue_keeps_its_place() {
         );
         tokio::time::sleep(Duration::from_millis(20)).await;
     }
+    // The next request takes the leaver's turn, 500 ms after the first,
+    // not the one after it (1 s).
+    assert_eq!(get(&c, &proxy.url("/hello")).await.status(), 200);
+    let waited = t.elapsed();
+    assert!(
+        waited >= Duration::from_millis(450) && waited < Duration::from_millis(950),
+        "went after {waited:?}"
+    );
 }

@@ -187,3 +187,54 @@ async fn the_queue_is_listed_over_http_and_grpc() {
     assert_eq!(e.code(), tonic::Code::InvalidArgument);
     assert!(e.message().contains("key"), "{}", e.message());
 }
+
+/// An acquire whose client leaves while it waits gives its place back
+/// (the key's last place, a tracked bucket): the queue no longer lists it,
+/// and the next request takes that turn, not the one after it.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_acquire_whose_client_leaves_gives_its_place_back() {
+    let drip = Serve::start();
+    let api = Api {
+        base: drip.http_url(),
+        http: reqwest::Client::new(),
+    };
+    // One every 10 s: the first goes at once, the next waits 10 s (the
+    // leaver's entry would stay listed that long).
+    api.put(
+        "g",
+        json!({"mode": "shape", "capacity": 10, "leak_rate": 0.1}),
+    )
+    .await;
+    let first = api
+        .allow("g", json!({"key": "k", "request_id": "first"}))
+        .await;
+    assert_eq!(first["estimated_wait_ms"], 0, "{first}");
+    let gone = api
+        .http
+        .post(format!("{}/v1/buckets/g/acquire", api.base))
+        .json(&json!({"key": "k", "request_id": "leaver", "timeout_ms": 60000}))
+        .timeout(std::time::Duration::from_millis(200))
+        .send()
+        .await;
+    assert!(gone.is_err(), "the client left while it waited");
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(8);
+    loop {
+        let (_, q) = api.queue("g", "k").await;
+        if !ids(&q).contains(&"leaver".to_owned()) {
+            break;
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "the leaver is still listed: {q}"
+        );
+        tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+    }
+    // Its turn (10 s after the first) is free again: the next request takes
+    // it (less the time gone by), not the turn 20 s after the first.
+    let next = api.allow("g", json!({"key": "k"})).await;
+    let wait = next["estimated_wait_ms"].as_u64().unwrap();
+    assert!(
+        wait <= 10_000,
+        "the leaver's place was not given back: {next}"
+    );
+}

@@ -213,8 +213,10 @@ impl Args {
             .iter()
             .map(|w| (w.limit, w.period.as_secs_f64()))
             .collect();
+        // Shape mode lists its waiters, so one whose client leaves can give
+        // its place back (`Limiter::cancel`).
         Policy::from_parts(mode, capacity, leak_rate, &windows)
-            .map(Some)
+            .map(|p| Some(p.with_track_queue(mode == Mode::Shape)))
             .map_err(|e| {
                 let flag = match e.field.as_str() {
                     "leak_rate" => "--leak-rate",

@@ -7,12 +7,14 @@
 //! same store) and is answered 429 at once when its place is beyond the
 //! timeout.
 //!
-//! A client that disconnects while it waits does **not** give its place
-//! back: the place was written to the store when the request arrived, and
-//! the store has no "give back" operation yet (a later request's place is
-//! already computed from it, on this node or another). The slot simply
-//! passes unused, as a departure would; `drip_acquire_cancelled_total`
-//! counts these.
+//! A client that disconnects while it waits gives its place back where
+//! the store can ([`Limiter::cancel`]): the bucket tracks its queue (a
+//! policy from the flags does in shape mode), the place is listed (within
+//! the capacity: places reserved beyond it are not) and is the key's last
+//! (no later request's place was computed from it yet, on this node or
+//! another), and the bucket has no windows. Otherwise the slot passes
+//! unused, as a departure would. `drip_acquire_cancelled_total` counts
+//! these, once the store has been asked.
 
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -24,7 +26,7 @@ use http::{HeaderValue, StatusCode};
 
 use super::respond;
 use crate::metrics::Metrics;
-use crate::precise;
+use crate::{precise, request_id};
 
 /// The bucket, its policy and how to wait.
 pub struct Gate<S: Store> {
@@ -82,11 +84,18 @@ impl<S: Store> Gate<S> {
             Mode::Shape => {
                 // `Limiter::acquire`'s reservation, then a wait that ends on
                 // time (`precise`), not up to a millisecond late.
-                let waiting = Waiting::new(&self.metrics);
+                // Listed under an id of its own, to give its place back by.
+                let id = request_id::generate();
+                let waiting = Waiting {
+                    gate: self,
+                    key,
+                    id: &id,
+                    armed: true,
+                };
                 let max_wait = u64::try_from(self.queue_timeout.as_nanos()).unwrap_or(u64::MAX);
                 let d = self
                     .limiter
-                    .decide(&self.bucket, key, Request::reserve(cost, max_wait))
+                    .decide_tracked(&self.bucket, key, Request::reserve(cost, max_wait), &id)
                     .await;
                 if let Ok(d) = &d
                     && d.allowed()
@@ -141,30 +150,42 @@ impl<S: Store> Gate<S> {
     }
 }
 
-/// Counts an acquire whose future was dropped (its client went away)
-/// before its turn.
-struct Waiting<'a> {
-    metrics: &'a Metrics,
+/// An acquire whose future is dropped (its client went away) before its
+/// turn: asks the store to give its place back, then counts it.
+struct Waiting<'a, S: Store> {
+    gate: &'a Gate<S>,
+    key: &'a str,
+    id: &'a str,
     armed: bool,
 }
 
-impl<'a> Waiting<'a> {
-    fn new(metrics: &'a Metrics) -> Self {
-        Waiting {
-            metrics,
-            armed: true,
-        }
-    }
-
+impl<S: Store> Waiting<'_, S> {
     fn done(mut self) {
         self.armed = false;
     }
 }
 
-impl Drop for Waiting<'_> {
+impl<S: Store> Drop for Waiting<'_, S> {
     fn drop(&mut self) {
-        if self.armed {
-            self.metrics.acquire_cancelled();
+        if !self.armed {
+            return;
+        }
+        let (limiter, metrics) = (self.gate.limiter.clone(), self.gate.metrics.clone());
+        let (bucket, key, id) = (
+            self.gate.bucket.clone(),
+            self.key.to_owned(),
+            self.id.to_owned(),
+        );
+        let give_back = async move {
+            if let Err(e) = limiter.cancel(&bucket, &key, &id).await {
+                tracing::debug!(bucket, key, "giving a cancelled place back: {e}");
+            }
+            metrics.acquire_cancelled();
+        };
+        // Dropped with the request's task: the store call runs on its own.
+        match tokio::runtime::Handle::try_current() {
+            Ok(runtime) => drop(runtime.spawn(give_back)),
+            Err(_) => self.gate.metrics.acquire_cancelled(),
         }
     }
 }
