@@ -478,23 +478,37 @@ impl<S: Store> Drop for CancelGuard<'_, S> {
             return;
         }
         self.metrics.acquire_cancelled();
-        // Dropped with the request's task: the store call runs on its own.
-        let Ok(runtime) = tokio::runtime::Handle::try_current() else {
-            return;
-        };
         let (limiter, bucket, key, id) = self.place;
-        let (limiter, bucket, key, id) = (
-            limiter.clone(),
-            bucket.to_owned(),
-            key.to_owned(),
-            id.to_owned(),
-        );
-        runtime.spawn(async move {
-            if let Err(e) = limiter.cancel(&bucket, &key, &id).await {
-                tracing::debug!(bucket, key, id, "giving a cancelled place back: {e}");
-            }
-        });
+        give_back_later(limiter, bucket, key, id, || {});
     }
+}
+
+/// Asks the store, in a task of its own, to give back the place `id` of
+/// `key` holds ([`Limiter::cancel`]), then runs `then`: for a waiter
+/// dropped with its request's task, which cannot wait for a store call.
+pub fn give_back_later<S: Store>(
+    limiter: &Limiter<S>,
+    bucket: &str,
+    key: &str,
+    id: &str,
+    then: impl FnOnce() + Send + 'static,
+) {
+    let Ok(runtime) = tokio::runtime::Handle::try_current() else {
+        then();
+        return;
+    };
+    let (limiter, bucket, key, id) = (
+        limiter.clone(),
+        bucket.to_owned(),
+        key.to_owned(),
+        id.to_owned(),
+    );
+    runtime.spawn(async move {
+        if let Err(e) = limiter.cancel(&bucket, &key, &id).await {
+            tracing::debug!(bucket, key, id, "giving a cancelled place back: {e}");
+        }
+        then();
+    });
 }
 
 /// The contract's status object of `key` in `bucket`.

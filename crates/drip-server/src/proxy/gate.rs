@@ -25,6 +25,7 @@ use drip::{Decision, Limiter, Mode, Outcome, Policy, Request, Store};
 use http::{HeaderValue, StatusCode};
 
 use super::respond;
+use crate::app::give_back_later;
 use crate::metrics::Metrics;
 use crate::{precise, request_id};
 
@@ -170,22 +171,14 @@ impl<S: Store> Drop for Waiting<'_, S> {
         if !self.armed {
             return;
         }
-        let (limiter, metrics) = (self.gate.limiter.clone(), self.gate.metrics.clone());
-        let (bucket, key, id) = (
-            self.gate.bucket.clone(),
-            self.key.to_owned(),
-            self.id.to_owned(),
+        // Counted once the store has been asked.
+        let metrics = self.gate.metrics.clone();
+        give_back_later(
+            &self.gate.limiter,
+            &self.gate.bucket,
+            self.key,
+            self.id,
+            move || metrics.acquire_cancelled(),
         );
-        let give_back = async move {
-            if let Err(e) = limiter.cancel(&bucket, &key, &id).await {
-                tracing::debug!(bucket, key, "giving a cancelled place back: {e}");
-            }
-            metrics.acquire_cancelled();
-        };
-        // Dropped with the request's task: the store call runs on its own.
-        match tokio::runtime::Handle::try_current() {
-            Ok(runtime) => drop(runtime.spawn(give_back)),
-            Err(_) => self.gate.metrics.acquire_cancelled(),
-        }
     }
 }
