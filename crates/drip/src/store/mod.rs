@@ -210,7 +210,7 @@ pub trait Store: Send + Sync + 'static {
     /// ([`JointDecision`]). Parts may span buckets and repeat a key. At most
     /// [`MAX_JOINT_PARTS`] parts. On a joint refusal only the parts that
     /// refused count a rejection in their key's counters. Stores that
-    /// cannot do this atomically answer [`Error::Store`] (the default).
+    /// cannot do this atomically answer [`Error::Unsupported`] (the default).
     fn decide_all(
         &self,
         parts: &[JointPart<'_>],
