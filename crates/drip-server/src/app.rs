@@ -18,6 +18,7 @@ use crate::model::{
     QueueBody, QueuedRequestBody, WindowSpec,
 };
 use crate::request_id;
+use crate::waiter::Waiter;
 
 /// Who this node is, as `/v1/cluster` reports it.
 #[derive(Clone, Debug)]
@@ -34,7 +35,7 @@ pub struct Node {
 /// the shutdown signal that waiting requests listen to.
 pub struct App<S: Store> {
     limiter: Limiter<S>,
-    metrics: Metrics,
+    metrics: Arc<Metrics>,
     admin_token: Option<String>,
     node: Node,
     shutdown: CancellationToken,
@@ -129,7 +130,7 @@ impl<S: Store> App<S> {
     ) -> Arc<Self> {
         Arc::new(App {
             limiter,
-            metrics: Metrics::new(),
+            metrics: Arc::new(Metrics::new()),
             admin_token: admin_token.filter(|t| !t.is_empty()),
             node,
             shutdown,
@@ -241,13 +242,9 @@ impl<S: Store> App<S> {
         let (decision, degraded) = self
             .decide(bucket, key, Request::reserve(cost, max_wait), &request_id)
             .await?;
-        let guard = CancelGuard {
-            metrics: &self.metrics,
-            armed: true,
-            place: (&self.limiter, bucket, key, &request_id),
-        };
+        let waiter = Waiter::new(&self.limiter, bucket, key, &request_id, &self.metrics);
         let turned = wait_turn(&decision, self.shutdown.cancelled()).await;
-        guard.disarm();
+        waiter.done();
         if !turned {
             return Err(ApiError::ShuttingDown);
         }
@@ -455,60 +452,6 @@ impl<S: Store> App<S> {
         }
         e.into()
     }
-}
-
-/// Counts an acquire as cancelled if it is dropped while waiting, and asks
-/// the store to give its place back.
-struct CancelGuard<'a, S: Store> {
-    metrics: &'a Metrics,
-    armed: bool,
-    /// The limiter, bucket, key and request id of the place.
-    place: (&'a Limiter<S>, &'a str, &'a str, &'a str),
-}
-
-impl<S: Store> CancelGuard<'_, S> {
-    fn disarm(mut self) {
-        self.armed = false;
-    }
-}
-
-impl<S: Store> Drop for CancelGuard<'_, S> {
-    fn drop(&mut self) {
-        if !self.armed {
-            return;
-        }
-        self.metrics.acquire_cancelled();
-        let (limiter, bucket, key, id) = self.place;
-        give_back_later(limiter, bucket, key, id, || {});
-    }
-}
-
-/// Asks the store, in a task of its own, to give back the place `id` of
-/// `key` holds ([`Limiter::cancel`]), then runs `then`: for a waiter
-/// dropped with its request's task, which cannot wait for a store call.
-pub fn give_back_later<S: Store>(
-    limiter: &Limiter<S>,
-    bucket: &str,
-    key: &str,
-    id: &str,
-    then: impl FnOnce() + Send + 'static,
-) {
-    let Ok(runtime) = tokio::runtime::Handle::try_current() else {
-        then();
-        return;
-    };
-    let (limiter, bucket, key, id) = (
-        limiter.clone(),
-        bucket.to_owned(),
-        key.to_owned(),
-        id.to_owned(),
-    );
-    runtime.spawn(async move {
-        if let Err(e) = limiter.cancel(&bucket, &key, &id).await {
-            tracing::debug!(bucket, key, id, "giving a cancelled place back: {e}");
-        }
-        then();
-    });
 }
 
 /// The contract's status object of `key` in `bucket`.

@@ -6,7 +6,8 @@
 //! - [`cli`]: the command line; `main.rs` only dispatches.
 //! - [`serve`]: `drip serve`: store choice, config file, listeners, signals.
 //! - [`server`]: [`server::run`]: HTTP and gRPC over one limiter until shutdown.
-//! - [`app`]: the contract's operations, shared by both protocols.
+//! - [`app`]: the contract's operations, shared by both protocols;
+//!   [`waiter`]: a waiting request's place, given back if it is dropped.
 //! - [`cluster`]: membership, leader lease, remembered configurations and
 //!   `on_store_error` for nodes sharing Redis.
 //! - [`http`]: the axum routes, extractors and pages; [`openapi`]: its document.
@@ -48,3 +49,4 @@ pub mod shaper;
 pub mod simulate;
 pub mod status_cmd;
 pub mod stress;
+pub mod waiter;

@@ -6,7 +6,7 @@
 //! to a millisecond late, by an amount that depends on when the runtime
 //! went to sleep: consecutive departures then drift apart by a random part
 //! of a millisecond (the spacing error BENCHMARKS.md measured). Here a
-//! tokio sleep covers all but the last [`FINE`] of the wait, and one
+//! tokio sleep covers all but the last `FINE` of the wait, and one
 //! process-wide thread, waiting on a condition variable with a nanosecond
 //! timeout (a high-resolution kernel timer), ends the rest. No spinning:
 //! the thread sleeps between deadlines.

@@ -8,13 +8,9 @@
 //! timeout.
 //!
 //! A client that disconnects while it waits gives its place back where
-//! the store can ([`Limiter::cancel`]): the bucket tracks its queue (a
-//! policy from the flags does in shape mode), the place is listed (within
-//! the capacity: places reserved beyond it are not) and is the key's last
-//! (no later request's place was computed from it yet, on this node or
-//! another), and the bucket has no windows. Otherwise the slot passes
-//! unused, as a departure would. `drip_acquire_cancelled_total` counts
-//! these, once the store has been asked.
+//! the store can ([`Waiter`]; a policy from the flags tracks its queue in
+//! shape mode, so its places are listed up to the capacity); otherwise the
+//! slot passes unused, as a departure would.
 
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -25,8 +21,8 @@ use drip::{Decision, Limiter, Mode, Outcome, Policy, Request, Store};
 use http::{HeaderValue, StatusCode};
 
 use super::respond;
-use crate::app::give_back_later;
 use crate::metrics::Metrics;
+use crate::waiter::Waiter;
 use crate::{precise, request_id};
 
 /// The bucket, its policy and how to wait.
@@ -87,12 +83,7 @@ impl<S: Store> Gate<S> {
                 // time (`precise`), not up to a millisecond late.
                 // Listed under an id of its own, to give its place back by.
                 let id = request_id::generate();
-                let waiting = Waiting {
-                    gate: self,
-                    key,
-                    id: &id,
-                    armed: true,
-                };
+                let waiter = Waiter::new(&self.limiter, &self.bucket, key, &id, &self.metrics);
                 let max_wait = u64::try_from(self.queue_timeout.as_nanos()).unwrap_or(u64::MAX);
                 let d = self
                     .limiter
@@ -104,7 +95,7 @@ impl<S: Store> Gate<S> {
                 {
                     precise::sleep_until(Instant::now() + Duration::from_nanos(d.wait)).await;
                 }
-                waiting.done();
+                waiter.done();
                 d
             }
         };
@@ -148,37 +139,5 @@ impl<S: Store> Gate<S> {
     /// The `RateLimit` field of a decision.
     pub fn ratelimit(&self, d: &Decision) -> Option<HeaderValue> {
         HeaderValue::from_str(&headers::ratelimit_value(&self.label, d)).ok()
-    }
-}
-
-/// An acquire whose future is dropped (its client went away) before its
-/// turn: asks the store to give its place back, then counts it.
-struct Waiting<'a, S: Store> {
-    gate: &'a Gate<S>,
-    key: &'a str,
-    id: &'a str,
-    armed: bool,
-}
-
-impl<S: Store> Waiting<'_, S> {
-    fn done(mut self) {
-        self.armed = false;
-    }
-}
-
-impl<S: Store> Drop for Waiting<'_, S> {
-    fn drop(&mut self) {
-        if !self.armed {
-            return;
-        }
-        // Counted once the store has been asked.
-        let metrics = self.gate.metrics.clone();
-        give_back_later(
-            &self.gate.limiter,
-            &self.gate.bucket,
-            self.key,
-            self.id,
-            move || metrics.acquire_cancelled(),
-        );
     }
 }

@@ -5,7 +5,7 @@
 //! - [`client_ip`]: who the client is (`--trust-forwarded`); [`key`] and
 //!   [`cost`]: what a request is limited under and what it costs.
 //! - [`gate`]: the one decision per request, through `Limiter`, and the
-//!   wait in shape mode (why a disconnected waiter keeps its place).
+//!   wait in shape mode (and the place a disconnected waiter gives back).
 //! - [`upstream`]: the pooled client, streaming, 502/504.
 //! - [`respond`]: the proxy's own JSON answers; [`server`]: the listener.
 
