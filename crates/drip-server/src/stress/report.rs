@@ -62,7 +62,7 @@ impl Tally {
 }
 
 /// Latency figures in milliseconds.
-#[derive(Debug, Serialize, serde::Deserialize, PartialEq)]
+#[derive(Debug, Default, Serialize, serde::Deserialize, PartialEq)]
 pub struct Latency {
     /// Fastest.
     pub min_ms: f64,
@@ -84,15 +84,7 @@ impl Latency {
     /// The figures of `h` (µs), all 0 when it is empty.
     fn of(h: &Histogram<u64>) -> Latency {
         if h.is_empty() {
-            return Latency {
-                min_ms: 0.0,
-                mean_ms: 0.0,
-                p50_ms: 0.0,
-                p90_ms: 0.0,
-                p99_ms: 0.0,
-                p999_ms: 0.0,
-                max_ms: 0.0,
-            };
+            return Latency::default();
         }
         let ms = |us: u64| us as f64 / 1000.0;
         let q = |p: f64| ms(h.value_at_quantile(p));
