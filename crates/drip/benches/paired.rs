@@ -18,7 +18,9 @@
 //! of `benches/check.rs` (see `support/mod.rs`), on each side's default
 //! clock (both read the TSC through quanta). The `limiter_*` cases time
 //! `Limiter::check` on the memory store (what the server, the blocking API
-//! and the tower layer call) beside governor.
+//! and the tower layer call) beside governor keyed on the same strings, and
+//! on one key beside `drip counted` on that string key: the difference is
+//! `Limiter`'s own cost (finding the bucket by name).
 //!
 //! Run: `cargo bench -p drip --bench paired` (about a minute).
 //! `PAIRED_ROUNDS` and `PAIRED_BLOCK` change the rounds and block size;
@@ -247,20 +249,35 @@ fn ready<F: Future>(f: F) -> F::Output {
 fn limiter_check(load: Load, strings: &[String]) {
     let limiter = Limiter::memory();
     ready(limiter.configure("b", load.policy())).unwrap();
+    // governor keyed on the same string: both hash the same bytes.
     let gov = RateLimiter::keyed(load.quota());
-    prime(load, &[42u64], |k| gov.check_key(k).is_ok());
-    prime(load, &["42".to_owned()], |k| {
+    let key = &"42".to_owned();
+    prime(load, std::slice::from_ref(key), |k| {
+        gov.check_key(k).is_ok()
+    });
+    prime(load, std::slice::from_ref(key), |k| {
         ready(limiter.check("b", k, 1)).unwrap().allowed()
     });
-    let key = &42u64;
+    let counted = KeyedBucket::new(load.policy(), MonotonicClock::new()).with_counters();
+    prime(load, std::slice::from_ref(key), |k| {
+        counted.check(k.as_str(), 1).unwrap().allowed()
+    });
     paired(
         &format!("limiter_single_key/{}", load.name()),
         vec![
             (
+                "drip counted",
+                Box::new(|n| {
+                    timed(n, || {
+                        drop(black_box(counted.check(black_box(key.as_str()), 1)))
+                    })
+                }),
+            ),
+            (
                 "Limiter::check",
                 Box::new(|n| {
                     timed(n, || {
-                        drop(black_box(ready(limiter.check("b", black_box("42"), 1))))
+                        drop(black_box(ready(limiter.check("b", black_box(key), 1))))
                     })
                 }),
             ),

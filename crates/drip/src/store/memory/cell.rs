@@ -190,7 +190,7 @@ impl<N: Counting> Cell<N> {
             None => {
                 let word = config.word.as_ref()?;
                 let since = config.since_base(now)?;
-                self.tat.decide(|tat| word.answer::<A>(tat, since, req))?
+                self.tat.decide::<A>(word, since, req)?
             }
             // A tracked key decides with its list, exclusively.
             Some(_) if config.track => return None,
@@ -217,8 +217,7 @@ impl<N: Counting> Cell<N> {
             None => {
                 let word = config.word.as_ref()?;
                 let since = config.since_base(now)?;
-                self.tat
-                    .decide_alone(|tat| word.answer::<A>(tat, since, req))?
+                self.tat.decide_alone::<A>(word, since, req)?
             }
             Some(_) if config.track => return None,
             Some(full) => {

@@ -12,7 +12,7 @@ use loom::sync::Arc;
 use loom::thread;
 
 use super::word::WordTat;
-use crate::core::{Limit, Outcome, Policy, Rate, Request, WordPolicy};
+use crate::core::{Decision, Limit, Outcome, Policy, Rate, Request, WordPolicy};
 
 /// A police bucket of `capacity` leaking 1 per second; the clock is frozen
 /// (every decision at `now = 0`), so exactly `capacity` units are admitted.
@@ -29,8 +29,8 @@ fn run(policy: WordPolicy, threads: usize, req: Request) -> (usize, u64) {
         .map(|_| {
             let tat = tat.clone();
             thread::spawn(move || {
-                let d = tat
-                    .decide(|t| policy.decide(t, 0, req))
+                let d: Decision = tat
+                    .decide(&policy, 0, req)
                     .expect("small numbers fit the word");
                 d.outcome == Outcome::Allowed
             })
@@ -75,11 +75,10 @@ fn a_reservation_and_a_check() {
         let tat = Arc::new(WordTat::new(0));
         let t2 = tat.clone();
         let reserve = thread::spawn(move || {
-            t2.decide(|t| p.decide(t, 0, Request::reserve(1, u64::MAX)))
-                .unwrap()
-                .outcome
+            let d: Decision = t2.decide(&p, 0, Request::reserve(1, u64::MAX)).unwrap();
+            d.outcome
         });
-        let check = tat.decide(|t| p.decide(t, 0, Request::check(1))).unwrap();
+        let check: Decision = tat.decide(&p, 0, Request::check(1)).unwrap();
         let reserved = reserve.join().unwrap();
         assert_eq!(
             reserved,

@@ -185,6 +185,7 @@ impl<C: Clock> MemoryStore<C> {
 
     /// Runs `f` on the bucket `name`, under the map's read lock (shared by
     /// every decision; only creating or deleting a bucket writes it).
+    #[inline(always)]
     fn with_bucket<T>(&self, name: &str, f: impl FnOnce(&StoreBucket<C>) -> T) -> Result<T> {
         match read(&self.buckets).get(name) {
             Some(b) => Ok(f(b)),

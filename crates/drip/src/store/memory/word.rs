@@ -4,6 +4,7 @@
 //! what the winner wrote. Checked by the loom models in `loom_models.rs`.
 
 use super::sync::{AtomicU64, Ordering};
+use crate::core::{Answer, Nanos, Request, WordPolicy};
 
 /// One key's `tat` in ticks since its bucket's base.
 #[derive(Debug, Default)]
@@ -29,30 +30,36 @@ impl WordTat {
     /// decision can come in between, so a plain read and write stand for
     /// the compare-and-swap.
     #[inline(always)]
-    pub(super) fn decide_alone<A>(
+    pub(super) fn decide_alone<A: Answer>(
         &mut self,
-        decide: impl FnOnce(u64) -> Option<(A, Option<u64>)>,
+        word: &WordPolicy,
+        since: Nanos,
+        req: Request,
     ) -> Option<A> {
-        let (answer, next) = decide(self.0.load(Ordering::Relaxed))?;
+        let (answer, next) = word.answer::<A>(self.0.load(Ordering::Relaxed), since, req)?;
         if let Some(next) = next {
             self.0.store(next, Ordering::Relaxed);
         }
         Some(answer)
     }
 
-    /// Decides by `decide(tat) -> (answer, new tat if it changes)`, then
-    /// writes the new `tat` only if no other decision wrote in between
-    /// (compare-and-swap; otherwise decides again on the newer `tat`).
-    /// `None` from `decide` (a value that does not fit 64 bits) is passed
-    /// back, nothing written.
+    /// Decides `req` at `since` (ns after the bucket's base) by `word`,
+    /// then writes the new `tat` only if no other decision wrote in
+    /// between (compare-and-swap; otherwise decides again on the newer
+    /// `tat`). `None` (a value that does not fit 64 bits) is passed back,
+    /// nothing written. The policy's arithmetic is called here, not through
+    /// a closure: a whole decision is too large for the compiler to inline
+    /// a closure computing it, and that call cost a third of a check.
     #[inline(always)]
-    pub(super) fn decide<A>(
+    pub(super) fn decide<A: Answer>(
         &self,
-        mut decide: impl FnMut(u64) -> Option<(A, Option<u64>)>,
+        word: &WordPolicy,
+        since: Nanos,
+        req: Request,
     ) -> Option<A> {
         let mut tat = self.0.load(Ordering::Acquire);
         loop {
-            let (answer, next) = decide(tat)?;
+            let (answer, next) = word.answer::<A>(tat, since, req)?;
             let Some(next) = next else {
                 // Nothing to write: the answer holds for the `tat` read,
                 // which was current at the load (a refusal, or no cost).
