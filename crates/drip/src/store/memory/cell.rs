@@ -162,13 +162,18 @@ impl Full {
 
 impl<N: Counting> Cell<N> {
     /// A new, empty key under `config`.
+    #[inline]
     pub(super) fn new(config: &Config) -> Cell<N> {
         let mut cell = Cell {
+            // An empty bucket: a word at the base, what `store` makes of
+            // the default state when the policy has a 64-bit path.
             tat: WordTat::new(0),
             full: None,
             counts: N::zero(),
         };
-        cell.store(config, State::default());
+        if config.word.is_none() {
+            cell.store(config, State::default());
+        }
         cell
     }
 

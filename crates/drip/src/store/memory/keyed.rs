@@ -7,7 +7,7 @@ use std::sync::Arc;
 use super::KeyBudget;
 use super::cell::{Cell, Counted, Counting, NoCounts};
 use super::config::Config;
-use super::shards::{FindIn, Shards};
+use super::shards::{FindIn, Shard, Shards};
 use crate::Result;
 use crate::clock::{Clock, MonotonicClock};
 use crate::core::{self, Answer, Decision, Level, Nanos, Policy, Request, State, Verdict};
@@ -201,25 +201,25 @@ impl<K: Hash + Eq + Clone, C: Clock, N: Counting> KeyedBucket<K, C, N> {
             self.rebase(now);
             guard = self.shards.write(hash);
         }
-        let shard = &mut *guard;
-        let config = shard.config.clone();
+        let Shard { config, keys } = &mut *guard;
+        let config: &Config = config;
         // One probe finds the key or the place for it.
-        let cell = self.shards.find_or_insert(shard, hash, key, || {
+        let cell = self.shards.find_or_insert(keys, hash, key, || {
             self.budget.take()?;
-            Ok::<_, crate::Error>(Cell::new(&config))
+            Ok::<_, crate::Error>(Cell::new(config))
         })?;
         if config.track {
-            let d = cell.decide_tracked(&config, now, req, id.unwrap_or(""));
+            let d = cell.decide_tracked(config, now, req, id.unwrap_or(""));
             return Ok(A::from_decision(d));
         }
-        if let Some(answer) = cell.decide_alone(&config, now, req) {
+        if let Some(answer) = cell.decide_alone(config, now, req) {
             return Ok(answer);
         }
         // The word cannot hold what this decision needs: the whole state
         // can, and it decides exactly as the core does.
-        cell.spill(&config);
+        cell.spill(config);
         Ok(cell
-            .decide_alone(&config, now, req)
+            .decide_alone(config, now, req)
             .expect("a key holding its whole state always decides"))
     }
 

@@ -113,12 +113,12 @@ impl<K: Hash + Eq, N: Counting> Shards<K, N> {
         &mut entry.into_mut().1
     }
 
-    /// The cell of `key` in its (locked) shard, made by `make` when the
-    /// shard does not hold the key yet (`make` may refuse), in one probe of
-    /// the table.
+    /// The cell of `key` in its (locked) shard's `keys`, made by `make`
+    /// when the shard does not hold the key yet (`make` may refuse), in one
+    /// probe of the table.
     pub(super) fn find_or_insert<'a, Q, E>(
         &self,
-        shard: &'a mut Shard<K, N>,
+        keys: &'a mut HashTable<(K, Cell<N>)>,
         hash: u64,
         key: &Q,
         make: impl FnOnce() -> Result<Cell<N>, E>,
@@ -127,7 +127,7 @@ impl<K: Hash + Eq, N: Counting> Shards<K, N> {
         K: Borrow<Q>,
         Q: Eq + ToOwned<Owned = K> + ?Sized,
     {
-        let entry = shard.keys.entry(
+        let entry = keys.entry(
             hash,
             |(k, _)| k.borrow() == key,
             |(k, _)| self.hasher.hash_one(k),
