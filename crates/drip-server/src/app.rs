@@ -45,12 +45,11 @@ pub struct App<S: Store> {
     counter_retention: Duration,
 }
 
-/// A decision and the bucket it was made in: all its response needs (the
-/// decision's `quota` names the policy for `RateLimit-Policy`).
+/// A decision: with the bucket's name, which the caller has, all its
+/// response needs (the decision's `quota` names the policy for
+/// `RateLimit-Policy`).
 #[derive(Debug, Clone)]
 pub struct Answer {
-    /// The bucket decided in.
-    pub bucket: String,
     /// The decision.
     pub decision: Decision,
     /// Decided without the shared store (`on_store_error = allow | local`).
@@ -434,7 +433,6 @@ impl<S: Store> App<S> {
             return Err(limits::cost_exceeds(bucket, decision.quota.max_cost()));
         }
         Ok(Answer {
-            bucket: bucket.to_owned(),
             decision,
             degraded,
             request_id,

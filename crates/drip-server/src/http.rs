@@ -6,7 +6,7 @@
 use std::sync::Arc;
 
 use axum::Router;
-use axum::extract::{DefaultBodyLimit, OriginalUri};
+use axum::extract::OriginalUri;
 use axum::http::Method;
 use axum::routing::{get, post};
 use drip::Store;
@@ -14,7 +14,6 @@ use utoipa_swagger_ui::SwaggerUi;
 
 use crate::app::App;
 use crate::error::ApiError;
-use crate::limits::MAX_BODY_BYTES;
 use crate::openapi;
 
 pub mod buckets;
@@ -44,7 +43,6 @@ pub fn router<S: Store>(app: Arc<App<S>>) -> Router {
         .merge(SwaggerUi::new("/docs").url("/openapi.json", openapi::document()))
         .fallback(not_found)
         .method_not_allowed_fallback(method_not_allowed)
-        .layer(DefaultBodyLimit::max(MAX_BODY_BYTES))
 }
 
 async fn not_found(OriginalUri(uri): OriginalUri) -> ApiError {

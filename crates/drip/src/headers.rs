@@ -92,6 +92,27 @@ mod http_map {
     /// `RateLimit`.
     pub static RATELIMIT: HeaderName = HeaderName::from_static(super::RATELIMIT_NAME);
 
+    /// The `RateLimit` value of `d` for the bucket `name` (quoted here), the
+    /// same text as [`ratelimit_value`](super::ratelimit_value)`(&sf_string(name), d)`
+    /// built in one allocation, which the header value then keeps: the
+    /// field every admitted request's answer carries.
+    pub fn ratelimit_header(name: &str, d: &crate::Decision) -> HeaderValue {
+        let mut remaining = itoa::Buffer::new();
+        let remaining = remaining.format(d.remaining);
+        let mut reset = itoa::Buffer::new();
+        let reset = reset.format(super::ceil_secs(d.reset_after));
+        let len = super::sf_len(name) + ";r=".len() + remaining.len() + ";t=".len() + reset.len();
+        let mut value = String::with_capacity(len);
+        super::push_sf_string(&mut value, name);
+        for part in [";r=", remaining, ";t=", reset] {
+            value.push_str(part);
+        }
+        debug_assert_eq!(value.len(), len);
+        // Exactly full, so the conversion to `Bytes` keeps the allocation.
+        HeaderValue::from_maybe_shared(bytes::Bytes::from(value.into_bytes()))
+            .expect("a structured-field string and digits are a valid header value")
+    }
+
     impl Fields {
         /// Appends the fields to `headers` (appended, so limits nested in
         /// one another list side by side). A value that is not a valid
@@ -115,7 +136,7 @@ mod http_map {
 }
 
 #[cfg(feature = "http")]
-pub use http_map::{RATELIMIT, RATELIMIT_POLICY};
+pub use http_map::{RATELIMIT, RATELIMIT_POLICY, ratelimit_header};
 
 /// Nanoseconds as whole seconds, rounded up.
 pub fn ceil_secs(ns: Nanos) -> u64 {
@@ -126,19 +147,31 @@ pub fn ceil_secs(ns: Nanos) -> u64 {
 /// escaped and characters a string cannot hold replaced by `?`.
 pub fn sf_string(name: &str) -> String {
     let mut s = String::with_capacity(name.len() + 2);
-    s.push('"');
+    push_sf_string(&mut s, name);
+    s
+}
+
+/// Appends [`sf_string`]`(name)` to `out`.
+fn push_sf_string(out: &mut String, name: &str) {
+    out.push('"');
     for c in name.chars() {
         match c {
             '"' | '\\' => {
-                s.push('\\');
-                s.push(c);
+                out.push('\\');
+                out.push(c);
             }
-            ' '..='~' => s.push(c),
-            _ => s.push('?'),
+            ' '..='~' => out.push(c),
+            _ => out.push('?'),
         }
     }
-    s.push('"');
-    s
+    out.push('"');
+}
+
+/// The length of [`sf_string`]`(name)` in bytes.
+#[cfg_attr(not(feature = "http"), allow(dead_code))]
+fn sf_len(name: &str) -> usize {
+    let escaped = |c: char| if c == '"' || c == '\\' { 2 } else { 1 };
+    2 + name.chars().map(escaped).sum::<usize>()
 }
 
 #[cfg(test)]
@@ -186,5 +219,25 @@ mod tests {
         let f = fields(&label, &e);
         assert_eq!(f.retry_after, None);
         assert_eq!(f.ratelimit_policy.as_deref(), Some("\"api\";q=2;w=2"));
+    }
+    #[cfg(feature = "http")]
+    #[test]
+    fn the_one_allocation_ratelimit_is_the_same_text() {
+        let p = Policy::police(Limit::new(Rate::per_second(3).unwrap(), 1_000_000).unwrap());
+        let mut s = State::default();
+        for (i, name) in ["api", "a\"b\\c", "é\n", "x.y:z-9_", ""].iter().enumerate() {
+            let d = decide(
+                &p,
+                &mut s,
+                i as u64 * 7_000_000_000,
+                Request::check(1 + i as u64 * 99_999),
+            );
+            let v = ratelimit_header(name, &d);
+            assert_eq!(
+                v.to_str().unwrap(),
+                ratelimit_value(&sf_string(name), &d),
+                "{name:?}"
+            );
+        }
     }
 }
