@@ -47,9 +47,9 @@ impl WordTat {
     /// then writes the new `tat` only if no other decision wrote in
     /// between (compare-and-swap; otherwise decides again on the newer
     /// `tat`). `None` (a value that does not fit 64 bits) is passed back,
-    /// nothing written. The policy's arithmetic is called here, not through
-    /// a closure: a whole decision is too large for the compiler to inline
-    /// a closure computing it, and that call cost a third of a check.
+    /// nothing written. The policy's arithmetic is called here, not passed
+    /// in as a closure: the compiler does not inline a closure that builds
+    /// a whole decision, and the call is on every check's path.
     #[inline(always)]
     pub(super) fn decide<A: Answer>(
         &self,
