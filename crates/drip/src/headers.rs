@@ -220,6 +220,7 @@ mod tests {
         assert_eq!(f.retry_after, None);
         assert_eq!(f.ratelimit_policy.as_deref(), Some("\"api\";q=2;w=2"));
     }
+
     #[cfg(feature = "http")]
     #[test]
     fn the_one_allocation_ratelimit_is_the_same_text() {
