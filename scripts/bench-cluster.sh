@@ -16,6 +16,8 @@
 #   Needs redis-server, redis-cli, redis-benchmark, wrk, curl.
 set -euo pipefail
 cd "$(dirname "$0")/.."
+# shellcheck source=scripts/lib/http-bench.sh
+. scripts/lib/http-bench.sh
 
 ROUNDS=${ROUNDS:-3}
 DURATION=${DURATION:-5s}
@@ -58,11 +60,6 @@ REDIS=$!
 cli() { redis-cli -h 127.0.0.1 -p "$REDIS_PORT" "$@"; }
 for _ in $(seq 100); do [ "$(cli PING 2>/dev/null)" = PONG ] && break; sleep 0.1; done
 URL=redis://127.0.0.1:$REDIS_PORT/
-
-wait_http() {
-    for _ in $(seq 200); do curl -fs -o /dev/null "$1" && return 0; sleep 0.05; done
-    echo "no answer from $1" >&2; exit 1
-}
 
 # start_nodes N: N nodes on the Redis; their HTTP ports in NODES.
 NODES=()

@@ -20,6 +20,8 @@
 # scripts/bench-server.sh. Needs wrk.
 set -euo pipefail
 cd "$(dirname "$0")/.."
+# shellcheck source=scripts/lib/http-bench.sh
+. scripts/lib/http-bench.sh
 
 : "${LIMITADOR:?set LIMITADOR to a limitador-server binary (see the comment at the top)}"
 ROUNDS=${ROUNDS:-5}
@@ -55,15 +57,6 @@ cleanup() {
     rm -rf "$WORK"
 }
 trap cleanup EXIT
-
-wait_http() {
-    for _ in $(seq 1 200); do
-        curl -s -o /dev/null "$1" && return 0
-        sleep 0.05
-    done
-    echo "no answer from $1" >&2
-    exit 1
-}
 
 # One limit as large as drip's bucket below: everything admitted, counted
 # per key as drip counts per key.
@@ -103,22 +96,16 @@ curl -fs -o /dev/null -X POST "http://127.0.0.1:$DRIP_PORT/v1/buckets/x/allow" \
 curl -fs -o /dev/null -X POST "http://127.0.0.1:$LIMITADOR_PORT/check_and_report" \
     -H 'content-type: application/json' -d '{"namespace":"bench","values":{"key":"k"},"delta":1}'
 
-cpu_ticks() { awk '{print $14 + $15}' "/proc/$1/stat"; }
-# run URL LUA PID -> "req/s p99 µs-of-server-CPU-per-request"
+# run URL LUA PID -> "req/s p99 µs-of-server-CPU-per-request"; exits on
+# any non-2xx answer (not a like-for-like run).
 run() {
-    local out rps p99 before after n non2xx
-    before=$(cpu_ticks "$3")
-    out=$(wrk -t"$THREADS" -c"$CONNECTIONS" -d"$DURATION" --latency -s "$2" "$1")
-    after=$(cpu_ticks "$3")
-    non2xx=$(awk '/Non-2xx/ {print $NF}' <<<"$out")
-    if [ -n "$non2xx" ]; then
+    local rps p99 cpu non2xx
+    read -r rps p99 cpu non2xx <<<"$(wrk_cpu "$3" wrk -t"$THREADS" -c"$CONNECTIONS" -d"$DURATION" --latency -s "$2" "$1")"
+    if [ "$non2xx" != 0 ]; then
         echo "$1 answered $non2xx non-2xx responses: not a like-for-like run" >&2
         exit 1
     fi
-    rps=$(awk '/^Requests\/sec:/ {print $2}' <<<"$out")
-    p99=$(awk '$1 == "99%" {print $2}' <<<"$out")
-    n=$(awk '/requests in/ {print $1}' <<<"$out")
-    echo "$rps $p99 $(awk -v t=$((after - before)) -v hz="$(getconf CLK_TCK)" -v n="$n" 'BEGIN { printf "%.2f", t / hz * 1e6 / n }')"
+    echo "$rps $p99 $cpu"
 }
 drip_run() { run "http://127.0.0.1:$DRIP_PORT/v1/buckets/x/allow" scripts/bench-allow.lua "$DRIP_PID"; }
 limitador_run() { run "http://127.0.0.1:$LIMITADOR_PORT/check_and_report" "$WORK/limitador.lua" "$LIMITADOR_PID"; }
@@ -146,7 +133,6 @@ for r in $(seq 1 "$ROUNDS"); do
     VS_HELLO+=("$(awk -v a="$RPS_drip" -v b="$RPS_hello" 'BEGIN { printf "%.2f", a / b }')")
 done
 
-median() { printf '%s\n' "$@" | sort -n | awk '{ v[NR] = $1 } END { print (NR % 2) ? v[(NR + 1) / 2] : (v[NR / 2] + v[NR / 2 + 1]) / 2 }'; }
 echo
 echo "== summary"
 echo "uptime at end: $(uptime)"

@@ -19,6 +19,8 @@
 #   are root).
 set -euo pipefail
 cd "$(dirname "$0")/.."
+# shellcheck source=scripts/lib/http-bench.sh
+. scripts/lib/http-bench.sh
 
 ROUNDS=${ROUNDS:-3}
 THREADS=${THREADS:-2}
@@ -61,14 +63,6 @@ PIDS=()
 cleanup() { for p in "${PIDS[@]}"; do kill "$p" 2>/dev/null || true; done; wait 2>/dev/null || true; }
 trap cleanup EXIT
 
-wait_http() {
-    for _ in $(seq 1 200); do
-        curl -fs -o /dev/null "$1" && return 0
-        sleep 0.05
-    done
-    echo "no answer from $1" >&2
-    exit 1
-}
 
 wait_tcp() {
     for _ in $(seq 1 200); do
@@ -96,19 +90,11 @@ curl -fs -o /dev/null -X PUT "http://127.0.0.1:$HTTP_PORT/v1/buckets/x" \
     -d '{"capacity": 4294967295, "leak_rate": 1000000000}'
 
 WRK=(wrk -t"$THREADS" -c"$CONNECTIONS" -d"$DURATION" --latency -s scripts/bench-allow.lua)
-# The CPU time (user + system, clock ticks) the process has used.
-cpu_ticks() { awk '{print $14 + $15}' "/proc/$1/stat"; }
-# http_run PORT PID -> "req/s p99 µs-of-server-CPU-per-request": the last is
-# what the server spends per answer whatever the load generator took.
+# http_run PORT PID -> "req/s p99 µs-of-server-CPU-per-request".
 http_run() {
-    local out rps p99 before after n
-    before=$(cpu_ticks "$2")
-    out=$("${WRK[@]}" "http://127.0.0.1:$1/v1/buckets/x/allow")
-    after=$(cpu_ticks "$2")
-    rps=$(awk '/^Requests\/sec:/ {print $2}' <<<"$out")
-    p99=$(awk '$1 == "99%" {print $2}' <<<"$out")
-    n=$(awk '/requests in/ {print $1}' <<<"$out")
-    echo "$rps $p99 $(awk -v t=$((after - before)) -v hz="$(getconf CLK_TCK)" -v n="$n" 'BEGIN { printf "%.2f", t / hz * 1e6 / n }')"
+    local rps p99 cpu
+    read -r rps p99 cpu _ <<<"$(wrk_cpu "$2" "${WRK[@]}" "http://127.0.0.1:$1/v1/buckets/x/allow")"
+    echo "$rps $p99 $cpu"
 }
 grpc_run() {
     local line
@@ -145,7 +131,6 @@ for r in $(seq 1 "$ROUNDS"); do
     GRPC_RATIOS+=("$(awk -v a="$G_RPS" -v b="$T_RPS" 'BEGIN { printf "%.2f", a / b }')")
 done
 
-median() { printf '%s\n' "$@" | sort -n | awk '{a[NR]=$1} END {print (NR % 2) ? a[(NR+1)/2] : (a[NR/2] + a[NR/2+1]) / 2}'; }
 echo
 echo "== summary"
 echo "uptime at end: $(uptime)"
