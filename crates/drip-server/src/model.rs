@@ -1,6 +1,8 @@
 //! The JSON bodies of the HTTP contract (DESIGN.md §4). The gRPC messages
 //! carry the same fields; [`crate::grpc`] converts between the two.
 
+use std::borrow::Cow;
+
 use serde::{Deserialize, Serialize};
 use utoipa::ToSchema;
 
@@ -54,15 +56,17 @@ pub struct WindowSpec {
     pub period_s: f64,
 }
 
-/// `POST /v1/buckets/{bucket}/allow` (the body is optional).
+/// `POST /v1/buckets/{bucket}/allow` (the body is optional). The key is
+/// borrowed from the request's bytes when it has no escapes: one
+/// allocation fewer on the hottest route.
 #[derive(Debug, Clone, Default, Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
-pub struct AllowBody {
+pub struct AllowBody<'a> {
     /// The bucket instance (client IP, user id...), at most 256 bytes of
     /// UTF-8 (256 characters when ASCII); default `""`.
-    #[serde(default)]
-    #[schema(max_length = 256)]
-    pub key: String,
+    #[serde(default, borrow)]
+    #[schema(max_length = 256, value_type = String)]
+    pub key: Cow<'a, str>,
     /// Units asked for, 1..=9007199254740991 (2^53-1), default 1. A cost
     /// above what the bucket can ever admit (its capacity, or its smallest
     /// window limit) is a 400 naming `cost`.

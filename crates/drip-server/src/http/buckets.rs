@@ -3,6 +3,7 @@
 use std::sync::Arc;
 
 use axum::Json;
+use axum::body::Bytes;
 use axum::extract::State;
 use axum::http::{HeaderMap, StatusCode, header};
 use axum::response::{IntoResponse, Response};
@@ -10,7 +11,7 @@ use drip::Store;
 use drip::headers;
 use serde::Deserialize;
 
-use super::extract::{BucketPath, JsonBody, Query};
+use super::extract::{BucketPath, JsonBody, JsonBytes, Query};
 use crate::app::{Answer, App};
 use crate::error::ApiError;
 use crate::model::{
@@ -106,9 +107,9 @@ pub async fn configure<S: Store>(
 pub async fn allow<S: Store>(
     State(app): AppState<S>,
     BucketPath(bucket): BucketPath,
-    JsonBody(body): JsonBody<AllowBody>,
+    body: JsonBytes,
 ) -> Result<Response, ApiError> {
-    let body = body.unwrap_or_default();
+    let body: AllowBody = body.parse()?.unwrap_or_default();
     let answer = app
         .allow(&bucket, &body.key, body.cost, body.request_id)
         .await?;
@@ -162,15 +163,11 @@ fn decision_response(bucket: &str, mut v: Answer) -> Response {
     } else {
         StatusCode::TOO_MANY_REQUESTS
     };
-    // Sized for the whole body at once (axum's `Json` starts at 128 bytes
-    // and grows).
-    let mut json = Vec::with_capacity(256);
-    serde_json::to_writer(&mut json, &v.take_body()).expect("a decision body serializes");
     let content_type = [(
         header::CONTENT_TYPE,
         header::HeaderValue::from_static("application/json"),
     )];
-    let mut res = (status, content_type, json).into_response();
+    let mut res = (status, content_type, json_bytes(&v.take_body())).into_response();
     let d = &v.decision;
     if v.degraded {
         // Decided without the shared store: the body says so too.
@@ -187,6 +184,21 @@ fn decision_response(bucket: &str, mut v: Answer) -> Response {
         headers::fields(&headers::sf_string(bucket), d).append_to(res.headers_mut());
     }
     res
+}
+
+/// `body` as JSON in one allocation of its exact size. (A `Vec` with room
+/// to spare becomes `Bytes` through a second allocation, for its shared
+/// header.) A decision body is at most 493 bytes (20-digit numbers and a
+/// 128-byte request id of escaped characters); a longer one would take the
+/// `Vec` path.
+fn json_bytes(body: &impl serde::Serialize) -> Bytes {
+    let mut buf = [0u8; 512];
+    let mut rest = &mut buf[..];
+    if serde_json::to_writer(&mut rest, body).is_ok() {
+        let n = 512 - rest.len();
+        return Bytes::copy_from_slice(&buf[..n]);
+    }
+    Bytes::from(serde_json::to_vec(body).expect("a decision body serializes"))
 }
 
 /// Level and counters of one key of a bucket.
@@ -291,4 +303,30 @@ pub async fn cluster<S: Store>(State(app): AppState<S>) -> Json<ClusterStatus> {
 )]
 pub async fn leader<S: Store>(State(app): AppState<S>) -> Json<Leader> {
     Json(app.leader().await)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::json_bytes;
+    use crate::model::DecisionBody;
+
+    #[test]
+    fn json_bytes_is_serde_json_for_the_largest_decision_and_beyond() {
+        let largest = DecisionBody {
+            allowed: false,
+            queue_position: u64::MAX,
+            estimated_wait_ms: u64::MAX,
+            remaining: u64::MAX,
+            retry_after_ms: u64::MAX,
+            reset_after_ms: u64::MAX,
+            request_id: "\"".repeat(128),
+            degraded: true,
+        };
+        let json = serde_json::to_vec(&largest).unwrap();
+        assert_eq!(json.len(), 493);
+        assert_eq!(json_bytes(&largest), json);
+        // Past the stack buffer: the same text through a `Vec`.
+        let longer = vec![largest.clone(), largest];
+        assert_eq!(json_bytes(&longer), serde_json::to_vec(&longer).unwrap());
+    }
 }

@@ -5,6 +5,7 @@ use axum::body::Bytes;
 use axum::extract::{FromRequest, FromRequestParts, Path, Request};
 use axum::http::request::Parts;
 use axum::http::{HeaderMap, header};
+use serde::Deserialize;
 use serde::de::DeserializeOwned;
 use tokio_stream::StreamExt;
 
@@ -38,14 +39,36 @@ pub struct JsonBody<T>(pub Option<T>);
 impl<T: DeserializeOwned, St: Send + Sync> FromRequest<St> for JsonBody<T> {
     type Rejection = ApiError;
 
-    async fn from_request(req: Request, _state: &St) -> Result<Self, ApiError> {
-        let bytes = read_body(req).await?;
+    async fn from_request(req: Request, state: &St) -> Result<Self, ApiError> {
+        JsonBytes::from_request(req, state)
+            .await?
+            .parse()
+            .map(JsonBody)
+    }
+}
+
+/// The bytes of a JSON body, read but not yet parsed: for a body type that
+/// borrows its strings from them ([`parse`](Self::parse)).
+pub struct JsonBytes(Bytes);
+
+impl JsonBytes {
+    /// As [`JsonBody`]: `None` when the body is empty or `null`.
+    pub fn parse<'a, T: Deserialize<'a>>(&'a self) -> Result<Option<T>, ApiError> {
         // No body, or JSON `null` (what the OpenAPI document's optional
         // bodies allow), means "all defaults".
-        if bytes.trim_ascii().is_empty() || bytes.trim_ascii() == b"null" {
-            return Ok(JsonBody(None));
+        let body = self.0.trim_ascii();
+        if body.is_empty() || body == b"null" {
+            return Ok(None);
         }
-        parse_json(&bytes).map(|v| JsonBody(Some(v)))
+        parse_json(&self.0).map(Some)
+    }
+}
+
+impl<St: Send + Sync> FromRequest<St> for JsonBytes {
+    type Rejection = ApiError;
+
+    async fn from_request(req: Request, _state: &St) -> Result<Self, ApiError> {
+        read_body(req).await.map(JsonBytes)
     }
 }
 
@@ -126,7 +149,7 @@ fn expects_continue(headers: &HeaderMap) -> bool {
 }
 
 /// Parses JSON, naming the field at fault in any error.
-pub fn parse_json<T: DeserializeOwned>(bytes: &[u8]) -> Result<T, ApiError> {
+pub fn parse_json<'a, T: Deserialize<'a>>(bytes: &'a [u8]) -> Result<T, ApiError> {
     // serde would also read a struct from an array of its fields in order;
     // the contract's bodies are objects only.
     if bytes.iter().find(|b| !b.is_ascii_whitespace()) != Some(&b'{') {
