@@ -14,26 +14,18 @@ use std::hint::black_box;
 use std::time::{Duration, Instant};
 
 use axum::Router;
-use axum::body::Body;
-use drip::{Limit, Limiter, Policy, Rate};
-use drip_server::app::{App, Node};
-use http::Request;
-use tokio_util::sync::CancellationToken;
 use tower::ServiceExt;
+
+#[path = "support/allow.rs"]
+mod support;
+
+use support::request;
 
 fn env(name: &str, default: usize) -> usize {
     std::env::var(name)
         .ok()
         .and_then(|v| v.parse().ok())
         .unwrap_or(default)
-}
-
-fn request() -> Request<Body> {
-    Request::post("/v1/buckets/x/allow")
-        .header("content-type", "application/json")
-        .header("host", "127.0.0.1")
-        .body(Body::from(r#"{"key":"k"}"#))
-        .unwrap()
 }
 
 /// `n` requests through `router`, one after another; the time taken.
@@ -57,17 +49,7 @@ fn main() {
         .build()
         .unwrap();
     rt.block_on(async {
-        let limiter = Limiter::memory();
-        let policy = Policy::police(Limit::new(Rate::per_second(1_000_000_000).unwrap(), u64::from(u32::MAX)).unwrap());
-        limiter.configure("x", policy).await.unwrap();
-        let node = Node {
-            id: "bench".into(),
-            http: "127.0.0.1:0".into(),
-            grpc: "127.0.0.1:0".into(),
-        };
-        let app = App::new(limiter, None, node, CancellationToken::new(), None);
-        let drip = drip_server::http::router(app);
-        let hello = Router::new().fallback(|| async { "Hello, World!" });
+        let (drip, hello) = support::routers().await;
         let res = drip.clone().oneshot(request()).await.unwrap();
         assert_eq!(res.status(), 200, "the allow request must be admitted");
         if std::env::var_os("ALLOW_PROFILE").is_some() {

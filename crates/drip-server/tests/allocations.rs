@@ -3,18 +3,19 @@
 //! metrics, JSON answer, `RateLimit`), counted by dhat's allocator: a
 //! budget that fails when the allow path starts allocating more. The axum
 //! hello-world of `scripts/bench-server.sh` answering the same request is
-//! counted beside it, for scale.
+//! counted beside it, for scale (both set up as `benches/allow_path.rs`
+//! times them, from `benches/support/allow.rs`).
 //!
 //! One test in this binary: dhat counts the whole process, so nothing else
 //! may run beside it.
 
 use axum::Router;
-use axum::body::Body;
-use drip::{Limit, Limiter, Policy, Rate};
-use drip_server::app::{App, Node};
-use http::Request;
-use tokio_util::sync::CancellationToken;
 use tower::ServiceExt;
+
+#[path = "../benches/support/allow.rs"]
+mod allow;
+
+use allow::request;
 
 #[global_allocator]
 static ALLOC: dhat::Alloc = dhat::Alloc;
@@ -27,13 +28,6 @@ static ALLOC: dhat::Alloc = dhat::Alloc;
 const ALLOW_BUDGET: f64 = 18.05;
 
 const REQUESTS: u64 = 200;
-
-fn request() -> Request<Body> {
-    Request::post("/v1/buckets/x/allow")
-        .header("content-type", "application/json")
-        .body(Body::from(r#"{"key":"k"}"#))
-        .unwrap()
-}
 
 /// Allocations per request answered by `router`, its body read whole;
 /// the requests are built before counting starts.
@@ -59,21 +53,7 @@ fn an_admitted_allow_stays_within_its_allocation_budget() {
         .build()
         .unwrap();
     rt.block_on(async {
-        let limiter = Limiter::memory();
-        let limit = Limit::new(
-            Rate::per_second(1_000_000_000).unwrap(),
-            u64::from(u32::MAX),
-        )
-        .unwrap();
-        limiter.configure("x", Policy::police(limit)).await.unwrap();
-        let node = Node {
-            id: "test".into(),
-            http: "127.0.0.1:0".into(),
-            grpc: "127.0.0.1:0".into(),
-        };
-        let app = App::new(limiter, None, node, CancellationToken::new(), None);
-        let drip = drip_server::http::router(app);
-        let hello = Router::new().fallback(|| async { "Hello, World!" });
+        let (drip, hello) = allow::routers().await;
         // Warm up: the bucket's key, its metrics and the runtime's buffers
         // are made on the first requests, not on every one.
         per_request(&drip).await;
