@@ -49,14 +49,8 @@ if [ -z "${NO_BUILD:-}" ]; then
     cargo build --release -p drip-server --bin drip --example hello
 fi
 
-WORK=$(mktemp -d)
-PIDS=()
-cleanup() {
-    for p in "${PIDS[@]}"; do kill "$p" 2>/dev/null || true; done
-    wait 2>/dev/null || true
-    rm -rf "$WORK"
-}
-trap cleanup EXIT
+# shellcheck source=scripts/lib/procs.sh
+. scripts/lib/procs.sh
 
 # One limit as large as drip's bucket below: everything admitted, counted
 # per key as drip counts per key.

@@ -27,14 +27,8 @@ done
 
 cargo build --release -q -p drip-server
 DRIP=${CARGO_TARGET_DIR:-target}/release/drip
-WORK=$(mktemp -d)
-PIDS=()
-cleanup() {
-    for p in "${PIDS[@]}"; do kill "$p" 2>/dev/null || true; done
-    wait 2>/dev/null || true
-    rm -rf "$WORK"
-}
-trap cleanup EXIT
+# shellcheck source=scripts/lib/procs.sh
+. scripts/lib/procs.sh
 
 cat >"$WORK/rls.yaml" <<'YAML'
 domain: bench
