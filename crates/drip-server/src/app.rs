@@ -17,7 +17,7 @@ use crate::model::{
     BucketList, BucketStatus, ClusterStatus, ConfigureBody, DecisionBody, Leader, NodeStatus,
     QueueBody, QueuedRequestBody, WindowSpec,
 };
-use crate::request_id;
+use crate::request_id::{self, RequestId};
 use crate::waiter::Waiter;
 
 /// Who this node is, as `/v1/cluster` reports it.
@@ -55,7 +55,7 @@ pub struct Answer {
     /// Decided without the shared store (`on_store_error = allow | local`).
     pub degraded: bool,
     /// The request's id: the one asked with, or the one this node made.
-    pub request_id: String,
+    pub request_id: RequestId,
 }
 
 impl Answer {
@@ -87,7 +87,7 @@ pub fn decision_body(d: &Decision) -> DecisionBody {
         remaining: d.remaining,
         retry_after_ms: ceil_ms(d.retry_after),
         reset_after_ms: ceil_ms(d.reset_after),
-        request_id: String::new(),
+        request_id: RequestId::default(),
         degraded: false,
     }
 }
@@ -427,7 +427,7 @@ impl<S: Store> App<S> {
         bucket: &str,
         decision: Decision,
         degraded: bool,
-        request_id: String,
+        request_id: RequestId,
     ) -> Result<Answer, ApiError> {
         if decision.outcome == Outcome::Exceeds {
             return Err(limits::cost_exceeds(bucket, decision.quota.max_cost()));

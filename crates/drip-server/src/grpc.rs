@@ -76,7 +76,7 @@ fn decision(mut v: Answer) -> pb::AllowRequestResponse {
         remaining: b.remaining,
         retry_after_ms: b.retry_after_ms,
         reset_after_ms: b.reset_after_ms,
-        request_id: b.request_id,
+        request_id: b.request_id.into(),
     }
 }
 

@@ -6,6 +6,8 @@ use std::borrow::Cow;
 use serde::{Deserialize, Serialize};
 use utoipa::ToSchema;
 
+use crate::request_id::RequestId;
+
 /// `PUT /v1/buckets/{bucket}`: create or replace a bucket.
 #[derive(Debug, Clone, Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
@@ -130,7 +132,8 @@ pub struct DecisionBody {
     pub reset_after_ms: u64,
     /// The request's id: the one asked with, or the one the server made.
     #[serde(default)]
-    pub request_id: String,
+    #[schema(value_type = String)]
+    pub request_id: RequestId,
     /// Present (`true`) only when decided without the shared store
     /// (`on_store_error = allow | local`).
     #[serde(default, skip_serializing_if = "std::ops::Not::not")]

@@ -319,7 +319,7 @@ mod tests {
             remaining: u64::MAX,
             retry_after_ms: u64::MAX,
             reset_after_ms: u64::MAX,
-            request_id: "\"".repeat(128),
+            request_id: "\"".repeat(128).into(),
             degraded: true,
         };
         let json = serde_json::to_vec(&largest).unwrap();

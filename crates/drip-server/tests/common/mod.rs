@@ -251,7 +251,7 @@ impl Client for Grpc {
             remaining: r.remaining,
             retry_after_ms: r.retry_after_ms,
             reset_after_ms: r.reset_after_ms,
-            request_id: r.request_id,
+            request_id: r.request_id.into(),
             degraded: false,
         }
     }
