@@ -20,22 +20,26 @@
 //! `Limiter::check` on the memory store (what the server, the blocking API
 //! and the tower layer call) beside governor keyed on the same strings, and
 //! on one key beside `drip counted` on that string key: the difference is
-//! `Limiter`'s own cost (finding the bucket by name).
+//! `Limiter`'s own cost (finding the bucket by name). The
+//! `limiter_by_name_*` cases time it beside governor found by name the way
+//! a program with named limits configured at run time keeps them (a
+//! `RwLock` over a `HashMap`).
 //!
 //! Run: `cargo bench -p drip --bench paired` (about a minute).
 //! `PAIRED_ROUNDS` and `PAIRED_BLOCK` change the rounds and block size;
 //! `PAIRED_CASES` (a comma-separated list of substrings) runs only the
 //! cases whose names contain one of them.
 
+use std::collections::HashMap;
 use std::hint::black_box;
 use std::pin::pin;
-use std::sync::{Barrier, Mutex};
+use std::sync::{Barrier, Mutex, PoisonError};
 use std::task::{Context, Poll, Waker};
 use std::time::{Duration, Instant};
 
 use drip::store::Counted;
 use drip::{KeyedBucket, Limiter, MonotonicClock};
-use governor::RateLimiter;
+use governor::{DefaultKeyedRateLimiter, RateLimiter};
 
 mod support;
 use support::{Cycle, LOADS, Load, OWN_KEYS, prime, string_keys, u64_keys};
@@ -298,7 +302,7 @@ fn limiter_check(load: Load, strings: &[String]) {
         vec![
             (
                 "Limiter::check",
-                Box::new(move |n| {
+                Box::new(|n| {
                     timed(n, || {
                         drop(black_box(ready(limiter.check("b", a.next_key(), 1))))
                     })
@@ -306,7 +310,74 @@ fn limiter_check(load: Load, strings: &[String]) {
             ),
             (
                 "governor",
-                Box::new(move |n| timed(n, || drop(black_box(gov.check_key(b.next_key()))))),
+                Box::new(|n| timed(n, || drop(black_box(gov.check_key(b.next_key()))))),
+            ),
+        ],
+    );
+    limiter_by_name(load, &limiter, key, strings);
+}
+
+/// Governor's keyed limiters found by name, as a program that configures
+/// named limits at run time would keep them (std's `RwLock` over a
+/// `HashMap`): the peer of `Limiter::check`, which finds its bucket by name
+/// too. No counters (governor keeps none).
+type NamedGovernors = std::sync::RwLock<HashMap<String, DefaultKeyedRateLimiter<String>>>;
+
+/// `Limiter::check` beside governor found by name (`NamedGovernors`), on
+/// one key and on 10k string keys.
+fn limiter_by_name(load: Load, limiter: &Limiter, key: &String, strings: &[String]) {
+    let named = || -> NamedGovernors {
+        let map = HashMap::from([("b".to_owned(), RateLimiter::keyed(load.quota()))]);
+        std::sync::RwLock::new(map)
+    };
+    let check = |g: &NamedGovernors, k: &String| {
+        let map = g.read().unwrap_or_else(PoisonError::into_inner);
+        map.get(black_box("b")).map(|g| g.check_key(k).is_ok())
+    };
+    let gov = named();
+    prime(load, std::slice::from_ref(key), |k| check(&gov, k).unwrap());
+    paired(
+        &format!("limiter_by_name_single_key/{}", load.name()),
+        vec![
+            (
+                "Limiter::check",
+                Box::new(|n| {
+                    timed(n, || {
+                        drop(black_box(ready(limiter.check("b", black_box(key), 1))))
+                    })
+                }),
+            ),
+            (
+                "governor by name",
+                Box::new(|n| {
+                    timed(n, || {
+                        black_box(check(&gov, black_box(key)));
+                    })
+                }),
+            ),
+        ],
+    );
+    let gov = named();
+    prime(load, strings, |k| check(&gov, k).unwrap());
+    let (mut a, mut b) = (Cycle::new(strings), Cycle::new(strings));
+    paired(
+        &format!("limiter_by_name_keys_10k_string/{}", load.name()),
+        vec![
+            (
+                "Limiter::check",
+                Box::new(|n| {
+                    timed(n, || {
+                        drop(black_box(ready(limiter.check("b", a.next_key(), 1))))
+                    })
+                }),
+            ),
+            (
+                "governor by name",
+                Box::new(|n| {
+                    timed(n, || {
+                        black_box(check(&gov, b.next_key()));
+                    })
+                }),
             ),
         ],
     );
