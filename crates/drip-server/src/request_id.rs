@@ -2,10 +2,10 @@
 //! echoed), or one this node makes, `req_<epoch ms>_<n>`.
 //!
 //! `n` is unique among the ids this process makes: each thread takes a
-//! block of [`BLOCK`] numbers from one counter and hands them out itself,
-//! so an id costs no write to memory that other threads use (one in
-//! `BLOCK`) and, kept inline ([`RequestId::Made`]), no allocation. Ids made
-//! on different threads are unique, not in order. The start-time
+//! block of [`BLOCK`] numbers from one shared counter and hands them out
+//! itself, so only one id in `BLOCK` writes to memory other threads use;
+//! kept inline ([`RequestId::Made`]), an id allocates nothing. Ids made on
+//! different threads are unique, not in order. The start-time
 //! milliseconds keep a restarted node from repeating the ids of its
 //! previous run (unless it restarts within the same ms).
 
