@@ -4,14 +4,16 @@
 //! A key of a policy with a 64-bit path (no windows) is one atomic word,
 //! its `tat` in ticks since the bucket's base, decided by compare-and-swap
 //! ([`WordTat`]); any other key (windows, or a `tat` that no longer fits
-//! the word) holds its whole [`State`] behind a lock. Which form a key has
-//! changes only with exclusive access to it (a map entry written, or the
-//! bucket's policy held alone), never under a decision.
+//! the word) is spilled: its word holds a mark ([`SPILLED`] and an index)
+//! and its whole [`State`] lives behind a lock in its shard's side table
+//! ([`Spills`]), which every method of a cell is given. Which form a key
+//! has changes only with exclusive access to it (a map entry written, or
+//! the bucket's policy held alone), never under a decision.
 //!
 //! The counters are the cell's own fields, in a counting bucket
-//! ([`Counted`], 24 bytes) or nothing at all ([`NoCounts`]): a counted key
-//! is then one map entry with no allocation of its own and no pointer to
-//! follow on a decision.
+//! ([`Counted`], 24 bytes) or nothing at all ([`NoCounts`]): a key is then
+//! one map entry of one word (and its counters), as small as governor's,
+//! with no allocation of its own and no pointer to follow on a decision.
 
 use std::collections::VecDeque;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -19,7 +21,7 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use parking_lot::Mutex;
 
 use super::config::Config;
-use super::word::WordTat;
+use super::word::{SPILLED, WordTat};
 use crate::core::{self, Answer, Decision, Nanos, Request, State};
 use crate::store::{Counters, Entry, give_back, max_entries};
 
@@ -130,49 +132,58 @@ impl Counting for Counted {
     }
 }
 
-/// One key: 16 bytes uncounted, so a map entry of a `u64` key is 24 (what
+/// One key: 8 bytes uncounted, so a map entry of a `u64` key is 16 (what
 /// deciding over many keys pays for most is the cache lines its entries
-/// take); 40 bytes counted.
+/// take, and a growing table's pages); 32 bytes counted.
 pub(super) struct Cell<N> {
-    /// The `tat` in ticks since the bucket's base, unless `full` is set.
+    /// The `tat` in ticks since the bucket's base, or the spill mark.
     tat: WordTat,
-    /// The whole state, for keys the word cannot hold (and every key of a
-    /// policy that tracks its queue, which lists it there too).
-    full: Option<Box<Full>>,
     /// The key's counters, in a counting bucket.
     counts: N,
 }
 
+/// The whole states of a shard's spilled keys: keys the word cannot hold
+/// (and every key of a policy that tracks its queue, which lists it there
+/// too), each at the index its word's mark gives. Changed only with the
+/// shard held alone.
+pub(super) type Spills = slab::Slab<Full>;
+
 /// A key's whole state and, when its policy tracks them, its queued
 /// requests (changed only with exclusive access: tracked keys decide under
 /// the write lock).
-struct Full {
+pub(super) struct Full {
     state: Mutex<State>,
     queue: VecDeque<Entry>,
 }
 
 impl Full {
-    fn new(state: State) -> Box<Full> {
-        Box::new(Full {
+    fn new(state: State) -> Full {
+        Full {
             state: Mutex::new(state),
             queue: VecDeque::new(),
-        })
+        }
     }
 }
 
+/// The index a word marks, if it marks a spilled key.
+#[inline(always)]
+fn spill_index(word: u64) -> Option<usize> {
+    (word & SPILLED != 0).then_some((word & !SPILLED) as usize)
+}
+
 impl<N: Counting> Cell<N> {
-    /// A new, empty key under `config`.
+    /// A new, empty key under `config` (spilled into `spills` when the
+    /// policy has no 64-bit path).
     #[inline]
-    pub(super) fn new(config: &Config) -> Cell<N> {
+    pub(super) fn new(config: &Config, spills: &mut Spills) -> Cell<N> {
         let mut cell = Cell {
             // An empty bucket: a word at the base, what `store` makes of
             // the default state when the policy has a 64-bit path.
             tat: WordTat::new(0),
-            full: None,
             counts: N::zero(),
         };
         if config.word.is_none() {
-            cell.store(config, State::default());
+            cell.store(config, spills, State::default());
         }
         cell
     }
@@ -181,26 +192,38 @@ impl<N: Counting> Cell<N> {
     pub(super) fn recount<M: Counting>(self) -> Cell<M> {
         Cell {
             tat: self.tat,
-            full: self.full,
             counts: M::zero(),
         }
     }
 
+    /// Where the key's whole state is in its shard's `Spills`, if spilled.
+    #[inline(always)]
+    fn spilled(&self) -> Option<usize> {
+        spill_index(self.tat.load())
+    }
+
     /// Decides `req` at `now`, or `None` when the word cannot (a value
-    /// beyond 64 bits, or `now` outside the base's range): then decide
+    /// beyond 63 bits, or `now` outside the base's range): then decide
     /// again with exclusive access ([`spill`](Self::spill) first).
     #[inline(always)]
-    pub(super) fn decide<A: Answer>(&self, config: &Config, now: Nanos, req: Request) -> Option<A> {
-        let answer = match &self.full {
+    pub(super) fn decide<A: Answer>(
+        &self,
+        config: &Config,
+        spills: &Spills,
+        now: Nanos,
+        req: Request,
+    ) -> Option<A> {
+        let word = self.tat.load();
+        let answer = match spill_index(word) {
             None => {
-                let word = config.word.as_ref()?;
+                let policy = config.word.as_ref()?;
                 let since = config.since_base(now)?;
-                self.tat.decide::<A>(word, since, req)?
+                self.tat.decide_from::<A>(word, policy, since, req)?
             }
             // A tracked key decides with its list, exclusively.
             Some(_) if config.track => return None,
-            Some(full) => {
-                let d = core::decide(&config.policy, &mut full.state.lock(), now, req);
+            Some(i) => {
+                let d = core::decide(&config.policy, &mut spills[i].state.lock(), now, req);
                 A::from_decision(d)
             }
         };
@@ -215,18 +238,19 @@ impl<N: Counting> Cell<N> {
     pub(super) fn decide_alone<A: Answer>(
         &mut self,
         config: &Config,
+        spills: &mut Spills,
         now: Nanos,
         req: Request,
     ) -> Option<A> {
-        let answer = match &mut self.full {
+        let answer = match self.spilled() {
             None => {
                 let word = config.word.as_ref()?;
                 let since = config.since_base(now)?;
                 self.tat.decide_alone::<A>(word, since, req)?
             }
             Some(_) if config.track => return None,
-            Some(full) => {
-                let d = core::decide(&config.policy, full.state.get_mut(), now, req);
+            Some(i) => {
+                let d = core::decide(&config.policy, spills[i].state.get_mut(), now, req);
                 A::from_decision(d)
             }
         };
@@ -247,15 +271,13 @@ impl<N: Counting> Cell<N> {
     pub(super) fn decide_tracked(
         &mut self,
         config: &Config,
+        spills: &mut Spills,
         now: Nanos,
         req: Request,
         id: &str,
     ) -> Decision {
-        self.spill(config);
-        let full = self
-            .full
-            .as_mut()
-            .expect("a spilled key holds its whole state");
+        let i = self.spill(config, spills);
+        let full = &mut spills[i];
         let state = full.state.get_mut();
         let d = core::decide(&config.policy, state, now, req);
         if d.allowed() {
@@ -274,16 +296,27 @@ impl<N: Counting> Cell<N> {
     }
 
     /// The listed requests still live at `now`, in departure order.
-    pub(super) fn queued(&self, now: Nanos) -> Vec<Entry> {
-        self.full.as_ref().map_or_else(Vec::new, |f| {
-            f.queue.iter().filter(|e| e.live(now)).cloned().collect()
+    pub(super) fn queued(&self, spills: &Spills, now: Nanos) -> Vec<Entry> {
+        self.spilled().map_or_else(Vec::new, |i| {
+            spills[i]
+                .queue
+                .iter()
+                .filter(|e| e.live(now))
+                .cloned()
+                .collect()
         })
     }
 
     /// Takes `id` off the list and gives its place back when exact (see
     /// [`give_back`]); true when given back.
-    pub(super) fn cancel(&mut self, config: &Config, now: Nanos, id: &str) -> bool {
-        let Some(full) = self.full.as_mut() else {
+    pub(super) fn cancel(
+        &mut self,
+        config: &Config,
+        spills: &mut Spills,
+        now: Nanos,
+        id: &str,
+    ) -> bool {
+        let Some(full) = self.spilled().map(|i| &mut spills[i]) else {
             return false;
         };
         let Some(i) = full.queue.iter().position(|e| e.live(now) && &*e.id == id) else {
@@ -301,18 +334,30 @@ impl<N: Counting> Cell<N> {
         }
     }
 
-    /// Makes the key hold its whole state (after `decide` answered `None`).
-    pub(super) fn spill(&mut self, config: &Config) {
-        if self.full.is_none() {
-            let state = self.state(config);
-            self.full = Some(Full::new(state));
+    /// Makes the key hold its whole state in `spills` (after `decide`
+    /// answered `None`); returns its index there.
+    pub(super) fn spill(&mut self, config: &Config, spills: &mut Spills) -> usize {
+        if let Some(i) = self.spilled() {
+            return i;
+        }
+        let i = spills.insert(Full::new(self.state(config, spills)));
+        self.tat.set(SPILLED | i as u64);
+        i
+    }
+
+    /// Gives back the key's place in `spills`, if it has one (the key is
+    /// being removed).
+    pub(super) fn release(&mut self, spills: &mut Spills) {
+        if let Some(i) = self.spilled() {
+            spills.remove(i);
+            self.tat.set(0);
         }
     }
 
     /// The key's whole state under `config`.
-    pub(super) fn state(&self, config: &Config) -> State {
-        match &self.full {
-            Some(full) => full.state.lock().clone(),
+    pub(super) fn state(&self, config: &Config, spills: &Spills) -> State {
+        match self.spilled() {
+            Some(i) => spills[i].state.lock().clone(),
             None => State {
                 tat: config.base_ticks() + u128::from(self.tat.load()),
                 windows: Vec::new(),
@@ -322,49 +367,56 @@ impl<N: Counting> Cell<N> {
 
     /// The key's `tat` in the policy's ticks under `config` (its whole
     /// state's, without copying its window logs).
-    pub(super) fn tat(&self, config: &Config) -> u128 {
-        match &self.full {
-            Some(full) => full.state.lock().tat,
+    pub(super) fn tat(&self, config: &Config, spills: &Spills) -> u128 {
+        match self.spilled() {
+            Some(i) => spills[i].state.lock().tat,
             None => config.base_ticks() + u128::from(self.tat.load()),
         }
     }
 
     /// Keeps `state` under `config`: as a word when the policy has a 64-bit
-    /// path and the `tat` fits, else whole (with the key's list, kept only
-    /// while the policy tracks it). Needs exclusive access.
-    pub(super) fn store(&mut self, config: &Config, state: State) {
+    /// path and the `tat` fits below the top bit, else whole in `spills`
+    /// (with the key's list, kept only while the policy tracks it). Needs
+    /// exclusive access.
+    pub(super) fn store(&mut self, config: &Config, spills: &mut Spills, state: State) {
         if config.word.is_some() && state.windows.is_empty() {
             // A `tat` behind the base is an empty bucket, as 0 is (now is
             // never behind the base on this path).
             let since = state.tat.saturating_sub(config.base_ticks());
-            if let Ok(word) = u64::try_from(since) {
+            if let Ok(word) = u64::try_from(since)
+                && word & SPILLED == 0
+            {
+                self.release(spills);
                 self.tat.set(word);
-                self.full = None;
                 return;
             }
         }
-        match &mut self.full {
-            Some(full) => {
+        match self.spilled() {
+            Some(i) => {
+                let full = &mut spills[i];
                 *full.state.get_mut() = state;
                 if !config.track {
                     full.queue = VecDeque::new();
                 }
             }
-            None => self.full = Some(Full::new(state)),
+            None => {
+                let i = spills.insert(Full::new(state));
+                self.tat.set(SPILLED | i as u64);
+            }
         }
     }
 
     /// True when the key holds nothing worth keeping at `now`: its bucket
     /// is empty and its counters' retention (if any) has passed.
-    pub(super) fn is_idle(&self, config: &Config, now: Nanos) -> bool {
+    pub(super) fn is_idle(&self, config: &Config, spills: &Spills, now: Nanos) -> bool {
         !self.counts.retained(now, config.retention_ns)
-            && core::is_idle(&config.policy, &self.state(config), now)
+            && core::is_idle(&config.policy, &self.state(config, spills), now)
     }
 
     /// True while the key is one word (not its whole state).
     #[cfg(test)]
     pub(super) fn is_word(&self) -> bool {
-        self.full.is_none()
+        self.spilled().is_none()
     }
 
     /// The key's counters (zero when the bucket does not count).

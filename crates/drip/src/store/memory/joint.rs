@@ -150,14 +150,16 @@ impl<C: Clock> MemoryStore<C> {
             let shard = &mut *guards[s.lock];
             let config = &configs[i];
             if !shard.holds(s.hash, s.key) {
-                b.shards
-                    .insert(shard, s.hash, s.key.to_owned(), Cell::new(config));
+                let cell = Cell::new(config, &mut shard.spills);
+                b.shards.insert(shard, s.hash, s.key.to_owned(), cell);
             }
-            let cell = shard
-                .find_mut(s.hash, s.key)
+            let Shard { keys, spills, .. } = shard;
+            let cell = keys
+                .find_mut(s.hash, |(k, _)| k == s.key)
+                .map(|(_, c)| c)
                 .expect("held or just inserted");
             if joint.admitted {
-                cell.store(config, states[i].1.clone());
+                cell.store(config, spills, states[i].1.clone());
             }
         }
         for (d, &(slot, _, _)) in joint.decisions.iter().zip(&part_slots) {
@@ -179,15 +181,12 @@ impl Shard<String, Counted> {
         self.keys.find(hash, |(k, _)| k == key).map(|(_, c)| c)
     }
 
-    fn find_mut(&mut self, hash: u64, key: &str) -> Option<&mut Cell<Counted>> {
-        self.keys.find_mut(hash, |(k, _)| k == key).map(|(_, c)| c)
-    }
-
     fn holds(&self, hash: u64, key: &str) -> bool {
         self.find_cell(hash, key).is_some()
     }
 
     fn find_state(&self, hash: u64, key: &str, config: &Config) -> Option<State> {
-        self.find_cell(hash, key).map(|c| c.state(config))
+        self.find_cell(hash, key)
+            .map(|c| c.state(config, &self.spills))
     }
 }

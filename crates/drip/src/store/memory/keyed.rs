@@ -127,7 +127,7 @@ impl<K: Hash + Eq + Clone, C: Clock, N: Counting> KeyedBucket<K, C, N> {
             // lock, with the policy that shard holds.
             let shard = self.shards.read(hash);
             if let Some(cell) = shard.find(hash, key)
-                && let Some(answer) = cell.decide(&shard.config, now, req)
+                && let Some(answer) = cell.decide(&shard.config, &shard.spills, now, req)
             {
                 return Ok(answer);
             }
@@ -157,7 +157,7 @@ impl<K: Hash + Eq + Clone, C: Clock, N: Counting> KeyedBucket<K, C, N> {
         let shard = self.shards.read(hash);
         let queued = shard
             .find(hash, key)
-            .map_or_else(Vec::new, |cell| cell.queued(now));
+            .map_or_else(Vec::new, |cell| cell.queued(&shard.spills, now));
         (now, queued)
     }
 
@@ -171,12 +171,13 @@ impl<K: Hash + Eq + Clone, C: Clock, N: Counting> KeyedBucket<K, C, N> {
         let now = self.clock.now();
         let hash = self.shards.hash(key);
         let mut guard = self.shards.write(hash);
-        let shard = &mut *guard;
-        let config = shard.config.clone();
-        shard
-            .keys
-            .find_mut(hash, |(k, _)| k.borrow() == key)
-            .is_some_and(|(_, cell)| cell.cancel(&config, now, id))
+        let Shard {
+            config,
+            keys,
+            spills,
+        } = &mut *guard;
+        keys.find_mut(hash, |(k, _)| k.borrow() == key)
+            .is_some_and(|(_, cell)| cell.cancel(config, spills, now, id))
     }
 
     /// A new key, a key the word cannot decide, or a bucket to rebase.
@@ -201,25 +202,29 @@ impl<K: Hash + Eq + Clone, C: Clock, N: Counting> KeyedBucket<K, C, N> {
             self.rebase(now);
             guard = self.shards.write(hash);
         }
-        let Shard { config, keys } = &mut *guard;
+        let Shard {
+            config,
+            keys,
+            spills,
+        } = &mut *guard;
         let config: &Config = config;
         // One probe finds the key or the place for it.
         let cell = self.shards.find_or_insert(keys, hash, key, || {
             self.budget.take()?;
-            Ok::<_, crate::Error>(Cell::new(config))
+            Ok::<_, crate::Error>(Cell::new(config, spills))
         })?;
         if config.track {
-            let d = cell.decide_tracked(config, now, req, id.unwrap_or(""));
+            let d = cell.decide_tracked(config, spills, now, req, id.unwrap_or(""));
             return Ok(A::from_decision(d));
         }
-        if let Some(answer) = cell.decide_alone(config, now, req) {
+        if let Some(answer) = cell.decide_alone(config, spills, now, req) {
             return Ok(answer);
         }
         // The word cannot hold what this decision needs: the whole state
         // can, and it decides exactly as the core does.
-        cell.spill(config);
+        cell.spill(config, spills);
         Ok(cell
-            .decide_alone(config, now, req)
+            .decide_alone(config, spills, now, req)
             .expect("a key holding its whole state always decides"))
     }
 
@@ -234,7 +239,7 @@ impl<K: Hash + Eq + Clone, C: Clock, N: Counting> KeyedBucket<K, C, N> {
         let shard = self.shards.read(hash);
         let (state, counters) = shard.find(hash, key).map_or_else(
             || (State::default(), Counters::default()),
-            |cell| (cell.state(&shard.config), cell.counters()),
+            |cell| (cell.state(&shard.config, &shard.spills), cell.counters()),
         );
         KeyStatus {
             level: core::level(&shard.config.policy, &state, now),
@@ -251,13 +256,13 @@ impl<K: Hash + Eq + Clone, C: Clock, N: Counting> KeyedBucket<K, C, N> {
         let now = self.clock.now();
         let mut top = Top::new(n);
         self.shards.each_shared(|shard| {
-            let config = &shard.config;
+            let (config, spills) = (&shard.config, &shard.spills);
             let empty_below = config.policy.limit().rate().ticks(now);
             for (key, cell) in shard.keys.iter() {
-                let tat = cell.tat(config);
+                let tat = cell.tat(config, spills);
                 if tat > empty_below {
                     top.offer(tat, || {
-                        let level = core::level(&config.policy, &cell.state(config), now);
+                        let level = core::level(&config.policy, &cell.state(config, spills), now);
                         (key.clone(), level, cell.counters())
                     });
                 }
@@ -281,18 +286,23 @@ impl<K: Hash + Eq + Clone, C: Clock, N: Counting> KeyedBucket<K, C, N> {
         let now = self.clock.now();
         let new = Arc::new(Config::new(policy, now));
         for shard in all.iter_mut() {
+            let Shard {
+                config,
+                keys,
+                spills,
+            } = &mut **shard;
             if reset {
-                self.budget.give_back(shard.keys.len());
-                shard.keys.clear();
+                self.budget.give_back(keys.len());
+                keys.clear();
+                spills.clear();
             } else {
-                let old = shard.config.clone();
-                for (_, cell) in shard.keys.iter_mut() {
-                    let mut state = cell.state(&old);
-                    core::carry_over(&old.policy, &new.policy, &mut state, now);
-                    cell.store(&new, state);
+                for (_, cell) in keys.iter_mut() {
+                    let mut state = cell.state(config, spills);
+                    core::carry_over(&config.policy, &new.policy, &mut state, now);
+                    cell.store(&new, spills, state);
                 }
             }
-            shard.config = new.clone();
+            *config = new.clone();
         }
     }
 
@@ -307,12 +317,16 @@ impl<K: Hash + Eq + Clone, C: Clock, N: Counting> KeyedBucket<K, C, N> {
         }
         let new = Arc::new(Config::new(all[0].config.policy.clone(), now));
         for shard in all.iter_mut() {
-            let old = shard.config.clone();
-            for (_, cell) in shard.keys.iter_mut() {
-                let state = cell.state(&old);
-                cell.store(&new, state);
+            let Shard {
+                config,
+                keys,
+                spills,
+            } = &mut **shard;
+            for (_, cell) in keys.iter_mut() {
+                let state = cell.state(config, spills);
+                cell.store(&new, spills, state);
             }
-            shard.config = new.clone();
+            *config = new.clone();
         }
     }
 
@@ -323,12 +337,23 @@ impl<K: Hash + Eq + Clone, C: Clock, N: Counting> KeyedBucket<K, C, N> {
         let now = self.clock.now();
         let mut removed = 0;
         self.shards.each_alone(|shard, hasher| {
-            let before = shard.keys.len();
-            let config = &shard.config;
-            shard.keys.retain(|(_, cell)| !cell.is_idle(config, now));
-            removed += before - shard.keys.len();
+            let Shard {
+                config,
+                keys,
+                spills,
+            } = shard;
+            let before = keys.len();
+            keys.retain(|(_, cell)| {
+                let idle = cell.is_idle(config, spills, now);
+                if idle {
+                    cell.release(spills);
+                }
+                !idle
+            });
+            removed += before - keys.len();
             // Give the freed entries' memory back, not just keep it.
-            shard.keys.shrink_to_fit(|(k, _)| hasher.hash(k));
+            keys.shrink_to_fit(|(k, _)| hasher.hash(k));
+            spills.shrink_to_fit();
         });
         self.budget.give_back(removed);
         removed
@@ -357,12 +382,85 @@ mod tests {
     use crate::{Limit, ManualClock, Rate};
 
     #[test]
-    fn a_key_is_two_words() {
-        // Entry size is what deciding over many keys pays for most.
-        assert_eq!(size_of::<Cell<NoCounts>>(), 16);
-        assert_eq!(size_of::<(u64, Cell<NoCounts>)>(), 24);
+    fn a_key_is_one_word() {
+        // Entry size is what deciding over many keys pays for most: a
+        // `u64` key's entry is governor's size.
+        assert_eq!(size_of::<Cell<NoCounts>>(), 8);
+        assert_eq!(size_of::<(u64, Cell<NoCounts>)>(), 16);
         // Counted: the counters inline, no allocation of their own.
-        assert_eq!(size_of::<Cell<Counted>>(), 40);
+        assert_eq!(size_of::<Cell<Counted>>(), 32);
+    }
+
+    /// Places held in the shards' side tables of whole states.
+    fn spilled<K: Hash + Eq, C: Clock, N: Counting>(bucket: &KeyedBucket<K, C, N>) -> usize {
+        let mut n = 0;
+        bucket.shards.each_shared(|shard| n += shard.spills.len());
+        n
+    }
+
+    #[test]
+    fn spilled_keys_give_their_place_back_when_swept_reset_or_made_words() {
+        use std::time::Duration;
+        let limit = Limit::new(Rate::per_second(10).unwrap(), 10).unwrap();
+        let window = crate::Window::new(100, Duration::from_secs(60)).unwrap();
+        let windowed = Policy::police(limit).with_window(window).unwrap();
+        let clock = ManualClock::new(1 << 40);
+        let bucket = KeyedBucket::new(windowed.clone(), clock.clone()).with_counters();
+        for k in 0..50u64 {
+            assert!(bucket.check(&k, 1).unwrap().allowed());
+        }
+        // A window keeps every key whole.
+        assert_eq!(spilled(&bucket), 50);
+        // Drained, the window passed: swept, and their places with them.
+        clock.advance(Duration::from_secs(61));
+        assert_eq!(bucket.sweep(), 50);
+        assert_eq!(spilled(&bucket), 0);
+        for k in 0..20u64 {
+            bucket.check(&k, 1).unwrap();
+        }
+        assert_eq!(spilled(&bucket), 20);
+        // Without the window every key fits its word again.
+        bucket.reconfigure(Policy::police(limit), false);
+        assert_eq!(spilled(&bucket), 0);
+        assert_eq!(bucket.len(), 20);
+        bucket.reconfigure(windowed, false);
+        assert_eq!(spilled(&bucket), 20);
+        bucket.reconfigure(Policy::police(limit), true);
+        assert_eq!((spilled(&bucket), bucket.len()), (0, 0));
+    }
+
+    #[test]
+    fn a_tat_reaching_the_top_bit_spills_and_decides_as_the_core() {
+        // 3 per 2 s (3 ticks a ns, 2e9 a unit), u32::MAX of capacity (91
+        // years to drain): a full bucket is 8.6e18 ticks, so near the end
+        // of the base's range (2^62 ticks) a `tat` passes 2^63, the bit
+        // that marks a spilled key; the key must spill, not write it.
+        let rate = Rate::new(3, std::time::Duration::from_secs(2)).unwrap();
+        let policy = Policy::police(Limit::new(rate, u64::from(u32::MAX)).unwrap());
+        let clock = ManualClock::new(1 << 40);
+        let bucket = KeyedBucket::new(policy.clone(), clock.clone());
+        let now = bucket.shards.config().base + (1 << 62) / 3 - 1_000_000;
+        clock.set(now);
+        let mut state = State::default();
+        for cost in [1 << 31, 1 << 30, 1, 5, 1 << 30] {
+            let req = Request::check(cost);
+            let want = core::decide(&policy, &mut state, now, req);
+            assert_eq!(bucket.decide(&7u64, req).unwrap(), want, "cost {cost}");
+        }
+        assert!(state.tat > 1 << 63, "the test must pass the top bit");
+        // A new key's first decision (made alone) passing it at once.
+        let (mut fresh, req) = (State::default(), Request::check(u32::MAX.into()));
+        let want = core::decide(&policy, &mut fresh, now, req);
+        assert_eq!(bucket.decide(&8u64, req).unwrap(), want);
+        assert!(fresh.tat > 1 << 63);
+        for (key, state) in [(7u64, &mut state), (8, &mut fresh)] {
+            let req = Request::check(1);
+            let want = core::decide(&policy, state, now, req);
+            assert_eq!(bucket.decide(&key, req).unwrap(), want, "key {key}");
+            let hash = bucket.shards.hash(&key);
+            let shard = bucket.shards.read(hash);
+            assert!(!shard.find(hash, &key).unwrap().is_word(), "key {key}");
+        }
     }
 
     #[test]

@@ -14,14 +14,16 @@ use hashbrown::HashTable;
 use hashbrown::hash_table::Entry;
 use parking_lot::{RwLock, RwLockReadGuard, RwLockWriteGuard};
 
-use super::cell::{Cell, Counting};
+use super::cell::{Cell, Counting, Spills};
 use super::config::Config;
 
-/// One shard: its keys and the bucket's policy (the same in every shard,
-/// changed only with every shard locked).
+/// One shard: its keys, the whole states of those spilled, and the
+/// bucket's policy (the same in every shard, changed only with every shard
+/// locked).
 pub(super) struct Shard<K, N> {
     pub(super) config: Arc<Config>,
     pub(super) keys: HashTable<(K, Cell<N>)>,
+    pub(super) spills: Spills,
 }
 
 impl<K: Borrow<Q>, Q: Eq + ?Sized, N> FindIn<Q, N> for Shard<K, N> {
@@ -63,6 +65,7 @@ impl<K: Hash + Eq, N: Counting> Shards<K, N> {
                     CachePadded::new(RwLock::new(Shard {
                         config: config.clone(),
                         keys: HashTable::new(),
+                        spills: Spills::new(),
                     }))
                 })
                 .collect(),
@@ -189,6 +192,7 @@ impl<K: Hash + Eq, N: Counting> Shards<K, N> {
                 CachePadded::new(RwLock::new(Shard {
                     config: shard.config,
                     keys,
+                    spills: shard.spills,
                 }))
             })
             .collect();
