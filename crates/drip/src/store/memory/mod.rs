@@ -4,8 +4,9 @@
 //! behind one read-write lock each, as a `DashMap` keeps them), each shard
 //! also holding the bucket's policy (`shards.rs`). A key of a policy
 //! without windows is one atomic word, its `tat`, decided by a
-//! compare-and-swap loop as in governor (`word.rs`); any other key keeps
-//! its whole state behind a lock (`cell.rs`). A decision locks its key's
+//! compare-and-swap loop as in governor (`word.rs`); any other key is
+//! spilled: its word marks it (top bit set) and its whole state is kept
+//! behind a lock in its shard's side table (`cell.rs`). A decision locks its key's
 //! shard, shared, and reads the policy there; a change of policy locks
 //! every shard and carries every key over before any decision sees it
 //! (`keyed.rs`). [`MemoryStore`] keeps one `KeyedBucket` per named bucket,
@@ -32,8 +33,12 @@
 //!    `tests/concurrency.rs` (`reconfiguring_under_load_keeps_exactness`)
 //!    and `tests/keyed_bucket.rs`.
 //! 3. A key changes form (word or whole state) only with exclusive access:
-//!    its shard locked alone (`decide_slow`, reconfigure, rebase). No
-//!    `unsafe` code (`forbid`): the shards' locks give this.
+//!    its shard locked alone (`decide_slow`, reconfigure, rebase), and a
+//!    decision never writes the top bit that marks a spilled key (a `tat`
+//!    reaching it spills: `keyed::tests::a_tat_reaching_the_top_bit_spills_and_decides_as_the_core`);
+//!    a removed or unspilled key gives its side-table place back
+//!    (`keyed::tests::spilled_keys_give_their_place_back_when_swept_reset_or_made_words`).
+//!    No `unsafe` code (`forbid`): the shards' locks give this.
 //! 4. Word arithmetic never overflows unnoticed: a value beyond 64 bits
 //!    makes the word answer `None` and the key decides on its whole state
 //!    (`WordPolicy` proptest `word_matches_decide_tat`; `tests/keyed_bucket.rs`
