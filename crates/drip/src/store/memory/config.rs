@@ -9,8 +9,10 @@ use crate::core::{Nanos, Policy, WordPolicy};
 /// whole state and stay exact.
 const LAG_TICKS: u64 = 1 << 53;
 
-/// The base moves on when `now` is this many ticks past it: words then
-/// stay below 2^63 plus the full bucket.
+/// The base moves on when `now` is this many ticks past it: a word's
+/// `tat` then stays below 2^62 plus the full bucket, below the top bit
+/// that marks a spilled key unless the full bucket passes 2^62 ticks (such
+/// a key spills when its `tat` would reach that bit, and stays exact).
 const REBASE_TICKS: u64 = 1 << 62;
 
 /// The policy a bucket's decisions read (under its lock: shared by
