@@ -44,11 +44,7 @@ async fn block(router: &Router, n: usize) -> Duration {
 fn main() {
     let rounds = env("ALLOW_ROUNDS", 21).max(2);
     let n = env("ALLOW_BLOCK", 20_000).max(1);
-    let rt = tokio::runtime::Builder::new_current_thread()
-        .enable_all()
-        .build()
-        .unwrap();
-    rt.block_on(async {
+    support::runtime().block_on(async {
         let (drip, hello) = support::routers().await;
         let res = drip.clone().oneshot(request()).await.unwrap();
         assert_eq!(res.status(), 200, "the allow request must be admitted");

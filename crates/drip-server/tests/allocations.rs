@@ -48,11 +48,7 @@ async fn per_request(router: &Router) -> f64 {
 #[test]
 fn an_admitted_allow_stays_within_its_allocation_budget() {
     let _profiler = dhat::Profiler::builder().testing().build();
-    let rt = tokio::runtime::Builder::new_current_thread()
-        .enable_all()
-        .build()
-        .unwrap();
-    rt.block_on(async {
+    allow::runtime().block_on(async {
         let (drip, hello) = allow::routers().await;
         // Warm up: the bucket's key, its metrics and the runtime's buffers
         // are made on the first requests, not on every one.

@@ -247,6 +247,16 @@ fn ready<F: Future>(f: F) -> F::Output {
     }
 }
 
+/// `Limiter::check` of bucket `b` on the keys `next` gives, as a
+/// contender.
+fn limiter_contender<'a>(
+    limiter: &'a Limiter,
+    mut next: impl FnMut() -> &'a String + 'a,
+) -> (&'static str, Block<'a>) {
+    let block = move |n| timed(n, || drop(black_box(ready(limiter.check("b", next(), 1)))));
+    ("Limiter::check", Box::new(block))
+}
+
 /// `Limiter::check` on the memory store (the path `drip serve`, the
 /// blocking API and the tower layer take: bucket look-up, counted key,
 /// whole `Decision`) beside governor, on one key and on 10k String keys.
@@ -277,14 +287,7 @@ fn limiter_check(load: Load, strings: &[String]) {
                     })
                 }),
             ),
-            (
-                "Limiter::check",
-                Box::new(|n| {
-                    timed(n, || {
-                        drop(black_box(ready(limiter.check("b", black_box(key), 1))))
-                    })
-                }),
-            ),
+            limiter_contender(&limiter, || black_box(key)),
             (
                 "governor",
                 Box::new(|n| timed(n, || drop(black_box(gov.check_key(black_box(key)))))),
@@ -300,14 +303,7 @@ fn limiter_check(load: Load, strings: &[String]) {
     paired(
         &format!("limiter_keys_10k_string/{}", load.name()),
         vec![
-            (
-                "Limiter::check",
-                Box::new(|n| {
-                    timed(n, || {
-                        drop(black_box(ready(limiter.check("b", a.next_key(), 1))))
-                    })
-                }),
-            ),
+            limiter_contender(&limiter, || a.next_key()),
             (
                 "governor",
                 Box::new(|n| timed(n, || drop(black_box(gov.check_key(b.next_key()))))),
@@ -339,14 +335,7 @@ fn limiter_by_name(load: Load, limiter: &Limiter, key: &String, strings: &[Strin
     paired(
         &format!("limiter_by_name_single_key/{}", load.name()),
         vec![
-            (
-                "Limiter::check",
-                Box::new(|n| {
-                    timed(n, || {
-                        drop(black_box(ready(limiter.check("b", black_box(key), 1))))
-                    })
-                }),
-            ),
+            limiter_contender(limiter, || black_box(key)),
             (
                 "governor by name",
                 Box::new(|n| {
@@ -363,14 +352,7 @@ fn limiter_by_name(load: Load, limiter: &Limiter, key: &String, strings: &[Strin
     paired(
         &format!("limiter_by_name_keys_10k_string/{}", load.name()),
         vec![
-            (
-                "Limiter::check",
-                Box::new(|n| {
-                    timed(n, || {
-                        drop(black_box(ready(limiter.check("b", a.next_key(), 1))))
-                    })
-                }),
-            ),
+            limiter_contender(limiter, || a.next_key()),
             (
                 "governor by name",
                 Box::new(|n| {

@@ -19,6 +19,15 @@ pub fn request() -> Request<Body> {
         .unwrap()
 }
 
+/// The runtime both run on: one thread, as a single connection's requests
+/// are served.
+pub fn runtime() -> tokio::runtime::Runtime {
+    tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .unwrap()
+}
+
 /// drip's router and the hello-world's (inside a tokio runtime).
 pub async fn routers() -> (Router, Router) {
     let limiter = Limiter::memory();

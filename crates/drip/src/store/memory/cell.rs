@@ -340,7 +340,14 @@ impl<N: Counting> Cell<N> {
         if let Some(i) = self.spilled() {
             return i;
         }
-        let i = spills.insert(Full::new(self.state(config, spills)));
+        let state = self.state(config, spills);
+        self.put_whole(spills, state)
+    }
+
+    /// Puts `state` in `spills` and marks the word with its place (the key
+    /// not spilled yet); returns the place.
+    fn put_whole(&mut self, spills: &mut Spills, state: State) -> usize {
+        let i = spills.insert(Full::new(state));
         self.tat.set(SPILLED | i as u64);
         i
     }
@@ -400,8 +407,7 @@ impl<N: Counting> Cell<N> {
                 }
             }
             None => {
-                let i = spills.insert(Full::new(state));
-                self.tat.set(SPILLED | i as u64);
+                self.put_whole(spills, state);
             }
         }
     }
