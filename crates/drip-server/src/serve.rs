@@ -84,10 +84,9 @@ pub struct Args {
     /// Redis stores: how many refusals the exact local deny cache remembers
     /// (0..=16777216; 0 turns it off). A key refused with "retry after R"
     /// is refused on this node without a Redis call until the bound passes,
-    /// exactly as Redis would; a change made on another node reaches the
-    /// cache within 100 ms (not at this node's next decision, hence off by
-    /// default). Each entry takes about 150 bytes. Example:
-    /// --deny-cache 65536 [default: 0]
+    /// exactly as Redis would; a change made on this node reaches it at
+    /// once, one made on another node within 100 ms. Each entry takes about
+    /// 150 bytes. Example: --deny-cache 0 [default: 65536]
     #[arg(long, env = "DRIP_DENY_CACHE", value_name = "ENTRIES",
           value_parser = clap::value_parser!(u64).range(0..=16_777_216))]
     pub deny_cache: Option<u64>,

@@ -18,19 +18,13 @@ use serde_json::json;
 
 const HITS: &str = "drip_deny_cache_hits_total";
 
-/// The fast cluster settings with the deny cache on (it is off by default).
-fn with_cache() -> Vec<&'static str> {
-    let mut args = FAST.to_vec();
-    args.extend(["--deny-cache", "65536"]);
-    args
-}
-
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_flood_over_three_nodes_admits_the_capacity_and_a_reset_reaches_every_cache() {
     if !available() {
         return;
     }
-    let c = Arc::new(TestCluster::single(3, &with_cache()));
+    // The deny cache is on by default.
+    let c = Arc::new(TestCluster::single(3, FAST));
     // 100 at once, then one per 1000 s: nothing leaks during the test.
     let bucket = json!({"capacity": 100, "leak_rate": 0.001});
     assert_eq!(c.configure(0, "hot", bucket.clone()).await, 200);
@@ -102,4 +96,24 @@ async fn a_flood_over_three_nodes_admits_the_capacity_and_a_reset_reaches_every_
         took < Duration::from_millis(100),
         "B saw the reset after {took:?}"
     );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn deny_cache_zero_sends_every_refusal_to_redis() {
+    if !available() {
+        return;
+    }
+    let mut args = FAST.to_vec();
+    args.extend(["--deny-cache", "0"]);
+    let c = TestCluster::single(1, &args);
+    let bucket = json!({"capacity": 5, "leak_rate": 0.001});
+    assert_eq!(c.configure(0, "hot", bucket).await, 200);
+    let mut admitted = 0;
+    for _ in 0..50 {
+        admitted += u64::from(c.allow(0, "hot", "one").await.0 == 200);
+    }
+    assert_eq!(admitted, 5);
+    assert_eq!(c.metric(0, HITS).await.unwrap_or(0.0), 0.0);
+    let (_, s) = c.get(0, "/v1/buckets/hot?key=one").await;
+    assert_eq!(s["rejected_requests"].as_u64(), Some(45), "{s}");
 }

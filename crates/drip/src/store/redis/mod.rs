@@ -92,13 +92,13 @@ pub struct RedisOptions {
     /// ~30 µs (BENCHMARKS.md). Other tasks of the runtime still run while a
     /// call spins; the response timeout applies as without it.
     pub spin: Duration,
-    /// Refusals the exact local deny cache remembers (0, the default: off;
-    /// 65536 takes a few MB at most). A key refused with "retry after R" is
+    /// Refusals the exact local deny cache remembers (default 65536, a few
+    /// MB at most; 0 turns it off). A key refused with "retry after R" is
     /// refused on this node, without a script call, until the bound passes,
-    /// exactly as Redis would refuse it; see `deny_cache.rs`. Off by
-    /// default because a configure, reset or delete made through another
-    /// process reaches this cache only at its next version check
-    /// (`deny_cache_sync`), not at this process's next decision.
+    /// exactly as Redis would refuse it; see `deny_cache.rs`. A configure,
+    /// reset or delete made through this store reaches it at once; one made
+    /// through another process reaches it at its next version check
+    /// (`deny_cache_sync`), within 100 ms.
     pub deny_cache: usize,
     /// How often the deny cache checks the versions of the buckets it holds
     /// bounds for (a change made on another node reaches this node within
@@ -116,7 +116,7 @@ impl Default for RedisOptions {
             in_flight: 2,
             max_batch: 64,
             spin: Duration::ZERO,
-            deny_cache: 0,
+            deny_cache: 65536,
             deny_cache_sync: Duration::from_millis(25),
         }
     }
