@@ -16,6 +16,7 @@ use crate::error::ApiError;
 use crate::openapi;
 
 pub mod buckets;
+mod decision_json;
 pub mod extract;
 pub mod pages;
 

@@ -3,7 +3,6 @@
 use std::sync::Arc;
 
 use axum::Json;
-use axum::body::Bytes;
 use axum::extract::State;
 use axum::http::{HeaderMap, StatusCode, header};
 use axum::response::{IntoResponse, Response};
@@ -11,6 +10,7 @@ use drip::Store;
 use drip::headers;
 use serde::Deserialize;
 
+use super::decision_json::decision_json;
 use super::extract::{BucketPath, JsonBody, JsonBytes, Query};
 use crate::app::{Answer, App};
 use crate::error::ApiError;
@@ -167,7 +167,7 @@ fn decision_response(bucket: &str, mut v: Answer) -> Response {
         header::CONTENT_TYPE,
         header::HeaderValue::from_static("application/json"),
     )];
-    let mut res = (status, content_type, json_bytes(&v.take_body())).into_response();
+    let mut res = (status, content_type, decision_json(&v.take_body())).into_response();
     let d = &v.decision;
     if v.degraded {
         // Decided without the shared store: the body says so too.
@@ -184,21 +184,6 @@ fn decision_response(bucket: &str, mut v: Answer) -> Response {
         headers::fields(&headers::sf_string(bucket), d).append_to(res.headers_mut());
     }
     res
-}
-
-/// `body` as JSON in one allocation of its exact size. (A `Vec` with room
-/// to spare becomes `Bytes` through a second allocation, for its shared
-/// header.) A decision body is at most 493 bytes (20-digit numbers and a
-/// 128-byte request id of escaped characters); a longer one would take the
-/// `Vec` path.
-fn json_bytes(body: &impl serde::Serialize) -> Bytes {
-    let mut buf = [0u8; 512];
-    let mut rest = &mut buf[..];
-    if serde_json::to_writer(&mut rest, body).is_ok() {
-        let n = 512 - rest.len();
-        return Bytes::copy_from_slice(&buf[..n]);
-    }
-    Bytes::from(serde_json::to_vec(body).expect("a decision body serializes"))
 }
 
 /// Level and counters of one key of a bucket.
@@ -303,30 +288,4 @@ pub async fn cluster<S: Store>(State(app): AppState<S>) -> Json<ClusterStatus> {
 )]
 pub async fn leader<S: Store>(State(app): AppState<S>) -> Json<Leader> {
     Json(app.leader().await)
-}
-
-#[cfg(test)]
-mod tests {
-    use super::json_bytes;
-    use crate::model::DecisionBody;
-
-    #[test]
-    fn json_bytes_is_serde_json_for_the_largest_decision_and_beyond() {
-        let largest = DecisionBody {
-            allowed: false,
-            queue_position: u64::MAX,
-            estimated_wait_ms: u64::MAX,
-            remaining: u64::MAX,
-            retry_after_ms: u64::MAX,
-            reset_after_ms: u64::MAX,
-            request_id: "\"".repeat(128).into(),
-            degraded: true,
-        };
-        let json = serde_json::to_vec(&largest).unwrap();
-        assert_eq!(json.len(), 493);
-        assert_eq!(json_bytes(&largest), json);
-        // Past the stack buffer: the same text through a `Vec`.
-        let longer = vec![largest.clone(), largest];
-        assert_eq!(json_bytes(&longer), serde_json::to_vec(&longer).unwrap());
-    }
 }
