@@ -5,15 +5,18 @@
 //! global recorder can be set once per process, and tests run several
 //! servers in one process.
 
+use std::collections::HashMap;
 use std::sync::Arc;
 use std::time::Duration;
 
-use dashmap::DashMap;
+use crossbeam_utils::sync::ShardedLock;
 use drip::Outcome;
-use metrics::{Counter, Histogram, Recorder, counter, gauge, histogram, with_local_recorder};
-use metrics_exporter_prometheus::{
-    Matcher, PrometheusBuilder, PrometheusHandle, PrometheusRecorder,
-};
+use metrics::{Recorder, counter, gauge, with_local_recorder};
+use metrics_exporter_prometheus::{PrometheusBuilder, PrometheusHandle, PrometheusRecorder};
+
+mod sharded;
+
+use sharded::{Counts, Latency};
 
 /// Decisions, by `bucket` and `outcome` (`allowed`, `limited`, `exceeds`).
 pub const DECISIONS: &str = "drip_decisions_total";
@@ -58,14 +61,20 @@ const LATENCY_BUCKETS: &[f64] = &[
     0.05, 0.1, 0.25, 1.0,
 ];
 
-/// The metrics of one server.
+/// The outcomes [`DECISIONS`] counts, in its counters' order.
+const OUTCOMES: [&str; 3] = ["allowed", "limited", "exceeds"];
+
+/// The metrics of one server. The decisions and their latency, recorded on
+/// every request, are counted in per-thread slots ([`sharded`]) and put
+/// into the recorder's text when it is rendered; the rest goes to the
+/// recorder directly.
 pub struct Metrics {
     recorder: PrometheusRecorder,
     handle: PrometheusHandle,
-    /// Decision counters by bucket, registered once: the hot path then
-    /// neither builds label sets nor looks them up.
-    decisions: DashMap<String, Arc<[Counter; 3]>>,
-    latency: Histogram,
+    /// Decision counts by bucket. Each thread reads the map through its own
+    /// shard of the lock; a new bucket name writes it once.
+    decisions: ShardedLock<HashMap<String, Arc<Counts<3>>>>,
+    latency: Latency,
 }
 
 impl Default for Metrics {
@@ -77,22 +86,16 @@ impl Default for Metrics {
 impl Metrics {
     /// A fresh set of metrics with its own recorder.
     pub fn new() -> Self {
-        let recorder = PrometheusBuilder::new()
-            .set_buckets_for_metric(Matcher::Full(DECISION_SECONDS.to_owned()), LATENCY_BUCKETS)
-            .expect("the latency buckets are not empty")
-            .build_recorder();
+        let recorder = PrometheusBuilder::new().build_recorder();
         let handle = recorder.handle();
-        let latency =
-            with_local_recorder(&recorder as &dyn Recorder, || histogram!(DECISION_SECONDS));
         let m = Metrics {
             recorder,
             handle,
-            decisions: DashMap::new(),
-            latency,
+            decisions: ShardedLock::new(HashMap::new()),
+            latency: Latency::new(LATENCY_BUCKETS),
         };
         m.with(|| {
             metrics::describe_counter!(DECISIONS, "Decisions by bucket and outcome");
-            metrics::describe_histogram!(DECISION_SECONDS, "Time the store took to decide");
             metrics::describe_counter!(STORE_ERRORS, "Store calls that failed");
             metrics::describe_gauge!(KEYS_HELD, "Keys holding state in the store");
             metrics::describe_counter!(
@@ -127,23 +130,29 @@ impl Metrics {
             Outcome::Limited => 1,
             Outcome::Exceeds => 2,
         };
-        if let Some(c) = self.decisions.get(bucket) {
-            c[i].increment(1);
+        let read = self.decisions.read().unwrap_or_else(|e| e.into_inner());
+        if let Some(c) = read.get(bucket) {
+            c.add(i, 1);
         } else {
-            let counters = self
-                .decisions
-                .entry(bucket.to_owned())
-                .or_insert_with(|| {
-                    Arc::new(self.with(|| {
-                        ["allowed", "limited", "exceeds"].map(|outcome| {
-                            counter!(DECISIONS, "bucket" => bucket.to_owned(), "outcome" => outcome)
-                        })
-                    }))
-                })
-                .clone();
-            counters[i].increment(1);
+            drop(read);
+            let mut write = self.decisions.write().unwrap_or_else(|e| e.into_inner());
+            write.entry(bucket.to_owned()).or_default().add(i, 1);
         }
-        self.latency.record(elapsed.as_secs_f64());
+        self.latency.record(elapsed);
+    }
+
+    /// Puts the decision counts into the recorder, each bucket's three
+    /// outcomes registered on its first showing.
+    fn publish_decisions(&self) {
+        let decisions = self.decisions.read().unwrap_or_else(|e| e.into_inner());
+        self.with(|| {
+            for (bucket, counts) in decisions.iter() {
+                for (i, outcome) in OUTCOMES.into_iter().enumerate() {
+                    counter!(DECISIONS, "bucket" => bucket.clone(), "outcome" => outcome)
+                        .absolute(counts.get(i));
+                }
+            }
+        });
     }
 
     /// Records a failed store call.
@@ -187,15 +196,20 @@ impl Metrics {
         });
     }
 
-    /// Folds the latency samples recorded since the last upkeep into their
-    /// histograms (the recorder keeps each sample until then).
+    /// Folds the samples of the recorder's own histograms (the RLS's)
+    /// recorded since the last upkeep into their buckets (the recorder
+    /// keeps each sample until then).
     pub fn upkeep(&self) {
         self.handle.run_upkeep();
     }
 
     /// The Prometheus text exposition of every metric.
     pub fn render(&self) -> String {
+        self.publish_decisions();
         self.handle.run_upkeep();
-        self.handle.render()
+        let mut text = self.handle.render();
+        self.latency
+            .render(DECISION_SECONDS, "Time the store took to decide", &mut text);
+        text
     }
 }
