@@ -12,12 +12,14 @@ use std::time::Duration;
 
 use crossbeam_utils::CachePadded;
 
-/// Slots per set of counts: the machine's threads, up to 16 (so a bucket's
+/// Slots per set of counts: twice the machine's threads (threads other
+/// than the runtime's workers record too), from 2 to 16 (so a bucket's
 /// decision counts take at most 2 KiB); more threads share slots.
 static SLOTS: LazyLock<usize> = LazyLock::new(|| {
     std::thread::available_parallelism()
         .map_or(1, |n| n.get())
-        .clamp(1, 16)
+        .saturating_mul(2)
+        .clamp(2, 16)
 });
 
 /// This thread's slot: threads take slots in turn as they first record.
