@@ -2,9 +2,8 @@
 //! each thread adds to its own slot (a line of its own) and a reader sums
 //! the slots. Every decision records a count and a latency; when all of
 //! them add to one shared atomic, the worker threads pass its cache line
-//! back and forth on every request (measured: about a tenth of the HTTP
-//! allow path's throughput under wrk, BENCHMARKS.md). Reading is rare: a
-//! scrape, an upkeep.
+//! back and forth on every request (`benches/metrics.rs` measures both).
+//! Reading is rare: a scrape, an upkeep.
 
 use std::sync::LazyLock;
 use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
