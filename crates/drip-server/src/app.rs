@@ -377,9 +377,6 @@ impl<S: Store> App<S> {
 
     /// Forgets idle keys, then updates the keys-held gauge.
     pub async fn sweep(&self) {
-        // The recorder keeps every latency sample until an upkeep: without
-        // one, a server nobody scrapes would grow without bound.
-        self.metrics.upkeep();
         if let Err(e) = self.limiter.sweep_idle().await {
             tracing::warn!(error = %e, "sweeping idle keys failed");
             self.metrics.store_error("sweep");

@@ -6,7 +6,6 @@
 //! servers in one process.
 
 use std::collections::HashMap;
-use std::sync::Arc;
 use std::time::Duration;
 
 use crossbeam_utils::sync::ShardedLock;
@@ -73,7 +72,7 @@ pub struct Metrics {
     handle: PrometheusHandle,
     /// Decision counts by bucket. Each thread reads the map through its own
     /// shard of the lock; a new bucket name writes it once.
-    decisions: ShardedLock<HashMap<String, Arc<Counts<3>>>>,
+    decisions: ShardedLock<HashMap<String, Counts<3>>>,
     latency: Latency,
 }
 
@@ -196,17 +195,9 @@ impl Metrics {
         });
     }
 
-    /// Folds the samples of the recorder's own histograms (the RLS's)
-    /// recorded since the last upkeep into their buckets (the recorder
-    /// keeps each sample until then).
-    pub fn upkeep(&self) {
-        self.handle.run_upkeep();
-    }
-
     /// The Prometheus text exposition of every metric.
     pub fn render(&self) -> String {
         self.publish_decisions();
-        self.handle.run_upkeep();
         let mut text = self.handle.render();
         self.latency
             .render(DECISION_SECONDS, "Time the store took to decide", &mut text);

@@ -23,24 +23,6 @@ pub async fn bind(addr: &str) -> Result<TcpListener> {
     Ok(listener)
 }
 
-/// How often [`upkeep`] folds the recorded latencies into their buckets.
-const UPKEEP_EVERY: std::time::Duration = std::time::Duration::from_secs(5);
-
-/// Folds recorded samples into the histograms every few seconds until
-/// `stop`: the recorder keeps every latency sample until a render, so
-/// without a scrape (no `--metrics`, or a slow scraper) they would pile up.
-pub async fn upkeep(metrics: Arc<Metrics>, stop: tokio_util::sync::CancellationToken) {
-    let mut tick = tokio::time::interval(UPKEEP_EVERY);
-    loop {
-        tokio::select! {
-            _ = stop.cancelled() => return,
-            _ = tick.tick() => {
-                metrics.upkeep();
-            }
-        }
-    }
-}
-
 /// Serves `GET /metrics` from `metrics` until `shutdown` completes.
 pub async fn serve(
     listener: TcpListener,
@@ -66,8 +48,8 @@ pub async fn serve(
 }
 
 /// What each traffic tool runs beside its own listener: a stop token that
-/// SIGINT/SIGTERM cancel, the metrics upkeep, and the `--metrics`
-/// listener when one is asked for.
+/// SIGINT/SIGTERM cancel, and the `--metrics` listener when one is asked
+/// for.
 pub struct Sidecar {
     /// Cancelled by a signal (or by [`Sidecar::finish`]).
     pub stop: tokio_util::sync::CancellationToken,
@@ -75,8 +57,8 @@ pub struct Sidecar {
 }
 
 impl Sidecar {
-    /// Binds `--metrics` (if given), installs the signal handlers (logging
-    /// `on_signal` when one comes) and starts the upkeep.
+    /// Binds `--metrics` (if given) and installs the signal handlers
+    /// (logging `on_signal` when one comes).
     pub async fn start(
         metrics_addr: Option<&str>,
         metrics: Arc<Metrics>,
@@ -95,7 +77,6 @@ impl Sidecar {
                 stop.cancel();
             }
         });
-        tokio::spawn(upkeep(metrics.clone(), stop.clone()));
         let metrics_task =
             listener.map(|l| tokio::spawn(serve(l, metrics, stop.clone().cancelled_owned())));
         Ok(Sidecar { stop, metrics_task })
