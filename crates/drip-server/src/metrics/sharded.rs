@@ -84,7 +84,7 @@ impl Latency {
         assert!(bounds.len() <= MAX_BOUNDS && bounds.is_sorted());
         Latency {
             bounds,
-            bounds_ns: bounds.iter().map(|s| (s * 1e9) as u64).collect(),
+            bounds_ns: bounds.iter().map(|s| (s * 1e9).round() as u64).collect(),
             columns: Counts::default(),
         }
     }
