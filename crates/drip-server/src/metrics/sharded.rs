@@ -3,7 +3,7 @@
 //! the slots. Every decision records a count and a latency; when all of
 //! them add to one shared atomic, the worker threads pass its cache line
 //! back and forth on every request (`benches/metrics.rs` measures both).
-//! Reading is rare: a scrape, an upkeep.
+//! Reading is rare: a scrape of `/metrics`.
 
 use std::sync::LazyLock;
 use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
